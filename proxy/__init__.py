@@ -1,0 +1,1 @@
+"""The gateway's data plane and admin listener (aiohttp). Never imports Textual."""

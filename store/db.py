@@ -1,0 +1,170 @@
+"""Where the store lives and how connections are opened.
+
+SQLite by default (``platformdirs.user_data_dir("aigw")/aigw.db``), shared safely by
+the console and the gateway process: WAL, a busy timeout and foreign keys on every
+connection. Any SQLAlchemy URL works too, so several gateways can share PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine
+
+from . import models
+from .errors import StoreError
+
+ENV_DB = "AIGW_DB"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("aigw"))
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved ``--db``: the SQLAlchemy URL, the data directory and the SQLite file."""
+
+    url: str
+    data_dir: Path
+    sqlite_path: Path | None
+
+    def describe(self) -> str:
+        if self.sqlite_path is not None:
+            return str(self.sqlite_path)
+        return _redact_url(self.url)
+
+
+def _redact_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # pragma: no cover - only for display
+        return url.split("@")[-1]
+
+
+def resolve(db: str | None = None) -> Location:
+    """``--db`` beats ``AIGW_DB`` beats the default file. ``…://…`` is a SQLAlchemy URL."""
+    raw = db or os.environ.get(ENV_DB) or ""
+    if "://" in raw:
+        if raw.startswith("sqlite:///"):
+            path = Path(raw.removeprefix("sqlite:///")).expanduser().resolve()
+            return Location(f"sqlite:///{path}", path.parent, path)
+        return Location(raw, default_data_dir(), None)
+    path = Path(raw).expanduser().resolve() if raw else default_data_dir() / "aigw.db"
+    return Location(f"sqlite:///{path}", path.parent, path)
+
+
+def ensure_private_dir(path: Path, *, tighten: bool) -> None:
+    """Create ``path`` 0700. ``tighten`` also fixes an existing folder we own (the default one)."""
+    existed = path.exists()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not existed or tighten:
+        try:
+            if stat.S_IMODE(path.stat().st_mode) != 0o700:
+                path.chmod(0o700)
+        except OSError:
+            pass
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if it does not exist; tighten it if it does."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+class Store:
+    """The engine plus where it lives. Pass one around; open short sessions from it."""
+
+    def __init__(self, location: Location, engine: Engine) -> None:
+        self.location = location
+        self.engine = engine
+
+    @property
+    def data_dir(self) -> Path:
+        return self.location.data_dir
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(db: str | None = None, *, create: bool = True) -> Store:
+    """Open (and on first use create) the store. Raises :class:`StoreError` with a clear message."""
+    loc = resolve(db)
+    try:
+        if loc.sqlite_path is not None:
+            ensure_private_dir(loc.data_dir, tighten=loc.data_dir == default_data_dir())
+            if not loc.sqlite_path.exists() and not create:
+                raise StoreError(f"database {loc.sqlite_path} does not exist")
+            if loc.sqlite_path.is_dir():
+                raise StoreError(f"database path {loc.sqlite_path} is a directory")
+            private_file(loc.sqlite_path)
+            engine = create_engine(
+                loc.url,
+                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            ensure_private_dir(loc.data_dir, tighten=True)
+            engine = create_engine(loc.url, pool_pre_ping=True)
+        store = Store(loc, engine)
+        _migrate(store)
+        return store
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"cannot open database {loc.describe()}: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        msg = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        raise StoreError(f"cannot open database {loc.describe()}: {msg}") from None
+    except Exception as exc:  # a bad URL, a missing driver
+        raise StoreError(f"cannot open database {loc.describe()}: {exc}") from None
+
+
+def _migrate(store: Store) -> None:
+    """Create tables and the schema-version row; refuse a database from a newer aigw."""
+    SQLModel.metadata.create_all(store.engine)
+    with store.session() as s:
+        row = s.get(models.Meta, "schema_version")
+        if row is None:
+            s.add(models.Meta(key="schema_version", value=str(models.SCHEMA_VERSION)))
+            if s.get(models.Meta, "revision") is None:
+                s.add(models.Meta(key="revision", value="0"))
+            if s.get(models.GatewaySettings, 1) is None:
+                s.add(models.GatewaySettings(id=1))
+            s.commit()
+        elif int(row.value) > models.SCHEMA_VERSION:
+            raise StoreError(
+                f"database {store.location.describe()} has schema version {row.value}; this aigw "
+                f"knows {models.SCHEMA_VERSION} — upgrade aigw"
+            )
+        # Future: elif int(row.value) < SCHEMA_VERSION: run the steps in order, then bump.
+

@@ -1,0 +1,87 @@
+"""Vendor presets: the address an OpenAI SDK takes as ``base_url`` and the models offered.
+
+The console fills a new service's address and its default-model picker from here; the
+store fills an empty ``address`` from here too, so a preset is one source of truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VendorPreset:
+    name: str
+    label: str
+    address: str
+    models: tuple[str, ...]
+
+
+PRESETS: dict[str, VendorPreset] = {
+    p.name: p
+    for p in (
+        VendorPreset(
+            "hunyuan",
+            "Tencent Hunyuan",
+            "https://api.hunyuan.cloud.tencent.com/v1",
+            (
+                "hunyuan-2.0-instruct-20251111",
+                "hunyuan-2.0-thinking-20251109",
+                "hunyuan-turbos-latest",
+                "hunyuan-t1-latest",
+                "hunyuan-lite",
+                "hunyuan-standard",
+                "hunyuan-large",
+                "hunyuan-embedding",
+            ),
+        ),
+        VendorPreset(
+            "lkeap",
+            "Tencent LKEAP (DeepSeek)",
+            "https://api.lkeap.cloud.tencent.com/v1",
+            ("deepseek-v3.1", "deepseek-r1", "deepseek-v3"),
+        ),
+        VendorPreset(
+            "openai",
+            "OpenAI",
+            "https://api.openai.com/v1",
+            ("gpt-4.1", "gpt-4.1-mini", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"),
+        ),
+        VendorPreset(
+            "deepseek", "DeepSeek", "https://api.deepseek.com/v1", ("deepseek-chat", "deepseek-reasoner")
+        ),
+        VendorPreset(
+            "qwen",
+            "Alibaba Qwen",
+            "https://dashscope.aliyuncs.com/compatible-mode/v1",
+            ("qwen-max", "qwen-plus", "qwen-turbo", "text-embedding-v3"),
+        ),
+        VendorPreset(
+            "moonshot",
+            "Moonshot",
+            "https://api.moonshot.cn/v1",
+            ("kimi-k2-0905-preview", "moonshot-v1-8k", "moonshot-v1-32k"),
+        ),
+        VendorPreset(
+            "zhipu",
+            "Zhipu GLM",
+            "https://open.bigmodel.cn/api/paas/v4",
+            ("glm-4.6", "glm-4.5", "glm-4-flash", "embedding-3"),
+        ),
+        VendorPreset(
+            "qianfan",
+            "Baidu Qianfan",
+            "https://qianfan.baidubce.com/v2",
+            ("ernie-4.5-turbo-128k", "ernie-x1-turbo-32k", "ernie-speed-128k"),
+        ),
+        VendorPreset("ollama", "Ollama", "http://127.0.0.1:11434/v1", ("llama3.2", "qwen2.5")),
+        VendorPreset("vllm", "vLLM", "http://127.0.0.1:8000/v1", ()),
+        VendorPreset("custom", "Custom (OpenAI-compatible)", "", ()),
+    )
+}
+
+VENDORS: tuple[str, ...] = tuple(PRESETS)
+
+
+def preset(vendor: str) -> VendorPreset | None:
+    return PRESETS.get(vendor)

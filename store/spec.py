@@ -1,0 +1,141 @@
+"""The configuration as plain data: every entity of SPEC §1, references by name.
+
+This is the shape users think in (the TOML document, a console form), and the one
+shape the validator checks. The database rows in :mod:`store.models` are its storage;
+the gateway compiles a :class:`Config` into its routing snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Enumerations (SPEC §1). Tuples keep the order the console offers them in.
+PROTOCOLS = ("openai",)
+KEY_POLICIES = ("polling", "random", "failover")
+MODEL_POLICIES = ("specified", "passthrough")
+UNLISTED_MODEL = ("refuse", "default")
+SCENARIOS = ("text-generation", "embeddings")
+SERVICE_TYPES = ("single", "multi")
+ROUTINGS = ("model", "weight")
+QUOTA_UNITS = ("tokens", "requests", "cost")
+QUOTA_PERIODS = ("day", "week", "month", "total")
+
+#: Routes each scenario may expose; the first is the default.
+SCENARIO_ROUTES: dict[str, tuple[str, ...]] = {
+    "text-generation": ("/v1/chat/completions", "/v1/completions"),
+    "embeddings": ("/v1/embeddings",),
+}
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081"
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class GatewaySpec:
+    listen: str = DEFAULT_LISTEN
+    public_url: str = ""
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
+
+    def effective_public_url(self) -> str:
+        """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, _, port = self.listen.rpartition(":")
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+
+@dataclass
+class ModelKeySpec:
+    name: str
+    #: The vendor key, or ``env:VAR``. ``None`` only while importing a secret-less export
+    #: over an existing key (the stored credential is kept).
+    credential: str | None = None
+    description: str = ""
+
+
+@dataclass
+class Price:
+    input: float = 0.0
+    output: float = 0.0
+
+
+@dataclass
+class ModelServiceSpec:
+    name: str
+    vendor: str = "custom"
+    protocol: str = "openai"
+    address: str = ""
+    keys: list[str] = field(default_factory=list)
+    key_policy: str = "polling"
+    model_policy: str = "specified"
+    default_model: str = ""
+    models: list[str] = field(default_factory=list)
+    unlisted_model: str = "refuse"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    prices: dict[str, Price] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class ModelApiSpec:
+    name: str
+    scenario: str = "text-generation"
+    protocol: str = "openai"
+    routes: list[str] = field(default_factory=list)
+    base_path: str = ""
+    path_simplification: bool = True
+    service_type: str = "single"
+    services: list[str] = field(default_factory=list)
+    routing: str = "model"
+    weights: list[int] = field(default_factory=list)
+    fallback_services: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class ConsumerSpec:
+    name: str
+    enabled: bool = True
+    #: Plain keys to register (import only; hashed before storing, never exported).
+    api_keys: list[str] = field(default_factory=list)
+    #: ``sha256:<hex>`` digests. ``None`` = leave the stored keys as they are.
+    api_key_hashes: list[str] | None = None
+    quota: float = 0
+    quota_unit: str = "tokens"
+    quota_period: str = "month"
+    description: str = ""
+
+
+@dataclass
+class ConsumerGroupSpec:
+    name: str
+    consumers: list[str] = field(default_factory=list)
+    model_apis: list[str] = field(default_factory=list)
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    description: str = ""
+
+
+@dataclass
+class Config:
+    """The whole configuration. Lists are in the store's order (by name)."""
+
+    gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    model_keys: list[ModelKeySpec] = field(default_factory=list)
+    model_services: list[ModelServiceSpec] = field(default_factory=list)
+    model_apis: list[ModelApiSpec] = field(default_factory=list)
+    consumers: list[ConsumerSpec] = field(default_factory=list)
+    consumer_groups: list[ConsumerGroupSpec] = field(default_factory=list)
+
+
+#: TOML table name → the spec class of its entries, in dependency order.
+TABLES: dict[str, type] = {
+    "model_keys": ModelKeySpec,
+    "model_services": ModelServiceSpec,
+    "model_apis": ModelApiSpec,
+    "consumers": ConsumerSpec,
+    "consumer_groups": ConsumerGroupSpec,
+}

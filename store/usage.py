@@ -1,0 +1,119 @@
+"""Request records: written in batches by the gateway, read by ``aigw logs``/``usage`` and the console.
+
+Quota use is counted from these records (not kept in a counter of its own), so a
+restart restores it exactly: the gateway asks :func:`quota_used` on start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, insert
+from sqlmodel import Session, col, select
+
+from .models import RequestRecord
+
+RECORD_FIELDS: tuple[str, ...] = tuple(
+    name for name in RequestRecord.model_fields if name != "id"
+)
+GROUPS = ("consumer", "api", "model", "service")
+
+
+def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
+    """One multi-row INSERT in the caller's transaction; unknown keys are ignored."""
+    rows = [{k: r.get(k) for k in RECORD_FIELDS if k in r} for r in records]
+    if not rows:
+        return 0
+    session.execute(insert(RequestRecord), rows)
+    session.commit()
+    return len(rows)
+
+
+def recent(session: Session, n: int = 50, *, since: float | None = None) -> list[RequestRecord]:
+    """The newest ``n`` records, oldest first (as a log reads)."""
+    q = select(RequestRecord).order_by(col(RequestRecord.ts).desc(), col(RequestRecord.id).desc())
+    if since is not None:
+        q = q.where(RequestRecord.ts >= since)
+    rows = list(session.exec(q.limit(n)).all())
+    rows.reverse()
+    return rows
+
+
+def totals(session: Session, by: str = "consumer", since: float | None = None) -> list[dict[str, Any]]:
+    """Requests, tokens and cost per ``by`` value, sorted by cost then tokens."""
+    if by not in GROUPS:
+        raise ValueError(f"cannot group by {by!r}; use one of {', '.join(GROUPS)}")
+    key = getattr(RequestRecord, by)
+    q = select(
+        key,
+        func.count(),
+        func.coalesce(func.sum(RequestRecord.prompt_tokens), 0),
+        func.coalesce(func.sum(RequestRecord.completion_tokens), 0),
+        func.coalesce(func.sum(RequestRecord.cost), 0.0),
+        func.coalesce(func.sum(case((col(RequestRecord.status) >= 400, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((col(RequestRecord.estimated), 1), else_=0)), 0),
+    ).group_by(key)
+    if since is not None:
+        q = q.where(RequestRecord.ts >= since)
+    out = []
+    for name, n, pt, ct, cost, errors, estimated in session.exec(q).all():
+        out.append({
+            by: name or "",
+            "requests": int(n),
+            "errors": int(errors),
+            "prompt_tokens": int(pt),
+            "completion_tokens": int(ct),
+            "total_tokens": int(pt) + int(ct),
+            "cost": round(float(cost), 10),
+            "estimated_requests": int(estimated),
+        })
+    out.sort(key=lambda r: (-r["cost"], -r["total_tokens"], r[by]))
+    return out
+
+
+def period_start(period: str, now: float | None = None) -> float:
+    """Start of the current quota period in UTC: day, ISO week (Monday), month, or 0 for total."""
+    dt = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    day = dt.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day.timestamp()
+    if period == "week":
+        return (day - timedelta(days=day.weekday())).timestamp()
+    if period == "month":
+        return day.replace(day=1).timestamp()
+    return 0.0
+
+
+def period_end(period: str, now: float | None = None) -> float | None:
+    """When the current period's quota resets (``None`` for ``total``)."""
+    start = datetime.fromtimestamp(period_start(period, now), UTC)
+    if period == "day":
+        return (start + timedelta(days=1)).timestamp()
+    if period == "week":
+        return (start + timedelta(days=7)).timestamp()
+    if period == "month":
+        nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return nxt.timestamp()
+    return None
+
+
+def quota_used(session: Session, consumer: str, unit: str, since: float) -> float:
+    """What ``consumer`` has used since ``since`` in ``unit`` (tokens, requests or cost)."""
+    if unit == "requests":
+        expr = func.count()
+    elif unit == "cost":
+        expr = func.coalesce(func.sum(RequestRecord.cost), 0.0)
+    else:
+        expr = func.coalesce(func.sum(RequestRecord.prompt_tokens + RequestRecord.completion_tokens), 0)
+    q = select(expr).where(RequestRecord.consumer == consumer, RequestRecord.ts >= since)
+    return float(session.exec(q).one())
+
+
+def record_dict(r: RequestRecord) -> dict[str, Any]:
+    """A record as JSON-ready data, with an ISO ``time`` beside ``ts``."""
+    d = {k: getattr(r, k) for k in RECORD_FIELDS}
+    d["time"] = datetime.fromtimestamp(r.ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return d

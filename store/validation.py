@@ -1,0 +1,439 @@
+"""The one source of configuration rules, used by the console, ``aigw import`` and the gateway.
+
+Two layers:
+
+* field checks (``check_*``) return a message or ``None``; a console form calls them
+  as the user types, so inline messages and import errors are the same words;
+* :func:`validate_config` normalises a whole :class:`~store.spec.Config` in place and
+  checks every field, reference and uniqueness rule, raising one :class:`StoreError`
+  whose entries name the table, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from urllib.parse import urlsplit
+
+from .errors import ErrorList
+from .presets import PRESETS, VENDORS
+from .spec import (
+    KEY_POLICIES,
+    MODEL_POLICIES,
+    PROTOCOLS,
+    QUOTA_PERIODS,
+    QUOTA_UNITS,
+    ROUTINGS,
+    SCENARIO_ROUTES,
+    SCENARIOS,
+    SERVICE_TYPES,
+    UNLISTED_MODEL,
+    Config,
+    ConsumerGroupSpec,
+    ConsumerSpec,
+    GatewaySpec,
+    ModelApiSpec,
+    ModelKeySpec,
+    ModelServiceSpec,
+)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
+SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+PLAIN_KEY_RE = re.compile(r"^[\x21-\x7e]{20,256}$")
+MAX_DESCRIPTION = 1024
+MAX_CREDENTIAL = 8192
+MAX_TIMEOUT_S = 3600.0
+
+
+def one_of(value: object, allowed: tuple[str, ...]) -> str | None:
+    if value in allowed:
+        return None
+    return f"{value!r} is not one of: {', '.join(allowed)}"
+
+
+def check_name(value: str) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "a name is required"
+    if len(value) > 64:
+        return f"name is {len(value)} characters long; at most 64"
+    if not NAME_RE.match(value):
+        return (
+            f"{value!r} is not a valid name: use a-z, 0-9, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+    return None
+
+
+def check_description(value: str) -> str | None:
+    if len(value) > MAX_DESCRIPTION:
+        return f"description is {len(value)} characters long; at most {MAX_DESCRIPTION}"
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        return "description must be one line without control characters"
+    return None
+
+
+def check_credential(value: str | None) -> str | None:
+    if value is None or value == "":
+        return "a credential is required: the vendor API key, or env:VAR to read it at request time"
+    if len(value) > MAX_CREDENTIAL:
+        return f"credential is too long (at most {MAX_CREDENTIAL} characters)"
+    if value != value.strip() or any(ord(c) < 33 or ord(c) == 127 for c in value):
+        return "credential must not contain spaces, line breaks or control characters"
+    if value.startswith("env:") and not ENV_VAR_RE.match(value[4:]):
+        return "env: must be followed by an environment variable name, e.g. env:HUNYUAN_API_KEY"
+    return None
+
+
+def normalise_url(value: str) -> str:
+    return value.strip().rstrip("/")
+
+
+def check_url(value: str, *, what: str = "address") -> str | None:
+    if not value:
+        return f"{what} is required"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        return f"{value!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"{what} must start with http:// or https:// (got {value!r})"
+    if not parts.hostname:
+        return f"{what} {value!r} has no host"
+    if parts.username or parts.password:
+        return f"{what} must not carry credentials; put the key in a Model Key"
+    if parts.query or parts.fragment:
+        return f"{what} must not have a query or fragment"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"{what} {value!r} has an invalid port"
+    if any(c.isspace() for c in value):
+        return f"{what} must not contain spaces"
+    return None
+
+
+def check_listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        return f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"port in {value!r} must be a number from 1 to 65535"
+    if any(c.isspace() for c in host) or "/" in host:
+        return f"host in {value!r} is not valid"
+    return None
+
+
+def normalise_base_path(value: str) -> str:
+    value = value.strip()
+    if value and not value.startswith("/"):
+        value = "/" + value
+    return value.rstrip("/")
+
+
+def check_base_path(value: str) -> str | None:
+    """``value`` already normalised. Empty means the root (one API may live there)."""
+    if value == "":
+        return None
+    if len(value) > 200:
+        return "base path is too long (at most 200 characters)"
+    if "?" in value or "#" in value:
+        return "base path must not contain a query ('?') or fragment ('#')"
+    if "%" in value:
+        return "base path must not contain percent-encoded characters"
+    if "//" in value:
+        return "base path must not contain '//'"
+    for seg in value.split("/")[1:]:
+        if seg in (".", ".."):
+            return "base path must not contain '.' or '..' segments"
+        if not SEGMENT_RE.match(seg):
+            return f"base path segment {seg!r} may only hold letters, digits, '.', '_', '~', '-'"
+    return None
+
+
+def check_model(value: str, *, glob: bool = False) -> str | None:
+    if not value:
+        return "a model name is required"
+    if not MODEL_RE.match(value) or (not glob and any(c in value for c in "*?[]")):
+        return f"{value!r} is not a valid model name" + (" or pattern" if glob else "")
+    return None
+
+
+def model_matches(model: str, patterns: list[str]) -> bool:
+    """Empty list = any model; otherwise exact name or glob (``hunyuan-*``)."""
+    if not patterns:
+        return True
+    return any(p == model or fnmatch.fnmatchcase(model, p) for p in patterns)
+
+
+def check_number(value: object, *, lo: float, hi: float | None = None, integer: bool = False,
+                 lo_open: bool = False) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number"
+    if integer and not isinstance(value, int):
+        return f"{value!r} is not a whole number"
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if value < lo or (lo_open and value == lo):
+        return f"must be {'greater than' if lo_open else 'at least'} {lo:g}"
+    if hi is not None and value > hi:
+        return f"must be at most {hi:g}"
+    return None
+
+
+def _dups(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({x for x in items if x in seen or seen.add(x)})  # type: ignore[func-returns-value]
+
+
+# ---------------------------------------------------------------- per entity
+
+
+def normalise_service(s: ModelServiceSpec) -> None:
+    s.address = normalise_url(s.address)
+    if not s.address and s.vendor in PRESETS:
+        s.address = PRESETS[s.vendor].address
+
+
+def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
+    t, n = "model_services", s.name
+    if m := check_description(s.description):
+        err.add(t, n, "description", m)
+    if m := one_of(s.vendor, VENDORS):
+        err.add(t, n, "vendor", m)
+    if m := one_of(s.protocol, PROTOCOLS):
+        err.add(t, n, "protocol", m)
+    if not s.address and s.vendor == "custom":
+        err.add(t, n, "address", "address is required for vendor 'custom' (the vendor's OpenAI base URL)")
+    elif m := check_url(s.address):
+        err.add(t, n, "address", m)
+    if not s.keys:
+        err.add(t, n, "keys", "at least one model key is required")
+    for d in _dups(s.keys):
+        err.add(t, n, "keys", f"key {d!r} is listed twice")
+    if m := one_of(s.key_policy, KEY_POLICIES):
+        err.add(t, n, "key_policy", m)
+    if m := one_of(s.model_policy, MODEL_POLICIES):
+        err.add(t, n, "model_policy", m)
+    if m := one_of(s.unlisted_model, UNLISTED_MODEL):
+        err.add(t, n, "unlisted_model", m)
+    for pat in s.models:
+        if m := check_model(pat, glob=True):
+            err.add(t, n, "models", m)
+    if s.default_model:
+        if m := check_model(s.default_model):
+            err.add(t, n, "default_model", m)
+        elif not model_matches(s.default_model, s.models):
+            err.add(t, n, "default_model", f"{s.default_model!r} is not in this service's models")
+    elif s.model_policy == "specified":
+        err.add(t, n, "default_model", "a default model is required with model_policy 'specified'")
+    elif s.unlisted_model == "default":
+        err.add(t, n, "default_model", "a default model is required with unlisted_model 'default'")
+    if m := check_number(s.timeout_s, lo=0, hi=MAX_TIMEOUT_S, lo_open=True):
+        err.add(t, n, "timeout_s", m)
+    for model, price in s.prices.items():
+        if m := check_model(model, glob=True):
+            err.add(t, n, f"prices.{model}", m)
+        for side in ("input", "output"):
+            if m := check_number(getattr(price, side), lo=0, hi=1e9):
+                err.add(t, n, f"prices.{model}.{side}", m)
+
+
+def normalise_api(a: ModelApiSpec) -> None:
+    a.base_path = normalise_base_path(a.base_path)
+    if not a.routes and a.scenario in SCENARIO_ROUTES:
+        a.routes = [SCENARIO_ROUTES[a.scenario][0]]
+
+
+def check_api(a: ModelApiSpec, err: ErrorList) -> None:
+    t, n = "model_apis", a.name
+    if m := check_description(a.description):
+        err.add(t, n, "description", m)
+    if m := one_of(a.scenario, SCENARIOS):
+        err.add(t, n, "scenario", m)
+    if m := one_of(a.protocol, PROTOCOLS):
+        err.add(t, n, "protocol", m)
+    allowed = SCENARIO_ROUTES.get(a.scenario, ())
+    for r in a.routes:
+        if allowed and r not in allowed:
+            err.add(t, n, "routes", f"route {r!r} is not offered by scenario {a.scenario!r}; "
+                    f"use {', '.join(allowed)}")
+    for d in _dups(a.routes):
+        err.add(t, n, "routes", f"route {d!r} is listed twice")
+    if m := check_base_path(a.base_path):
+        err.add(t, n, "base_path", m)
+    if m := one_of(a.service_type, SERVICE_TYPES):
+        err.add(t, n, "service_type", m)
+    if not a.services:
+        err.add(t, n, "services", "at least one model service is required")
+    elif a.service_type == "single" and len(a.services) != 1:
+        err.add(t, n, "services", f"service_type 'single' takes exactly one service, got {len(a.services)}")
+    for d in _dups(a.services):
+        err.add(t, n, "services", f"service {d!r} is listed twice")
+    if m := one_of(a.routing, ROUTINGS):
+        err.add(t, n, "routing", m)
+    if a.service_type == "multi" and a.routing == "weight":
+        if len(a.weights) != len(a.services):
+            err.add(t, n, "weights", f"routing 'weight' needs one weight per service "
+                    f"({len(a.services)}), got {len(a.weights)}")
+        for w in a.weights:
+            if m := check_number(w, lo=1, hi=100, integer=True):
+                err.add(t, n, "weights", f"weight {w!r}: {m}")
+    elif a.weights:
+        err.add(t, n, "weights", "weights apply only to service_type 'multi' with routing 'weight'")
+    for d in _dups(a.fallback_services):
+        err.add(t, n, "fallback_services", f"service {d!r} is listed twice")
+    for f in a.fallback_services:
+        if f in a.services:
+            err.add(t, n, "fallback_services", f"{f!r} is already one of the API's services")
+
+
+def check_consumer(c: ConsumerSpec, err: ErrorList) -> None:
+    t, n = "consumers", c.name
+    if m := check_description(c.description):
+        err.add(t, n, "description", m)
+    if not isinstance(c.enabled, bool):
+        err.add(t, n, "enabled", "must be true or false")
+    if m := check_number(c.quota, lo=0):
+        err.add(t, n, "quota", m)
+    if m := one_of(c.quota_unit, QUOTA_UNITS):
+        err.add(t, n, "quota_unit", m)
+    if m := one_of(c.quota_period, QUOTA_PERIODS):
+        err.add(t, n, "quota_period", m)
+    for k in c.api_keys:
+        if not PLAIN_KEY_RE.match(k):
+            err.add(t, n, "api_keys", "an API key must be 20–256 printable characters without spaces")
+    for h in c.api_key_hashes or []:
+        if not HASH_RE.match(h):
+            err.add(t, n, "api_key_hashes", f"{h[:20]!r}… is not 'sha256:' followed by 64 hex digits")
+
+
+def check_group(g: ConsumerGroupSpec, err: ErrorList) -> None:
+    t, n = "consumer_groups", g.name
+    if m := check_description(g.description):
+        err.add(t, n, "description", m)
+    for fld in ("requests_per_minute", "tokens_per_minute"):
+        if m := check_number(getattr(g, fld), lo=0, hi=1e12, integer=True):
+            err.add(t, n, fld, m)
+    for fld in ("consumers", "model_apis"):
+        for d in _dups(getattr(g, fld)):
+            err.add(t, n, fld, f"{d!r} is listed twice")
+
+
+def check_gateway(g: GatewaySpec, err: ErrorList) -> None:
+    g.public_url = normalise_url(g.public_url)
+    if m := check_listen(g.listen):
+        err.add("gateway", "", "listen", m)
+    if m := check_listen(g.admin_listen):
+        err.add("gateway", "", "admin_listen", m)
+    if g.listen == g.admin_listen:
+        err.add("gateway", "", "admin_listen", "must differ from listen")
+    if g.public_url and (m := check_url(g.public_url, what="public_url")):
+        err.add("gateway", "", "public_url", m)
+
+
+# ---------------------------------------------------------------- the whole
+
+
+def normalise(cfg: Config) -> None:
+    for s in cfg.model_services:
+        normalise_service(s)
+    for a in cfg.model_apis:
+        normalise_api(a)
+    cfg.gateway.public_url = normalise_url(cfg.gateway.public_url)
+
+
+def validate_config(cfg: Config) -> None:
+    """Normalise ``cfg`` in place and raise :class:`StoreError` listing every problem."""
+    from .keys import hash_key  # local: keys imports nothing from here, avoids a cycle
+
+    normalise(cfg)
+    err = ErrorList()
+    check_gateway(cfg.gateway, err)
+    tables: list[tuple[str, list]] = [  # type: ignore[type-arg]
+        ("model_keys", cfg.model_keys),
+        ("model_services", cfg.model_services),
+        ("model_apis", cfg.model_apis),
+        ("consumers", cfg.consumers),
+        ("consumer_groups", cfg.consumer_groups),
+    ]
+    for table, items in tables:
+        names = [x.name for x in items]
+        for x in items:
+            if m := check_name(x.name):
+                err.add(table, x.name, "name", m)
+        for d in _dups(names):
+            err.add(table, d, "name", f"{d!r} is defined twice")
+
+    for k in cfg.model_keys:
+        if m := check_credential(k.credential):
+            err.add("model_keys", k.name, "credential", m)
+        if m := check_description(k.description):
+            err.add("model_keys", k.name, "description", m)
+
+    key_names = {k.name for k in cfg.model_keys}
+    service_names = {s.name for s in cfg.model_services}
+    api_names = {a.name for a in cfg.model_apis}
+    consumer_names = {c.name for c in cfg.consumers}
+
+    for s in cfg.model_services:
+        check_service(s, err)
+        for k in s.keys:
+            if k not in key_names:
+                err.add("model_services", s.name, "keys", f"model key {k!r} does not exist")
+
+    seen_paths: dict[str, str] = {}
+    for a in cfg.model_apis:
+        check_api(a, err)
+        for s in [*a.services, *a.fallback_services]:
+            if s not in service_names:
+                fld = "services" if s in a.services else "fallback_services"
+                err.add("model_apis", a.name, fld, f"model service {s!r} does not exist")
+        for path in [*(a.base_path + r for r in a.routes), a.base_path + "/v1/models"]:
+            other = seen_paths.setdefault(path, a.name)
+            if other != a.name:
+                fld = "base_path"
+                err.add("model_apis", a.name, fld,
+                        f"request path {path!r} is already served by model API {other!r}")
+                break
+
+    owners: dict[str, str] = {}
+    for c in cfg.consumers:
+        check_consumer(c, err)
+        digests = [*(c.api_key_hashes or []), *("sha256:" + hash_key(k) for k in c.api_keys)]
+        for h in digests:
+            other = owners.setdefault(h, c.name)
+            if other != c.name:
+                err.add("consumers", c.name, "api_keys", f"an API key is already registered to consumer {other!r}")
+            elif digests.count(h) > 1:
+                err.add("consumers", c.name, "api_keys", "the same API key is listed twice")
+                break
+
+    for g in cfg.consumer_groups:
+        check_group(g, err)
+        for c in g.consumers:
+            if c not in consumer_names:
+                err.add("consumer_groups", g.name, "consumers", f"consumer {c!r} does not exist")
+        for a in g.model_apis:
+            if a not in api_names:
+                err.add("consumer_groups", g.name, "model_apis", f"model API {a!r} does not exist")
+
+    err.raise_if_any()
+
+
+def referrers(cfg: Config, table: str, name: str) -> list[str]:
+    """Who uses ``table[name]``, as ``"model_services[x]"`` strings — the delete refusal text."""
+    out: list[str] = []
+    if table == "model_keys":
+        out = [f"model service {s.name!r}" for s in cfg.model_services if name in s.keys]
+    elif table == "model_services":
+        out = [f"model API {a.name!r}" for a in cfg.model_apis
+               if name in a.services or name in a.fallback_services]
+    elif table == "model_apis":
+        out = [f"consumer group {g.name!r}" for g in cfg.consumer_groups if name in g.model_apis]
+    elif table == "consumers":
+        out = [f"consumer group {g.name!r}" for g in cfg.consumer_groups if name in g.consumers]
+    return out

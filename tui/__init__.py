@@ -1,0 +1,1 @@
+"""The console (Textual) and the ``aigw`` command line."""
