@@ -34,7 +34,6 @@ from .spec import (
     ConsumerSpec,
     GatewaySpec,
     ModelApiSpec,
-    ModelKeySpec,
     ModelServiceSpec,
 )
 

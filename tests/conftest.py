@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mock_vendor import MockVendor  # noqa: E402
+from mock_vendor import MockVendor
 
-from store.db import Store, open_store  # noqa: E402
+from store.db import Store, open_store
 
 
 @pytest.fixture

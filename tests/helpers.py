@@ -33,7 +33,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
             value = cond()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last_exc!r}" if last_exc else ""))
