@@ -20,6 +20,7 @@ from .errors import ErrorList, StoreError
 from .spec import TABLES, Config, GatewaySpec, ModelKeySpec, Price
 
 TOP_LEVEL = ("gateway", *TABLES)
+_SECRET_FIELDS = ("credential", "api_keys")
 
 
 class ParsedConfig:
@@ -35,7 +36,9 @@ def _type_name(tp: Any) -> str:
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        inner = typing.get_args(tp)[0]
+        plural = {str: "text values", bool: "true/false values", int: "whole numbers", float: "numbers"}
+        return f"a list of {plural.get(inner, _type_name(inner))}"
     if origin is dict:
         return "a table"
     return {str: "text", bool: "true/false", int: "a whole number", float: "a number"}.get(tp, str(tp))
@@ -89,7 +92,9 @@ def _build(cls: type, table: str, entry: str, data: dict[str, Any], err: ErrorLi
             continue
         ok, v = _coerce(value, tp)
         if not ok:
-            err.add(table, entry, key, f"must be {_type_name(tp)}, got {type(value).__name__} {value!r:.40}")
+            # Never echo what may be a secret (a vendor key, a consumer key) into an error.
+            shown = "" if key in _SECRET_FIELDS else f" {value!r:.40}"
+            err.add(table, entry, key, f"must be {_type_name(tp)}, got {type(value).__name__}{shown}")
             continue
         kwargs[key] = v
     for name, f in known.items():
@@ -165,7 +170,7 @@ def parse(text: str, *, source: str = "config") -> ParsedConfig:
 def read_file(path: str | Path) -> ParsedConfig:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not TOML
     except FileNotFoundError:
         raise StoreError(f"{p}: no such file") from None
     except IsADirectoryError:

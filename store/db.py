@@ -133,8 +133,8 @@ def open_store(db: str | None = None, *, create: bool = True) -> Store:
             )
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
+            engine = create_engine(loc.url, pool_pre_ping=True)  # a bad URL fails before any mkdir
             ensure_private_dir(loc.data_dir, tighten=True)
-            engine = create_engine(loc.url, pool_pre_ping=True)
         store = Store(loc, engine)
         _migrate(store)
         return store

@@ -348,7 +348,8 @@ def save(session: Session, table: str, spec: Spec, *, original: str | None = Non
             _rename_refs(cfg, table, original, spec.name)
         if table == "model_keys" and spec.credential is None:  # type: ignore[union-attr]
             spec.credential = current.credential  # type: ignore[union-attr]
-        if table == "consumers" and spec.api_key_hashes is None and not spec.api_keys:  # type: ignore[union-attr]
+        # No api_key_hashes = keep the stored keys; plain api_keys are registered beside them.
+        if table == "consumers" and spec.api_key_hashes is None:  # type: ignore[union-attr]
             spec.api_key_hashes = current.api_key_hashes  # type: ignore[union-attr]
         items[items.index(current)] = spec
     validate_config(cfg)
@@ -451,7 +452,9 @@ def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune
             else:
                 if table == "model_keys" and spec.credential is None:
                     spec.credential = old.credential
-                if table == "consumers" and spec.api_key_hashes is None and not spec.api_keys:
+                # No api_key_hashes = keep the stored keys (a console-made key survives
+                # re-importing SPEC §4's example); plain api_keys are registered beside them.
+                if table == "consumers" and spec.api_key_hashes is None:
                     spec.api_key_hashes = old.api_key_hashes
             out.append(spec)
         incoming_names = {x.name for x in new_items}
@@ -486,6 +489,7 @@ def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune
             row.listen, row.public_url, row.admin_listen = (
                 merged.gateway.listen, merged.gateway.public_url, merged.gateway.admin_listen)
             session.add(row)
+        _release_unique(session, writes, deletes)
         for table, spec, original in writes:
             _write(session, table, spec, original)
         for table, name in reversed(deletes):
@@ -494,6 +498,35 @@ def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune
     if writes or deletes or gw_changed:
         _transaction(session, work)
     return plan
+
+
+def _release_unique(session: Session, writes: list[tuple[str, Any, str | None]],
+                    deletes: list[tuple[str, str]]) -> None:
+    """Free the unique values (base paths, consumer key digests) that changed or pruned rows hold.
+
+    The merged config is valid as a whole, but rows are written one at a time: two APIs
+    swapping base paths, a new API taking a pruned one's path, or a key moving between
+    consumers would otherwise hit the UNIQUE constraints half-way through.
+    """
+    api_rows = [_row(session, "model_apis", name) for table, name in deletes if table == "model_apis"]
+    api_rows += [_row(session, "model_apis", orig) for table, _, orig in writes
+                 if table == "model_apis" and orig is not None]
+    for row in api_rows:
+        row.base_path = f"\x00releasing:{row.id}"
+        session.add(row)
+    keep: dict[int, set[str]] = {}
+    for table, name in deletes:
+        if table == "consumers":
+            keep[_row(session, "consumers", name).id] = set()
+    for table, spec, orig in writes:
+        if table == "consumers" and orig is not None and (spec.api_key_hashes is not None or spec.api_keys):
+            wanted = {h.removeprefix("sha256:") for h in spec.api_key_hashes or []}
+            keep[_row(session, "consumers", orig).id] = wanted | {hash_key(k) for k in spec.api_keys}
+    if keep:
+        for ck in session.exec(select(m.ConsumerKey).where(col(m.ConsumerKey.consumer_id).in_(keep))).all():
+            if ck.key_hash not in keep[ck.consumer_id]:
+                session.delete(ck)
+    session.flush()
 
 
 def _differs(table: str, old: Any, new: Any) -> bool:

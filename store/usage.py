@@ -100,8 +100,13 @@ def period_end(period: str, now: float | None = None) -> float | None:
     return None
 
 
-def quota_used(session: Session, consumer: str, unit: str, since: float) -> float:
-    """What ``consumer`` has used since ``since`` in ``unit`` (tokens, requests or cost)."""
+def quota_used(session: Session, consumer: str, unit: str, since: float,
+               until: float | None = None) -> float:
+    """What ``consumer`` has used since ``since`` (and before ``until``) in ``unit``.
+
+    ``requests`` counts only requests forwarded to a vendor (``service`` set): a request
+    the gateway itself refused (401/403/429, bad body) uses no quota.
+    """
     if unit == "requests":
         expr = func.count()
     elif unit == "cost":
@@ -109,6 +114,10 @@ def quota_used(session: Session, consumer: str, unit: str, since: float) -> floa
     else:
         expr = func.coalesce(func.sum(RequestRecord.prompt_tokens + RequestRecord.completion_tokens), 0)
     q = select(expr).where(RequestRecord.consumer == consumer, RequestRecord.ts >= since)
+    if unit == "requests":
+        q = q.where(RequestRecord.service != "")
+    if until is not None:
+        q = q.where(RequestRecord.ts < until)
     return float(session.exec(q).one())
 
 

@@ -42,7 +42,9 @@ ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-PLAIN_KEY_RE = re.compile(r"^[\x21-\x7e]{20,256}$")
+#: Plain consumer keys given in an import: the user's own choice (SPEC §4's example uses
+#: ``sk-aigw-…``), so only what an Authorization header cannot carry is refused.
+PLAIN_KEY_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{8,256}$")
 MAX_DESCRIPTION = 1024
 MAX_CREDENTIAL = 8192
 MAX_TIMEOUT_S = 3600.0
@@ -59,7 +61,7 @@ def check_name(value: str) -> str | None:
         return "a name is required"
     if len(value) > 64:
         return f"name is {len(value)} characters long; at most 64"
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         return (
             f"{value!r} is not a valid name: use a-z, 0-9, '-', '_' or '.', "
             "starting with a letter or digit"
@@ -82,7 +84,7 @@ def check_credential(value: str | None) -> str | None:
         return f"credential is too long (at most {MAX_CREDENTIAL} characters)"
     if value != value.strip() or any(ord(c) < 33 or ord(c) == 127 for c in value):
         return "credential must not contain spaces, line breaks or control characters"
-    if value.startswith("env:") and not ENV_VAR_RE.match(value[4:]):
+    if value.startswith("env:") and not ENV_VAR_RE.fullmatch(value[4:]):
         return "env: must be followed by an environment variable name, e.g. env:HUNYUAN_API_KEY"
     return None
 
@@ -148,7 +150,7 @@ def check_base_path(value: str) -> str | None:
     for seg in value.split("/")[1:]:
         if seg in (".", ".."):
             return "base path must not contain '.' or '..' segments"
-        if not SEGMENT_RE.match(seg):
+        if not SEGMENT_RE.fullmatch(seg):
             return f"base path segment {seg!r} may only hold letters, digits, '.', '_', '~', '-'"
     return None
 
@@ -156,7 +158,7 @@ def check_base_path(value: str) -> str | None:
 def check_model(value: str, *, glob: bool = False) -> str | None:
     if not value:
         return "a model name is required"
-    if not MODEL_RE.match(value) or (not glob and any(c in value for c in "*?[]")):
+    if not MODEL_RE.fullmatch(value) or (not glob and any(c in value for c in "*?[]")):
         return f"{value!r} is not a valid model name" + (" or pattern" if glob else "")
     return None
 
@@ -303,10 +305,10 @@ def check_consumer(c: ConsumerSpec, err: ErrorList) -> None:
     if m := one_of(c.quota_period, QUOTA_PERIODS):
         err.add(t, n, "quota_period", m)
     for k in c.api_keys:
-        if not PLAIN_KEY_RE.match(k):
-            err.add(t, n, "api_keys", "an API key must be 20–256 printable characters without spaces")
+        if not PLAIN_KEY_RE.fullmatch(k):
+            err.add(t, n, "api_keys", "an API key must be 8–256 characters without spaces or control characters")
     for h in c.api_key_hashes or []:
-        if not HASH_RE.match(h):
+        if not HASH_RE.fullmatch(h):
             err.add(t, n, "api_key_hashes", f"{h[:20]!r}… is not 'sha256:' followed by 64 hex digits")
 
 
@@ -402,14 +404,15 @@ def validate_config(cfg: Config) -> None:
     owners: dict[str, str] = {}
     for c in cfg.consumers:
         check_consumer(c, err)
-        digests = [*(c.api_key_hashes or []), *("sha256:" + hash_key(k) for k in c.api_keys)]
-        for h in digests:
+        plain = ["sha256:" + hash_key(k) for k in c.api_keys]
+        hashes = list(c.api_key_hashes or [])
+        if _dups(plain) or _dups(hashes):
+            err.add("consumers", c.name, "api_keys", "the same API key is listed twice")
+        # A plain key whose digest is already stored for this consumer is simply kept.
+        for h in sorted(set(hashes) | set(plain)):
             other = owners.setdefault(h, c.name)
             if other != c.name:
                 err.add("consumers", c.name, "api_keys", f"an API key is already registered to consumer {other!r}")
-            elif digests.count(h) > 1:
-                err.add("consumers", c.name, "api_keys", "the same API key is listed twice")
-                break
 
     for g in cfg.consumer_groups:
         check_group(g, err)

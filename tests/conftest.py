@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The repository root too: with the editable install alone it is not on sys.path, and then
+# tests/store, tests/tui, tests/proxy (folders without __init__.py, on sys.path through
+# tests/) would shadow the real packages as namespace packages (store.__version__ missing).
+sys.path.insert(1, str(Path(__file__).parent.parent))
 
 from mock_vendor import MockVendor
 

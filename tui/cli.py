@@ -20,6 +20,8 @@ from store import __version__
 from store.errors import StoreError
 
 EXIT_USAGE = 2
+#: Upper bound for ``logs -n`` (SQLite's LIMIT is a 64-bit integer; a bigger one crashed).
+MAX_LOG_LINES = 1_000_000
 
 
 class UsageError(Exception):
@@ -82,8 +84,8 @@ def _positive_int(v: str) -> int:
         n = int(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if not 1 <= n <= MAX_LOG_LINES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LOG_LINES}, got {n}")
     return n
 
 
@@ -92,19 +94,25 @@ _SPAN = re.compile(r"^(\d+)([mhdw])$")
 
 def _since(v: str) -> float:
     """``7d``/``24h``/``30m``/``2w`` ago, a date (UTC midnight) or an ISO time."""
-    if m := _SPAN.match(v.strip()):
-        n, unit = int(m.group(1)), m.group(2)
-        delta = {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n),
-                 "w": timedelta(weeks=n)}[unit]
-        return time.time() - delta.total_seconds()
     try:
-        dt = datetime.fromisoformat(v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{v!r} is not a date (YYYY-MM-DD), an ISO time, or a span like 7d or 24h") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        if m := _SPAN.match(v.strip()):
+            n, unit = int(m.group(1)), m.group(2)
+            delta = {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n),
+                     "w": timedelta(weeks=n)}[unit]
+            ts = time.time() - delta.total_seconds()
+        else:
+            try:
+                dt = datetime.fromisoformat(v.strip())
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{v!r} is not a date (YYYY-MM-DD), an ISO time, or a span like 7d or 24h") from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            ts = dt.timestamp()
+        datetime.fromtimestamp(ts, UTC)  # `usage --json` prints it back as a date
+    except (OverflowError, ValueError, OSError):
+        raise argparse.ArgumentTypeError(f"{v!r} is out of range") from None
+    return ts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        # A database failure past opening (locked, disk full, a constraint the rules
+        # missed) is still one line, not a traceback. sqlalchemy is not imported here
+        # up front, so recognise its errors by module.
+        if type(exc).__module__.partition(".")[0] != "sqlalchemy":
+            raise
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"aigw: error: database error: {detail}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
