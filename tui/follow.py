@@ -13,17 +13,25 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
-from store import repo
+from store import repo, usage
 from store.admin_token import read_token
 from store.db import Store
 
 RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
+#: Longer than the gateway's record batch interval (0.3 s): what finished before we
+#: connected is in the store by then.
+CATCH_UP_WAIT_S = 0.6
+#: Catch-up looks this far back for requests that started earlier but finished later.
+LONGEST_REQUEST_S = 900.0
+CATCH_UP_MAX = 5000
+SEEN_MAX = 20_000
 
 
 class TokenRefused(Exception):
@@ -61,7 +69,9 @@ class EventSource:
     def __init__(self, base: str, token: str, *, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         self.base = base
         self._token = token
-        self._client = httpx.Client(timeout=httpx.Timeout(connect_timeout, read=None))
+        # Plain http to the admin listener: no TLS, so skip loading the CA bundle, which
+        # costs ~0.2 s of CPU per client — paid on every reconnect attempt otherwise.
+        self._client = httpx.Client(timeout=httpx.Timeout(connect_timeout, read=None), verify=False)
         self._resp: httpx.Response | None = None
         self._closed = threading.Event()
 
@@ -115,16 +125,69 @@ def iter_events(base: str, token: str) -> Iterator[dict[str, Any]]:
     yield from EventSource(base, token).records()
 
 
+def record_key(rec: dict[str, Any]) -> tuple[str, float]:
+    """Identifies a record across the store and the stream (request ids may repeat)."""
+    return (str(rec.get("request_id", "")), round(float(rec.get("ts") or 0.0), 3))
+
+
+class _Printer:
+    """Prints each record once: the listing, the catch-up from the store and the stream overlap."""
+
+    def __init__(self, as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
+        self.as_json = as_json
+        self.line = line
+        self._seen: set[tuple[str, float]] = set()
+        self._order: deque[tuple[str, float]] = deque()
+
+    def mark(self, rec: dict[str, Any]) -> bool:
+        key = record_key(rec)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > SEEN_MAX:
+            self._seen.discard(self._order.popleft())
+        return True
+
+    def emit(self, rec: dict[str, Any]) -> None:
+        if self.mark(rec):
+            print(json.dumps(rec, ensure_ascii=False) if self.as_json else self.line(rec), flush=True)
+
+
+def _finished_since(store: Store, cutoff: float) -> list[dict[str, Any]]:
+    """Stored records of requests that finished after ``cutoff``, oldest first."""
+    with store.session() as s:
+        rows = [usage.record_dict(r) for r in usage.recent(s, CATCH_UP_MAX, since=cutoff - LONGEST_REQUEST_S)]
+    return [r for r in rows if r["ts"] + (r["latency_ms"] or 0) / 1000 >= cutoff]
+
+
 def follow_events(store: Store, *, as_json: bool, line: Callable[[dict[str, Any]], str],
-                  max_seconds: float | None = None) -> int:
-    """Print records until interrupted (or ``max_seconds``); say so while the gateway is away."""
+                  max_seconds: float | None = None, listed: list[dict[str, Any]] | None = None,
+                  listed_at: float | None = None) -> int:
+    """Print records as requests finish, until interrupted (or ``max_seconds``).
+
+    ``listed`` are the records already printed (read from the store at ``listed_at``).
+    On every (re)connect the store is read once more for requests that finished while
+    nobody was listening, so a gateway restart or the gap between the listing and the
+    stream loses nothing; duplicates are skipped. Says so on stderr while the gateway
+    is away.
+    """
     started = time.monotonic()
-    state = {"away": False, "base": store_admin_base(store)}
+    printer = _Printer(as_json, line)
+    for rec in listed or ():
+        printer.mark(rec)
+    state: dict[str, Any] = {"away": False, "first": True, "base": store_admin_base(store),
+                             "cutoff": (listed_at or time.time()) - 1.0}
 
     def opened() -> None:
-        if state["away"]:
+        if state["first"]:
+            print(f"aigw: following requests at {state['base']} (ctrl+c to stop)", file=sys.stderr, flush=True)
+        elif state["away"]:
             print(f"aigw: connected to {state['base']}", file=sys.stderr, flush=True)
-            state["away"] = False
+        state["first"] = state["away"] = False
+        time.sleep(CATCH_UP_WAIT_S)  # let the gateway store what finished before we connected
+        for rec in _finished_since(store, state["cutoff"]):
+            printer.emit(rec)
 
     while max_seconds is None or time.monotonic() - started < max_seconds:
         state["base"] = base = store_admin_base(store)  # re-read: the admin address may change
@@ -133,12 +196,13 @@ def follow_events(store: Store, *, as_json: bool, line: Callable[[dict[str, Any]
             if not token:
                 raise httpx.ConnectError("no admin token yet")
             for rec in EventSource(base, token).records(opened):
-                print(json.dumps(rec, ensure_ascii=False) if as_json else line(rec), flush=True)
+                printer.emit(rec)
         except TokenRefused as exc:
             print(f"aigw: error: {exc}", file=sys.stderr)
             return 2
         except (httpx.HTTPError, OSError):
             pass
+        state["cutoff"] = time.time() - 1.0
         if not state["away"]:
             print(f"aigw: waiting for the gateway at {base} …", file=sys.stderr, flush=True)
             state["away"] = True

@@ -1,0 +1,130 @@
+"""The admin listener (SPEC §3): health, Prometheus metrics, live records, reload.
+
+``/events`` and ``/reload`` need the admin token (constant-time check); health and
+metrics are open, so they must never carry a credential or a consumer key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import orjson
+from aiohttp import web
+
+from store import __version__
+from store.admin_token import check
+
+from .errors import GatewayError, unauthorized
+from .state import STATE, GatewayState
+
+log = logging.getLogger("aigw")
+
+HEARTBEAT_S = 10.0
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(err: GatewayError) -> web.Response:
+    return web.Response(body=err.body(), status=err.status, content_type="application/json")
+
+
+def _authorized(state: GatewayState, request: web.Request) -> bool:
+    return check(state.admin_token, request.headers.get("Authorization"))
+
+
+def _denied() -> web.Response:
+    return _error(unauthorized("this admin endpoint needs 'Authorization: Bearer <admin token>'; "
+                               "the token is in the file admin.token in the gateway's data "
+                               "directory", code="invalid_admin_token"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json({
+        "status": "ok",
+        "version": __version__,
+        "revision": state.snapshot.revision,
+        "listen": state.info.listen,
+        "admin_listen": state.info.admin_listen,
+        "public_url": state.info.public_url,
+        "pid": os.getpid(),
+        "started_at": state.started_at,
+        "requests_total": state.metrics.requests_total,
+        "in_flight": state.in_flight,
+        "db": state.store.location.describe(),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.metrics.records_pending = state.recorder.pending_count
+    text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return _denied()
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    queue = state.recorder.subscribe()
+    try:
+        await resp.write(b": connected\n\n")
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            if item is None:  # the gateway is stopping
+                break
+            await resp.write(item)
+    except (ConnectionResetError, asyncio.CancelledError):
+        state.recorder.unsubscribe(queue)
+        raise
+    state.recorder.unsubscribe(queue)
+    with contextlib.suppress(ConnectionResetError):
+        await resp.write_eof()
+    return resp
+
+
+async def reload(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return _denied()
+    try:
+        revision = await state.reload(force=True)
+    except Exception as exc:
+        log.error("reload failed: %s", type(exc).__name__)
+        return _error(GatewayError(500, "api_error", "reload_failed",
+                                   f"could not read the configuration: {type(exc).__name__}; "
+                                   "see gateway.log"))
+    return _json({"status": "ok", "revision": revision})
+
+
+async def limits(request: web.Request) -> web.Response:
+    """Each consumer's limits and current use in this process (the console's consumer pages)."""
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return _denied()
+    snap = state.snapshot
+    return _json({"revision": snap.revision, "consumers": state.limiter.current_use(snap)})
+
+
+def create_admin_app(state: GatewayState) -> web.Application:
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/events", events)
+    app.router.add_post("/reload", reload)
+    app.router.add_get("/limits", limits)
+    return app

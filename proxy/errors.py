@@ -1,0 +1,79 @@
+"""The gateway's one error type and its OpenAI-shaped JSON body.
+
+Every refusal on the request path is a :class:`GatewayError`; the pipeline turns it
+into a response in one place, so status, type, code and wording stay consistent and
+no secret can slip into a message assembled somewhere else.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    """A request the gateway answers itself: ``status`` plus OpenAI ``type``/``code``."""
+
+    __slots__ = ("code", "headers", "message", "status", "type")
+
+    def __init__(self, status: int, type: str, code: str | None, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+
+def error_body(message: str, type: str, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "code": code}})
+
+
+def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
+    return GatewayError(400, "invalid_request_error", code, message)
+
+
+def unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
+    return GatewayError(401, "authentication_error", code, message)
+
+
+def forbidden(message: str) -> GatewayError:
+    return GatewayError(403, "permission_error", "not_authorized", message)
+
+
+def not_found(message: str, code: str = "not_found") -> GatewayError:
+    return GatewayError(404, "invalid_request_error", code, message)
+
+
+def model_not_found(message: str) -> GatewayError:
+    return GatewayError(404, "invalid_request_error", "model_not_found", message)
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
+    return GatewayError(405, "invalid_request_error", "method_not_allowed",
+                        f"{method} is not allowed on {path}; use {allowed}",
+                        headers={"Allow": allowed})
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "invalid_request_error", "request_too_large",
+                        f"the request body is larger than {limit // (1024 * 1024)} MiB; "
+                        "send a smaller request")
+
+
+def rate_limited(message: str, retry_after: float, code: str = "rate_limit_exceeded",
+                 headers: dict[str, str] | None = None) -> GatewayError:
+    h = dict(headers or {})
+    h["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return GatewayError(429, "rate_limit_error", code, message, headers=h)
+
+
+def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
+    return GatewayError(502, "api_error", code, message)
+
+
+def gateway_timeout(message: str) -> GatewayError:
+    return GatewayError(504, "api_error", "upstream_timeout", message)

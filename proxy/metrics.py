@@ -1,0 +1,96 @@
+"""Prometheus counters kept in plain dicts and rendered by hand in the text format.
+
+Updated from the record of each finished request (one dict update per series), so
+the hot path pays a few additions and no client library.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.tokens: dict[tuple[str, str, str], int] = {}
+        self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.hist: dict[str, list[int]] = {}
+        self.hist_sum: dict[str, float] = {}
+        self.records_dropped = 0
+        self.record_write_errors = 0
+        #: Records waiting to be written (set by the recorder).
+        self.records_pending = 0
+        self.requests_total = 0
+
+    def observe(self, rec: dict[str, Any]) -> None:
+        api, consumer = rec["api"], rec["consumer"]
+        key = (api, consumer, rec["status"])
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.requests_total += 1
+        for typ, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
+            n = rec[field]
+            if n:
+                tk = (api, consumer, typ)
+                self.tokens[tk] = self.tokens.get(tk, 0) + n
+        seconds = rec["latency_ms"] / 1000.0
+        counts = self.hist.get(api)
+        if counts is None:
+            counts = self.hist[api] = [0] * (len(BUCKETS) + 1)
+            self.hist_sum[api] = 0.0
+        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.hist_sum[api] += seconds
+
+    def upstream_error(self, service: str, reason: str) -> None:
+        key = (service, reason)
+        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def render(self, *, revision: int, in_flight: int) -> str:
+        out: list[str] = [
+            "# HELP aigw_requests_total Requests handled, by API, consumer and status.",
+            "# TYPE aigw_requests_total counter",
+        ]
+        for (api, consumer, status), n in sorted(self.requests.items()):
+            out.append(f'aigw_requests_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",'
+                       f'status="{status}"}} {n}')
+        out += ["# HELP aigw_request_duration_seconds Request latency as the client saw it.",
+                "# TYPE aigw_request_duration_seconds histogram"]
+        for api, counts in sorted(self.hist.items()):
+            lbl = f'api="{_esc(api)}"'
+            acc = 0
+            for le, c in zip(BUCKETS, counts, strict=False):
+                acc += c
+                out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="{le:g}"}} {acc}')
+            acc += counts[-1]
+            out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
+            out.append(f"aigw_request_duration_seconds_sum{{{lbl}}} {self.hist_sum[api]:.6f}")
+            out.append(f"aigw_request_duration_seconds_count{{{lbl}}} {acc}")
+        out += ["# HELP aigw_tokens_total Tokens used, by API, consumer and type.",
+                "# TYPE aigw_tokens_total counter"]
+        for (api, consumer, typ), n in sorted(self.tokens.items()):
+            out.append(f'aigw_tokens_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",'
+                       f'type="{typ}"}} {n}')
+        out += ["# HELP aigw_upstream_errors_total Failed vendor calls, by service and reason.",
+                "# TYPE aigw_upstream_errors_total counter"]
+        for (svc, reason), n in sorted(self.upstream_errors.items()):
+            out.append(f'aigw_upstream_errors_total{{service="{_esc(svc)}",reason="{_esc(reason)}"}} {n}')
+        out += ["# HELP aigw_config_revision The configuration revision being served.",
+                "# TYPE aigw_config_revision gauge", f"aigw_config_revision {revision}",
+                "# HELP aigw_in_flight_requests Requests being handled now.",
+                "# TYPE aigw_in_flight_requests gauge", f"aigw_in_flight_requests {in_flight}",
+                "# HELP aigw_records_dropped_total Records not stored because the queue was full.",
+                "# TYPE aigw_records_dropped_total counter",
+                f"aigw_records_dropped_total {self.records_dropped}",
+                "# HELP aigw_record_write_errors_total Failed batch writes of records (retried).",
+                "# TYPE aigw_record_write_errors_total counter",
+                f"aigw_record_write_errors_total {self.record_write_errors}",
+                "# HELP aigw_records_pending Records waiting to be written to the store.",
+                "# TYPE aigw_records_pending gauge",
+                f"aigw_records_pending {self.records_pending}"]
+        return "\n".join(out) + "\n"

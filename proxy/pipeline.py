@@ -1,0 +1,358 @@
+"""The request path of SPEC §2 as named stages, called in this order by :func:`handle`.
+
+route → authenticate → authorize → (read body) → traffic control → choose service →
+choose model → choose key → forward/relay (:mod:`proxy.relay`) → account → log.
+Each stage either fills in the :class:`RequestContext` or raises a
+:class:`GatewayError`; :func:`handle` turns errors into responses in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .context import RequestContext
+from .errors import (
+    GatewayError,
+    bad_request,
+    forbidden,
+    method_not_allowed,
+    model_not_found,
+    not_found,
+    rate_limited,
+    too_large,
+    unauthorized,
+)
+from .events import make_record
+from .relay import Attempt, forward, response_headers
+from .routes import Consumer, Route, Service
+from .state import STATE, GatewayState
+
+log = logging.getLogger("aigw")
+
+MAX_BODY = 8 * 1024 * 1024
+#: Operations whose streams can carry usage when asked with ``stream_options``.
+USAGE_OPS = frozenset({"/chat/completions", "/completions"})
+_MAX_REQUEST_ID = 200
+
+
+#: New request ids: a random per-process prefix and a counter — unique, and no syscall each.
+_ID_PREFIX = secrets.token_hex(8)
+_ids = itertools.count(1)
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's ``x-request-id`` when it is sane (short printable ASCII), else a new one."""
+    rid = request.headers.get("x-request-id", "")
+    if 0 < len(rid) <= _MAX_REQUEST_ID and rid.isascii() and rid.isprintable():
+        return rid
+    return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+# ------------------------------------------------------------------ stages
+
+
+_MODEL_PATH = "/v1/models/"
+
+
+def stage_route(ctx: RequestContext, method: str) -> Route:
+    route = ctx.snapshot.routes.get(ctx.path)
+    if route is None and _MODEL_PATH in ctx.path:  # GET {base_path}/v1/models/{id}
+        base, _, model_id = ctx.path.rpartition(_MODEL_PATH)
+        listing = ctx.snapshot.routes.get(base + "/v1/models")
+        if listing is not None and model_id:
+            route = listing
+            ctx.model = model_id
+    if route is None:
+        raise not_found(f"no model API serves {ctx.path}; check the base path and route "
+                        "(e.g. /<base_path>/v1/chat/completions)")
+    want = "GET" if route.models_list else "POST"
+    if method != want:
+        raise method_not_allowed(method, ctx.path, want)
+    ctx.route = route
+    ctx.api = route.api
+    return route
+
+
+def stage_authenticate(ctx: RequestContext, headers: Any) -> Consumer:
+    key = ""
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, rest = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            key = rest.strip()
+    if not key:
+        key = (headers.get("x-api-key") or headers.get("api-key") or "").strip()
+    if not key:
+        raise unauthorized("no API key: send your consumer key as 'Authorization: Bearer <key>'",
+                           code="missing_api_key")
+    consumer = ctx.snapshot.consumers_by_hash.get(hashlib.sha256(key.encode()).hexdigest())
+    if consumer is None:
+        raise unauthorized("the API key is not valid: use a key created for a consumer of this "
+                           "gateway (sk-aigw-…); keys are shown once, when created")
+    if not consumer.enabled:
+        raise unauthorized(f"consumer {consumer.name!r} is disabled; ask the gateway operator to "
+                           "enable it", code="consumer_disabled")
+    ctx.consumer = consumer
+    return consumer
+
+
+def stage_authorize(ctx: RequestContext) -> None:
+    assert ctx.consumer is not None and ctx.api is not None
+    if ctx.api.name not in ctx.snapshot.grants.get(ctx.consumer.name, ()):
+        raise forbidden(f"consumer {ctx.consumer.name!r} is not authorized for model API "
+                        f"{ctx.api.name!r}; add it to a consumer group that grants this API")
+
+
+async def stage_read_body(ctx: RequestContext, request: web.Request) -> dict[str, Any]:
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise too_large(MAX_BODY)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(MAX_BODY) from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc}); send a JSON object",
+                          code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object, e.g. "
+                          '{"model": "…", "messages": [...]}', code="invalid_body")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_request("'model' must be a string", code="invalid_model")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("'stream' must be true or false", code="invalid_stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", code="invalid_stream_options")
+    ctx.raw_body = raw
+    ctx.body = body
+    ctx.stream = bool(stream)
+    ctx.client_wants_usage = bool(options and options.get("include_usage") is True)
+    return body
+
+
+def stage_traffic_control(state: GatewayState, ctx: RequestContext) -> None:
+    decision = state.limiter.check(ctx)
+    ctx.limit_headers = decision.headers
+    if not decision.allowed:
+        raise decision.error or rate_limited("rate limit reached; retry later", 60.0)
+
+
+def stage_choose_service(state: GatewayState, ctx: RequestContext) -> list[Service]:
+    """The primary service, then the API's fallback services in order."""
+    api = ctx.api
+    assert api is not None and ctx.body is not None
+    services = api.services
+    if not services:
+        raise not_found(f"model API {api.name!r} has no model service", code="no_service")
+    if api.service_type != "multi" or len(services) == 1:
+        primary = services[0]
+    elif api.routing == "weight":
+        primary = state.balancer.pick_weighted(services, api.weights or [1] * len(services))
+    else:
+        model = ctx.body.get("model")
+        if model is None:
+            primary = services[0]
+        else:
+            # Services listing models are matched in order; one with empty models catches
+            # the rest wherever it sits in the list.
+            found = next((s for s in services if s.models and s.serves(model)), None) or \
+                next((s for s in services if not s.models), None)
+            if found is None:
+                raise model_not_found(
+                    f"model {model!r} is not offered by model API {api.name!r}; use one of: "
+                    f"{', '.join(api.offered_models()) or '(none configured)'}")
+            primary = found
+    return [primary, *(s for s in api.fallbacks if s is not primary)]
+
+
+def stage_choose_model(svc: Service, body: dict[str, Any]) -> str:
+    asked = body.get("model")
+    if svc.model_policy == "specified" or not asked:
+        if not svc.default_model:
+            raise bad_request(f"'model' is required: model service {svc.name!r} has no default "
+                              "model", code="missing_model")
+        return svc.default_model
+    if svc.serves(asked):
+        return str(asked)
+    if svc.unlisted_model == "default" and svc.default_model:
+        return svc.default_model
+    raise model_not_found(f"model {asked!r} is not offered by model service {svc.name!r}; use "
+                          f"one of: {', '.join(svc.offered()) or '(none configured)'}")
+
+
+def upstream_body(ctx: RequestContext, model: str) -> bytes:
+    """The client's bytes untouched, unless the model or ``stream_options`` must change."""
+    body = ctx.body
+    assert body is not None
+    need_usage = ctx.stream and not ctx.client_wants_usage and ctx.route is not None \
+        and ctx.route.op in USAGE_OPS
+    if body.get("model") == model and not need_usage:
+        return ctx.raw_body
+    new = dict(body)
+    new["model"] = model
+    if need_usage:
+        opts = dict(body.get("stream_options") or {})
+        opts["include_usage"] = True
+        new["stream_options"] = opts
+    try:
+        return orjson.dumps(new)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels): the stdlib can
+        try:
+            return json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode()
+        except (RecursionError, ValueError):
+            raise bad_request("the request body is nested too deeply; flatten it",
+                              code="invalid_body") from None
+
+
+async def stage_forward(state: GatewayState, request: web.Request, ctx: RequestContext,
+                        candidates: Sequence[Service]) -> web.StreamResponse:
+    """Try the services in order, and within a ``failover`` service one more key."""
+    assert ctx.body is not None
+    last: Attempt | None = None
+    for i, svc in enumerate(candidates):
+        try:
+            model = stage_choose_model(svc, ctx.body)
+        except GatewayError:
+            if i == 0:
+                raise
+            continue  # a fallback that cannot serve this model is skipped
+        body = upstream_body(ctx, model)
+        keys = state.balancer.order(svc)
+        tries = keys[:2] if svc.key_policy == "failover" else keys[:1]
+        for j, key in enumerate(tries):
+            ctx.service, ctx.model, ctx.key_name = svc, model, key.name
+            try:
+                result = await forward(request, ctx, state.session, svc, key, body)
+            except GatewayError as err:  # the key's env variable is missing: the operator's to fix
+                state.upstream_failed(svc.name, "key_unavailable", err.message)
+                raise
+            if not isinstance(result, Attempt):
+                if ctx.upstream_failure:
+                    state.upstream_failed(svc.name, ctx.upstream_failure, ctx.error)
+                return result
+            last = result
+            if result.retryable or result.key_rejected:  # a vendor's 400/404 is the caller's
+                state.upstream_failed(svc.name, result.reason, result.error.message
+                                      if result.error else
+                                      f"vendor answered {result.status} (model key {key.name!r})")
+            if result.key_rejected and svc.key_policy == "failover":
+                state.balancer.cool_down(svc, key)
+                if j + 1 < len(tries):
+                    continue
+            break
+        if last is None or not last.retryable:
+            break
+    assert last is not None
+    if last.error is not None:
+        raise last.error
+    ctx.status = last.status
+    ctx.error = f"vendor answered {last.status}"
+    assert last.headers is not None
+    return web.Response(body=last.body, status=last.status,
+                        headers=response_headers(last.headers, ctx))
+
+
+def models_response(ctx: RequestContext) -> web.Response:
+    """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
+    api = ctx.api
+    assert api is not None
+    owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
+    names = api.offered_models()
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")}
+            for m in names]
+    payload: Any = {"object": "list", "data": data}
+    if ctx.model:
+        payload = next((d for d in data if d["id"] == ctx.model), None)
+        if payload is None:
+            if not any(s.serves(ctx.model) for s in api.services):
+                raise model_not_found(f"model {ctx.model!r} is not offered by model API "
+                                      f"{api.name!r}; use one of: "
+                                      f"{', '.join(names) or '(none configured)'}")
+            payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
+    ctx.status = 200
+    return web.Response(body=orjson.dumps(payload), content_type="application/json",
+                        headers={"x-request-id": ctx.request_id})
+
+
+def stage_account(state: GatewayState, ctx: RequestContext) -> None:
+    u = ctx.usage
+    if u is not None and ctx.service is not None and (u.prompt_tokens or u.completion_tokens):
+        price = ctx.service.price_for(ctx.model)
+        if price is not None:
+            ctx.cost = round((u.prompt_tokens * price.input + u.completion_tokens * price.output)
+                             / 1_000_000, 10)
+    if ctx.consumer is not None and ctx.api is not None:
+        state.limiter.settle(ctx, u)
+
+
+def stage_log(state: GatewayState, ctx: RequestContext) -> None:
+    state.recorder.submit(make_record(ctx))
+
+
+# ------------------------------------------------------------------ the handler
+
+
+async def run_pipeline(state: GatewayState, request: web.Request,
+                       ctx: RequestContext) -> web.StreamResponse:
+    route = stage_route(ctx, request.method)
+    stage_authenticate(ctx, request.headers)
+    stage_authorize(ctx)
+    if route.models_list:
+        return models_response(ctx)
+    await stage_read_body(ctx, request)
+    stage_traffic_control(state, ctx)
+    candidates = stage_choose_service(state, ctx)
+    return await stage_forward(state, request, ctx, candidates)
+
+
+def error_response(err: GatewayError, ctx: RequestContext) -> web.Response:
+    headers = {"x-request-id": ctx.request_id}
+    if ctx.limit_headers:
+        headers.update(ctx.limit_headers)
+    if err.headers:
+        headers.update(err.headers)
+    return web.Response(body=err.body(), status=err.status, content_type="application/json",
+                        headers=headers)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """The data plane's only handler: every path goes through the stages above."""
+    state = request.app[STATE]
+    ctx = RequestContext(state.snapshot, request_id_of(request), request.method, request.path)
+    state.in_flight += 1
+    try:
+        return await run_pipeline(state, request, ctx)
+    except GatewayError as err:
+        ctx.status, ctx.error = err.status, err.message
+        return error_response(err, ctx)
+    except asyncio.CancelledError:
+        ctx.status, ctx.error = 499, "client closed the connection"
+        raise
+    except ConnectionResetError:
+        ctx.status, ctx.error = 499, "client closed the connection"
+        raise
+    except Exception as exc:  # a bug: answer in the API's shape, keep the details in the log
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        ctx.status, ctx.error = 500, f"internal error: {type(exc).__name__}"
+        return error_response(GatewayError(500, "api_error", "internal_error",
+                                           "the gateway failed to handle this request; see "
+                                           "gateway.log"), ctx)
+    finally:
+        state.in_flight -= 1
+        stage_account(state, ctx)
+        stage_log(state, ctx)

@@ -1,0 +1,148 @@
+"""Request records off the request path: a bounded buffer, batch writes, live subscribers.
+
+``submit`` is synchronous and O(1): it never waits for the database or a slow
+``/events`` reader. A background task writes batches through a worker thread; a
+failed batch is kept (bounded) and retried, and ``close`` flushes everything left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from store import usage
+from store.db import Store
+
+from .events import event_bytes
+from .metrics import Metrics
+
+log = logging.getLogger("aigw.records")
+
+MAX_PENDING = 50_000
+BATCH = 1000
+INTERVAL_S = 0.3
+SUBSCRIBER_QUEUE = 2000
+
+
+class Recorder:
+    def __init__(self, store: Store, metrics: Metrics, *, max_pending: int = MAX_PENDING,
+                 interval_s: float = INTERVAL_S) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.max_pending = max_pending
+        self.interval_s = interval_s
+        self._pending: list[dict[str, Any]] = []
+        self._subscribers: set[asyncio.Queue[bytes | None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._drop_logged = False
+        self._fail_logged = False
+        self._flush_lock = asyncio.Lock()
+        self._writing = 0
+
+    # ------------------------------------------------------------ producer side
+
+    def submit(self, rec: dict[str, Any]) -> None:
+        self.metrics.observe(rec)
+        if self._subscribers:
+            data = event_bytes(rec)
+            for q in self._subscribers:
+                with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses events, never blocks us
+                    q.put_nowait(data)
+        if len(self._pending) >= self.max_pending:
+            self.metrics.records_dropped += 1
+            if not self._drop_logged:
+                self._drop_logged = True
+                log.warning("record buffer full (%d): dropping records until the database catches up",
+                            self.max_pending)
+            return
+        self._pending.append(rec)
+        if len(self._pending) >= BATCH:
+            self._wake.set()
+
+    @property
+    def pending_count(self) -> int:
+        """Records not yet stored: waiting, or in the batch being written."""
+        return len(self._pending) + self._writing
+
+    def subscribe(self) -> asyncio.Queue[bytes | None]:
+        q: asyncio.Queue[bytes | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[bytes | None]) -> None:
+        self._subscribers.discard(q)
+
+    # ------------------------------------------------------------ writer side
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="aigw-records")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
+            await self._flush_once()
+
+    async def flush(self) -> bool:
+        """Write what is pending now; returns when every earlier record is stored (or failed)."""
+        return await self._flush_once()
+
+    async def _flush_once(self) -> bool:
+        async with self._flush_lock:  # one writer at a time, so "flushed" means flushed
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> bool:
+        if not self._pending:
+            return True
+        batch, self._pending = self._pending, []
+        self._writing = len(batch)
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except Exception as exc:  # the database is busy or gone: keep the batch, retry later
+            self.metrics.record_write_errors += 1
+            keep = batch + self._pending
+            overflow = len(keep) - self.max_pending
+            if overflow > 0:
+                self.metrics.records_dropped += overflow
+                keep = keep[overflow:]
+            self._pending = keep
+            self._writing = 0
+            if not self._fail_logged:
+                self._fail_logged = True
+                log.error("cannot write request records (%s); keeping %d for retry",
+                          type(exc).__name__, len(keep))
+            return False
+        self._writing = 0
+        if self._fail_logged:
+            self._fail_logged = False
+            log.info("request records written again")
+        self._drop_logged = False
+        return True
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        with self.store.session() as s:
+            usage.insert_records(s, batch)
+
+    async def close(self, attempts: int = 5) -> None:
+        """Stop the writer, write everything pending, end every ``/events`` stream."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        for i in range(attempts):
+            if await self._flush_once() and not self._pending:
+                break
+            await asyncio.sleep(0.2 * (i + 1))
+        if self._pending:
+            log.error("could not store %d request records on stop", len(self._pending))
+        for q in list(self._subscribers):
+            if q.full():  # make room for the end marker: the reader is leaving anyway
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(None)

@@ -1,0 +1,225 @@
+"""The compiled, immutable routing snapshot of the store that the request path reads.
+
+Built off the event loop from ``repo.load_config`` + ``repo.all_consumer_keys`` and
+swapped with one attribute assignment, so a request keeps the snapshot it started with
+and never touches the database. Everything is resolved here once (paths, key hashes,
+grants, prices) so a request does only dictionary lookups.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+
+from store import repo
+from store.db import Store
+from store.spec import Config, GatewaySpec, ModelServiceSpec, Price
+from store.validation import model_matches
+
+from .errors import bad_gateway
+
+ENV_PREFIX = "env:"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledKey:
+    """A model key; the credential is never in ``repr`` (it may end up in a traceback)."""
+
+    name: str
+    credential: str = field(repr=False)
+    env_var: str | None = None
+
+    def resolve(self) -> str:
+        """The credential to send, read from the environment at request time for ``env:``."""
+        if self.env_var is None:
+            return self.credential
+        value = os.environ.get(self.env_var)
+        if not value:
+            raise bad_gateway(
+                f"model key {self.name!r} reads its credential from the environment variable "
+                f"{self.env_var}, which is not set in the gateway's environment; set it and "
+                "restart the gateway, or give the key a literal credential",
+                code="model_key_unavailable",
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    address: str
+    keys: tuple[CompiledKey, ...]
+    key_policy: str
+    model_policy: str
+    default_model: str
+    models: list[str]
+    unlisted_model: str
+    timeout_s: float
+    prices: dict[str, Price]
+    price_globs: tuple[tuple[str, Price], ...]
+
+    def serves(self, model: str) -> bool:
+        """Empty ``models`` = any model; otherwise exact name or glob (the store's one rule)."""
+        return model_matches(model, self.models)
+
+    def price_for(self, model: str) -> Price | None:
+        exact = self.prices.get(model)
+        if exact is not None:
+            return exact
+        for pattern, price in self.price_globs:
+            if fnmatch.fnmatchcase(model, pattern):
+                return price
+        return None
+
+    def offered(self) -> list[str]:
+        """Concrete model names to show (globs are not model ids)."""
+        names = [m for m in self.models if not any(c in m for c in "*?[")]
+        if self.default_model and self.default_model not in names:
+            names.insert(0, self.default_model)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    name: str
+    scenario: str
+    base_path: str
+    path_simplification: bool
+    service_type: str
+    services: tuple[Service, ...]
+    routing: str
+    weights: tuple[int, ...]
+    fallbacks: tuple[Service, ...]
+
+    def offered_models(self) -> list[str]:
+        out: list[str] = []
+        for svc in self.services:
+            for m in svc.offered():
+                if m not in out:
+                    out.append(m)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a request path resolves to: the API and the vendor operation (``/chat/completions``)."""
+
+    api: Api
+    route: str
+    op: str
+    models_list: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    enabled: bool
+    quota: float
+    quota_unit: str
+    quota_period: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLimits:
+    """The most generous per-consumer limits any granting group gives (0 = unlimited)."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    revision: int
+    gateway: GatewaySpec
+    routes: dict[str, Route]
+    consumers_by_hash: dict[str, Consumer]
+    consumers: dict[str, Consumer]
+    grants: dict[str, frozenset[str]]
+    limits: dict[tuple[str, str], GroupLimits]
+    services: dict[str, Service]
+    apis: dict[str, Api]
+
+
+def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
+    keys = []
+    for name in s.keys:
+        raw = creds.get(name, "")
+        env = raw[len(ENV_PREFIX):] if raw.startswith(ENV_PREFIX) else None
+        keys.append(CompiledKey(name, "" if env else raw, env))
+    exact = {m: p for m, p in s.prices.items() if not any(c in m for c in "*?[")}
+    # The most specific pattern first: "hunyuan-t1-*" before "hunyuan-*" before "*".
+    globs = tuple(sorted(((m, p) for m, p in s.prices.items() if m not in exact),
+                         key=lambda mp: -len(mp[0])))
+    return Service(
+        name=s.name, address=s.address.rstrip("/"), keys=tuple(keys), key_policy=s.key_policy,
+        model_policy=s.model_policy, default_model=s.default_model, models=list(s.models),
+        unlisted_model=s.unlisted_model, timeout_s=float(s.timeout_s), prices=exact,
+        price_globs=globs,
+    )
+
+
+def op_for(route: str) -> str:
+    """``/v1/chat/completions`` → ``/chat/completions`` (the part after the vendor's base URL)."""
+    return route[3:] if route.startswith("/v1/") else route
+
+
+def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision: int) -> Snapshot:
+    creds = {k.name: k.credential or "" for k in cfg.model_keys}
+    services = {s.name: _compile_service(s, creds) for s in cfg.model_services}
+    apis: dict[str, Api] = {}
+    routes: dict[str, Route] = {}
+    for a in cfg.model_apis:
+        api = Api(
+            name=a.name, scenario=a.scenario, base_path=a.base_path,
+            path_simplification=a.path_simplification, service_type=a.service_type,
+            services=tuple(services[n] for n in a.services if n in services),
+            routing=a.routing, weights=tuple(a.weights),
+            fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
+        )
+        apis[a.name] = api
+        for r in a.routes:
+            routes[a.base_path + r] = Route(api, r, op_for(r))
+        routes[a.base_path + "/v1/models"] = Route(api, "/v1/models", "/models", models_list=True)
+
+    consumers = {
+        c.name: Consumer(c.name, c.enabled, float(c.quota), c.quota_unit, c.quota_period)
+        for c in cfg.consumers
+    }
+    by_hash = {h: consumers[n] for h, n in consumer_keys if n in consumers}
+
+    grants: dict[str, set[str]] = {}
+    limits: dict[tuple[str, str], GroupLimits] = {}
+    for g in cfg.consumer_groups:
+        for c in g.consumers:
+            grants.setdefault(c, set()).update(g.model_apis)
+            for api_name in g.model_apis:
+                old = limits.get((c, api_name))
+                new = GroupLimits(g.requests_per_minute, g.tokens_per_minute)
+                limits[(c, api_name)] = new if old is None else GroupLimits(
+                    _generous(old.requests_per_minute, new.requests_per_minute),
+                    _generous(old.tokens_per_minute, new.tokens_per_minute),
+                )
+    return Snapshot(
+        revision=revision, gateway=cfg.gateway, routes=routes, consumers_by_hash=by_hash,
+        consumers=consumers, grants={c: frozenset(a) for c, a in grants.items()}, limits=limits,
+        services=services, apis=apis,
+    )
+
+
+def _generous(a: int, b: int) -> int:
+    return 0 if a == 0 or b == 0 else max(a, b)
+
+
+def read_revision(store: Store) -> int:
+    with store.session() as s:
+        return repo.get_revision(s)
+
+
+def load_snapshot(store: Store) -> Snapshot:
+    """Blocking (runs in a worker thread): one consistent read of the whole configuration."""
+    with store.session() as s:
+        revision = repo.get_revision(s)
+        cfg = repo.load_config(s)
+        keys = repo.all_consumer_keys(s)
+    return compile_snapshot(cfg, keys, revision)

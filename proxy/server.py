@@ -1,0 +1,136 @@
+"""``aigw serve``: open the store, run both listeners, drain and flush on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from store.admin_token import GATEWAY_LOG, load_or_create
+from store.db import Store, open_store, private_file
+from store.errors import StoreError
+from store.spec import GatewaySpec
+from store.validation import check_listen
+
+from .admin import create_admin_app
+from .app import create_app
+from .routes import load_snapshot
+from .state import GatewayState, ListenInfo
+
+log = logging.getLogger("aigw")
+
+#: How long in-flight requests may take to finish after SIGTERM.
+DRAIN_S = 30.0
+
+
+class ServeError(Exception):
+    """A reason ``aigw serve`` cannot start, as the one line the user reads."""
+
+
+def _setup_logging(data_dir: Path) -> None:
+    root = logging.getLogger("aigw")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        private_file(data_dir / GATEWAY_LOG)  # 0600 like the store: it names consumers and APIs
+        fh = logging.FileHandler(data_dir / GATEWAY_LOG, encoding="utf-8")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    except OSError as exc:
+        print(f"aigw: warning: cannot write {data_dir / GATEWAY_LOG}: {exc.strerror}",
+              file=sys.stderr)
+    if sys.stderr.isatty():
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        root.addHandler(sh)
+    # aiohttp's own loggers (bad requests from clients, unclosed sessions) go to the same file.
+    logging.getLogger("aiohttp").handlers = root.handlers
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def _split(addr: str, what: str) -> tuple[str, int]:
+    if msg := check_listen(addr):
+        raise ServeError(f"{what} {addr!r}: {msg}")
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> int:
+    snapshot = await asyncio.to_thread(load_snapshot, store)
+    gw = snapshot.gateway
+    listen = listen or gw.listen
+    admin_listen = admin_listen or gw.admin_listen
+    host, port = _split(listen, "--listen")
+    ahost, aport = _split(admin_listen, "--admin-listen")
+    public = GatewaySpec(listen=listen, public_url=gw.public_url).effective_public_url()
+    token = load_or_create(store.data_dir)
+    state = GatewayState(store, snapshot, ListenInfo(listen, admin_listen, public), token)
+
+    runner = web.AppRunner(create_app(state), access_log=None, handler_cancellation=True,
+                           shutdown_timeout=DRAIN_S, handle_signals=False)
+    admin = web.AppRunner(create_admin_app(state), access_log=None, handler_cancellation=True,
+                          shutdown_timeout=2.0, handle_signals=False)
+    await runner.setup()
+    await admin.setup()
+    await state.limiter.restore(snapshot)  # quotas survive restarts: counted from the records
+    try:
+        try:
+            await web.TCPSite(runner, host, port, backlog=1024).start()
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        try:
+            await web.TCPSite(admin, ahost, aport).start()
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") \
+                from None
+        log.info("aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d",
+                 os.getpid(), listen, public, admin_listen, store.location.describe(),
+                 snapshot.revision)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: draining %d in-flight request(s) (up to %g s)", state.in_flight,
+                 DRAIN_S)
+    finally:
+        # Data plane first: stop accepting, wait for in-flight requests, then flush records
+        # (its cleanup), which also ends the /events streams the admin runner waits for.
+        await runner.cleanup()
+        await admin.cleanup()
+    log.info("stopped; %d request(s) served", state.metrics.requests_total)
+    return 0
+
+
+def run_server(db: str | None, *, listen: str | None, admin_listen: str | None) -> int:
+    """Run the gateway in the foreground until SIGTERM/SIGINT; the process exit code."""
+    try:
+        store = open_store(db)
+    except StoreError as exc:
+        print(f"aigw: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(store.data_dir)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        return runner(_serve(store, listen, admin_listen))
+    except ServeError as exc:
+        log.error("%s", exc)
+        print(f"aigw: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        log.error("%s", exc)
+        print(f"aigw: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()

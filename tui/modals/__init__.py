@@ -1,0 +1,1 @@
+"""Modal screens: confirmations, entity forms, the show-once secret, quit."""

@@ -1,0 +1,99 @@
+"""One request record in full: every field of the record and the whole error text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+from store.usage import RECORD_FIELDS
+
+from ..widgets.traffic_feed import status_kind
+
+LABELS = {
+    "ts": "Arrived (unix)", "request_id": "Request id", "method": "Method", "path": "Path",
+    "consumer": "Consumer", "api": "Model API", "service": "Model service", "model": "Model",
+    "key_name": "Model key", "status": "Status", "latency_ms": "Latency (ms)",
+    "ttfb_ms": "Time to first byte (ms)", "prompt_tokens": "Prompt tokens",
+    "completion_tokens": "Completion tokens", "total_tokens": "Total tokens", "cost": "Cost",
+    "stream": "Streamed", "estimated": "Tokens estimated", "error": "Error",
+}
+KIND_STYLE = {"ok": "green", "warn": "yellow", "bad": "bold red"}
+
+
+def _value(name: str, value: Any) -> Text:
+    if value is None or value == "":
+        return Text("–", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if name == "status":
+        return Text(str(value), style=KIND_STYLE[status_kind(int(value))])
+    if name == "cost":
+        return Text(f"${float(value):.10f}".rstrip("0").rstrip(".") if value else "$0")
+    if name == "ts":
+        return Text(f"{float(value):.6f}")
+    if isinstance(value, float):
+        return Text(f"{value:.3f}")
+    return Text(str(value))
+
+
+def detail_table(rec: dict[str, Any]) -> Table:
+    """Field → value for every record field (plus the time in UTC and local)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    ts = float(rec.get("ts") or 0.0)
+    utc = rec.get("time") or datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    table.add_row("Time (UTC)", Text(str(utc)))
+    table.add_row("Time (local)", Text(datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")))
+    for name in RECORD_FIELDS:
+        if name != "error":
+            table.add_row(LABELS.get(name, name), _value(name, rec.get(name)))
+    return table
+
+
+class RequestDetailModal(ModalScreen[None]):
+    """Read-only; ``c`` copies the request id (to find it in the vendor's or client's logs)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter,q", "close", "Close", id="detail-close"),
+        Binding("c", "copy", "Copy request id", id="detail-copy"),
+    ]
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        rec = self.record
+        with Vertical(classes="dialog", id="request-detail"):
+            yield Label(Text(f"Request {rec.get('request_id', '')}"), classes="dialog-title")
+            with VerticalScroll(id="request-detail-body"):
+                # The error first: it is what one opens a failed request for.
+                error = str(rec.get("error") or "")
+                yield Label("Error", classes="detail-title", id="request-detail-error-title")
+                yield Static(Text(error) if error else Text("none", style="dim"), id="request-detail-error")
+                yield Static(detail_table(rec), id="request-detail-fields")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Copy id (c)", id="copy")
+                yield Button("Close (esc)", variant="primary", id="close")
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    @on(Button.Pressed, "#copy")
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(str(self.record.get("request_id", "")))
+        self.notify("Request id copied to the clipboard")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,138 @@
+"""Instance Info: where the gateway listens, where its data lives, and its process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Button, Label, Static
+
+from store import __version__, repo
+from store.spec import GatewaySpec
+
+from ..gateway_process import CRASHED, STARTING, STOPPING, GatewayStatus
+from ..widgets.gateway_header import describe_status
+from .base import SectionScreen
+
+
+class InstanceScreen(SectionScreen):
+    """The cloud console's "Instance Information", plus the gateway process controls."""
+
+    SECTION = "instance"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "edit_settings", "Edit settings", id="instance-edit",
+                tooltip="Change listen, public URL and admin addresses"),
+        Binding("s", "app.gateway_start", "Start", id="instance-start"),
+        Binding("x", "app.gateway_stop", "Stop", id="instance-stop"),
+        Binding("r", "app.gateway_restart", "Restart", id="instance-restart"),
+    ]
+    PALETTE: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("Edit gateway settings", "listen, public URL, admin address", "edit_settings"),
+    )
+
+    class SettingsLoaded(Message):
+        def __init__(self, settings: GatewaySpec, location: str, data_dir: str) -> None:
+            super().__init__()
+            self.settings, self.location, self.data_dir = settings, location, data_dir
+
+    settings: GatewaySpec | None = None
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Label("Instance Info", classes="section-title")
+        with VerticalScroll(id="instance-scroll"):
+            yield Static(id="instance-facts")
+            yield Label("Gateway process", classes="subsection-title")
+            yield Static(id="instance-process")
+            with Horizontal(id="instance-buttons"):
+                yield Button("Start (s)", id="start", variant="success")
+                yield Button("Stop (x)", id="stop", variant="error")
+                yield Button("Restart (r)", id="restart")
+                yield Button("Edit settings (e)", id="edit", variant="primary")
+            yield Static(id="instance-log")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "gateway_status", self._status_changed)
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="instance-load", exit_on_error=False)
+    def load(self) -> None:
+        with self.store.session() as s:
+            settings = repo.load_config(s).gateway
+        self.post_message(self.SettingsLoaded(settings, self.store.location.describe(),
+                                              str(self.store.data_dir)))
+
+    def on_instance_screen_settings_loaded(self, message: SettingsLoaded) -> None:
+        self.settings = message.settings
+        self.location, self.data_dir = message.location, message.data_dir
+        self._render_facts()
+
+    def _render_facts(self) -> None:
+        if self.settings is None:
+            return
+        st = self.aigw.gateway_status
+        g = self.settings
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold", no_wrap=True)
+        t.add_column(overflow="fold")
+        t.add_row("Listen", Text(g.listen))
+        t.add_row("Public URL", Text(g.effective_public_url()
+                                     + ("" if g.public_url else "  (from listen)")))
+        t.add_row("Admin address", Text(g.admin_listen))
+        t.add_row("Database", Text(self.location))
+        t.add_row("Data folder", Text(self.data_dir))
+        t.add_row("Version", Text(f"aigw {__version__}"
+                                  + (f" · gateway {st.version}" if st.version else "")))
+        t.add_row("Gateway", describe_status(st))
+        self.query_one("#instance-facts", Static).update(t)
+
+    def _status_changed(self, st: GatewayStatus) -> None:
+        self._render_facts()
+        lines = []
+        if st.is_up:
+            lines.append(f"pid {st.pid} · {st.requests_total or 0} requests served")
+            lines.append(f"Traffic address: {st.public_url}   Admin: {st.admin_listen}")
+        elif st.state == CRASHED:
+            lines.append(f"[b red]{escape(st.message or 'the gateway stopped unexpectedly')}[/]")
+        elif st.state in (STARTING, STOPPING):
+            lines.append(f"[b yellow]{st.state.capitalize()}…[/] {escape(st.message)}")
+        else:
+            lines.append("Not running. Press [b]s[/] (or ctrl+g anywhere) to start it.")
+        self.query_one("#instance-process", Static).update("\n".join(lines))
+        log = self.query_one("#instance-log", Static)
+        if st.log_tail and not st.is_up:
+            log.update(Text.assemble(("Last lines of gateway.log\n", "bold"), st.log_tail))
+            log.display = True
+        else:
+            log.display = False
+
+    @on(Button.Pressed)
+    async def _button(self, event: Button.Pressed) -> None:
+        actions = {"start": "app.gateway_start", "stop": "app.gateway_stop",
+                   "restart": "app.gateway_restart", "edit": "edit_settings"}
+        if event.button.id in actions:
+            await self.run_action(actions[event.button.id])
+
+    def action_edit_settings(self) -> None:
+        from ..modals.gateway_form import GatewayForm
+
+        if self.settings is None:
+            return
+
+        def saved(result: GatewaySpec | None) -> None:
+            if result is not None:
+                self.notify("Gateway settings saved. Restart the gateway to listen on new addresses.")
+                self.aigw.config_changed()
+                self.load()
+
+        self.app.push_screen(GatewayForm(self.settings, self.store), saved)

@@ -1,0 +1,154 @@
+"""Writes SVG screenshots of every console screen from a demo store: ``python -m tui.screenshots``.
+
+The demo store is deterministic (fixed names, a fixed demo consumer key and key date,
+an admin address nothing listens on), so the snapshot tests use it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from store import models, repo
+from store.db import Store, open_store
+from store.spec import (
+    ConsumerGroupSpec,
+    ConsumerSpec,
+    GatewaySpec,
+    ModelApiSpec,
+    ModelKeySpec,
+    ModelServiceSpec,
+    Price,
+)
+
+#: A made-up key that only exists in the demo store (its hash is stored, like any key).
+DEMO_CONSUMER_KEY = "sk-aigw-demoDEMOdemoDEMOdemoDEMOdemoDEMOdemo0"
+DEMO_DATE = datetime(2026, 5, 7, 17, 26, tzinfo=UTC)
+DEMO_DIR = Path(tempfile.gettempdir()) / "aigw-demo"
+SIZE = (160, 48)
+
+
+def build_demo_store(directory: Path = DEMO_DIR) -> Store:
+    """A fresh store holding the seed's setup and a second vendor, in ``directory``."""
+    shutil.rmtree(directory, ignore_errors=True)
+    store = open_store(str(directory / "aigw.db"))
+    with store.session() as s:
+        # Nothing listens on port 1: the console shows a stopped gateway, never a real one.
+        repo.save_gateway(s, GatewaySpec(listen="127.0.0.1:8080", admin_listen="127.0.0.1:1"))
+        repo.save(s, "model_keys", ModelKeySpec("hunyuan-key", "sk-hunyuan-demo-credential",
+                                                description="Hunyuan API key"))
+        repo.save(s, "model_keys", ModelKeySpec("lkeap-key", "env:LKEAP_API_KEY",
+                                                description="read from the environment"))
+        repo.save(s, "model_services", ModelServiceSpec(
+            "hunyuan-service", vendor="hunyuan", keys=["hunyuan-key"],
+            default_model="hunyuan-2.0-instruct-20251111",
+            prices={"hunyuan-2.0-instruct-20251111": Price(0.8, 2.0)}))
+        repo.save(s, "model_services", ModelServiceSpec(
+            "deepseek-service", vendor="lkeap", keys=["lkeap-key"], model_policy="passthrough",
+            default_model="deepseek-v3.1", models=["deepseek-*"]))
+        repo.save(s, "model_apis", ModelApiSpec("hunyuan-api", base_path="/hunyuan",
+                                                services=["hunyuan-service"],
+                                                description="Text generation with Hunyuan"))
+        repo.save(s, "model_apis", ModelApiSpec("deepseek-api", base_path="/deepseek",
+                                                services=["deepseek-service"]))
+        repo.save(s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY],
+                                               description="the seed's application"))
+        repo.save(s, "consumers", ConsumerSpec("batch-jobs", quota=5_000_000, quota_unit="tokens",
+                                               quota_period="month"))
+        repo.save(s, "consumer_groups", ConsumerGroupSpec(
+            "my-apps", consumers=["my-app", "batch-jobs"], model_apis=["hunyuan-api", "deepseek-api"],
+            requests_per_minute=600, tokens_per_minute=200_000))
+        for ck in s.exec(select(models.ConsumerKey)).all():
+            ck.created_at = DEMO_DATE
+            s.add(ck)
+        s.commit()
+    return store
+
+
+def demo_app(store: Store, section: str) -> Any:
+    from .app import AigwApp
+
+    return AigwApp(store, start_section=section, poll_interval=None)
+
+
+Shot = tuple[str, str, tuple[str, ...]]
+
+#: (file name, section, keys pressed before the screenshot).
+SHOTS: tuple[Shot, ...] = (
+    ("instance-info", "instance", ()),
+    ("quick-start", "quickstart", ()),
+    ("key-management", "model-keys", ()),
+    ("model-key-form", "model-keys", ("n",)),
+    ("model-services", "model-services", ()),
+    ("model-service-form", "model-services", ("enter",)),
+    ("model-apis", "model-apis", ()),
+    ("route-management", "model-apis", ("down", "t")),
+    ("consumers", "consumers", ("down",)),
+    ("consumer-groups", "consumer-groups", ()),
+    ("consumer-group-apis", "consumer-groups", ("right_square_bracket",)),
+    ("traffic", "traffic", ()),
+    ("usage", "usage", ()),
+)
+
+
+async def settle(pilot: Any, app: Any, until: Callable[[], bool] | None = None, timeout: float = 10) -> None:
+    """Wait for thread workers (loads) to finish so the screenshot shows data."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        await pilot.pause(0.05)
+        busy = [w for w in app.workers if not w.is_finished and w.group not in ("gateway-poll", "traffic-stream")]
+        if not busy and (until is None or until()):
+            break
+    from textual.widgets import Input
+
+    for box in app.screen.query(Input):
+        box.cursor_blink = False  # a blinking cursor would make every picture differ
+    await pilot.pause(0.1)
+
+
+def ready(app: Any) -> Callable[[], bool]:
+    return lambda: getattr(app.screen, "config", True) is not None
+
+
+async def take(store: Store, name: str, section: str, keys: tuple[str, ...], out: Path,
+               size: tuple[int, int] = SIZE, before: Callable[[Any], Awaitable[None]] | None = None) -> Path:
+    app = demo_app(store, section)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app, ready(app))
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot, app)
+        path = out / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+    return path
+
+
+async def take_all(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    store = build_demo_store()
+    try:
+        return [await take(store, name, section, keys, out) for name, section, keys in SHOTS]
+    finally:
+        store.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tui.screenshots", description=__doc__)
+    p.add_argument("-o", "--out", default="screenshots", help="folder for the SVG files (default: screenshots)")
+    args = p.parse_args(argv)
+    for path in asyncio.run(take_all(Path(args.out))):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The one-line header: the gateway's state, address and live request rate."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ..gateway_process import ATTACHED, CRASHED, RUNNING, STARTING, STOPPING, GatewayStatus
+
+_BADGE = {
+    RUNNING: ("● running", "bold green"),
+    ATTACHED: ("● attached", "bold cyan"),
+    STARTING: ("◌ starting…", "bold yellow"),
+    STOPPING: ("◌ stopping…", "bold yellow"),
+    CRASHED: ("✖ crashed", "bold red"),
+}
+
+
+def describe_status(st: GatewayStatus) -> Text:
+    """The header text; also used by Instance Info so both say the same thing."""
+    label, style = _BADGE.get(st.state, ("○ stopped", "bold"))
+    text = Text.assemble((label, style))
+    if st.is_up:
+        text.append(f"  {st.public_url or st.listen}")
+        rate = f"{st.rate:.1f} req/s" if st.rate is not None else "– req/s"
+        text.append(f"  {rate}", "dim" if st.rate in (None, 0) else "bold")
+    elif st.state == CRASHED and st.exit_code is not None:
+        text.append(f"  exit {st.exit_code} — see Instance Info", "red")
+    else:
+        text.append(f"  {st.listen}", "dim")
+    return text
+
+
+class GatewayHeader(Static):
+    """Follows ``app.gateway_status`` (set by the app's poller) — attributes down."""
+
+    DEFAULT_CSS = """
+    GatewayHeader {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $text;
+        padding: 0 1;
+    }
+    GatewayHeader.-crashed { background: $error 30%; }
+    """
+
+    def __init__(self, title: str = "") -> None:
+        super().__init__(id="gateway-header")
+        self.title = title
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "gateway_status", self._show)
+
+    def _show(self, st: GatewayStatus) -> None:
+        text = Text.assemble(("aigw", "bold"), ("  │  ", "dim"))
+        if self.title:
+            text.append(self.title, "bold")
+            text.append("  │  ", "dim")
+        text.append_text(describe_status(st))
+        self.set_class(st.state == CRASHED, "-crashed")
+        self.update(text)
