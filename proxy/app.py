@@ -31,6 +31,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
                                      ttl_dns_cache=300)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                    cookie_jar=aiohttp.DummyCookieJar(),
                                     timeout=aiohttp.ClientTimeout(total=None))
     state.session = session
     yield

@@ -11,6 +11,17 @@ another backend (one shared by several gateway processes) can replace
 * ``quota`` is counted per consumer and period from the request records: restored
   from the store before serving, then kept up to date by ``settle``; a new period or a
   changed unit is loaded lazily in the background.
+
+Concurrency: ``check`` *reserves* what an admitted request may use (one request; an
+estimate of its tokens — prompt from the body size plus ``max_tokens`` /
+``max_completion_tokens``, else :data:`DEFAULT_COMPLETION_TOKENS` — and their cost at the
+API's highest price), and ``settle`` swaps the reservation for the real usage (or drops
+it when nothing was forwarded). A request is admitted while ``used + reserved < limit``,
+so requests in flight count against the limit. Bound: a ``requests`` quota and rpm are
+exact; for tokens, tpm and cost the total can end above the limit by at most the last
+admitted request's own usage plus what requests in flight at that moment used beyond
+their reservations (zero when clients send ``max_tokens`` and the vendor honours it). An
+admitted answer is never cut off.
 """
 
 from __future__ import annotations
@@ -38,6 +49,14 @@ WINDOW_S = 60.0
 #: ``Retry-After`` for a spent ``total`` quota (it never resets by itself).
 TOTAL_RETRY_S = 3600.0
 
+#: Completion tokens reserved for a request that does not say ``max_tokens``.
+DEFAULT_COMPLETION_TOKENS = 256
+#: Body bytes per reserved prompt token: JSON overhead makes this an over-estimate for
+#: English; UTF-8 CJK text (3 bytes ≈ 1 token) is still covered.
+BYTES_PER_TOKEN = 3
+#: ``Retry-After`` when only reservations of requests in flight are in the way.
+RESERVED_RETRY_S = 1.0
+
 #: ``(consumer, unit, since, until) -> used``: what the records say (runs off the loop).
 QuotaLoader = Callable[[str, str, float, float], Awaitable[float]]
 
@@ -56,11 +75,18 @@ ALLOW = Decision()
 
 class Limiter(Protocol):
     def check(self, ctx: RequestContext) -> Decision:
-        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks."""
+        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks.
+
+        Admitting reserves what the request may use until :meth:`settle` for it.
+        """
         ...
 
     def settle(self, ctx: RequestContext, usage: Usage | None) -> None:
-        """Account what the request used once it is done (tokens for tpm and quotas)."""
+        """Account what the request used once it is done (tokens for tpm and quotas).
+
+        Called once for every checked request, admitted or not, forwarded or not: it
+        releases the reservation made by :meth:`check`.
+        """
         ...
 
     async def restore(self, snapshot: Snapshot) -> None:
@@ -104,6 +130,8 @@ class _Tokens:
 
     entries: deque[tuple[float, int]] = field(default_factory=deque)
     used: int = 0
+    #: Estimates held by admitted requests still in flight.
+    reserved: int = 0
 
     def expire(self, now: float) -> None:
         e = self.entries
@@ -123,8 +151,47 @@ class _Tokens:
 @dataclass(slots=True)
 class _Quota:
     used: float = 0.0
+    #: Held by admitted requests still in flight (1 each for a ``requests`` quota).
+    reserved: float = 0.0
     created: float = 0.0
     loaded: bool = False
+
+
+@dataclass(slots=True)
+class _Hold:
+    """What one admitted request reserved, returned by ``settle``."""
+
+    tokens: _Tokens | None = None
+    tokens_n: int = 0
+    quota: _Quota | None = None
+    quota_n: float = 0.0
+
+
+def estimate_tokens(ctx: RequestContext) -> int:
+    """An upper-leaning guess of a request's tokens before it is forwarded (O(1))."""
+    body = ctx.body or {}
+    out = body.get("max_completion_tokens")
+    if out is None:
+        out = body.get("max_tokens")
+    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+        out = DEFAULT_COMPLETION_TOKENS
+    prompt = len(ctx.raw_body) // BYTES_PER_TOKEN + 1
+    return prompt + out
+
+
+def estimate_cost(ctx: RequestContext, tokens: int) -> float:
+    """The estimate priced at the API's dearest service for the model (all tokens as output)."""
+    api = ctx.api
+    if api is None:
+        return 0.0
+    asked = (ctx.body or {}).get("model")
+    top = 0.0
+    for svc in (*api.services, *api.fallbacks):
+        model = asked if isinstance(asked, str) and asked else svc.default_model
+        price = svc.price_for(model) if model else None
+        if price is not None:
+            top = max(top, price.input, price.output)
+    return tokens * top / 1_000_000
 
 
 class MemoryLimiter:
@@ -138,6 +205,9 @@ class MemoryLimiter:
         self._tokens: dict[tuple[str, str], _Tokens] = {}
         self._quotas: dict[tuple[str, str, float], _Quota] = {}
         self._loading: set[asyncio.Task[None]] = set()
+        self._periods: dict[str, tuple[float, float]] = {}
+        #: Reservations of admitted requests, by ``id(ctx)`` until ``settle``.
+        self._holds: dict[int, _Hold] = {}
 
     # ---------------------------------------------------------------- check
 
@@ -167,22 +237,28 @@ class MemoryLimiter:
                 error = rate_limited(
                     f"consumer {consumer.name!r} reached {rpm} requests per minute on model API "
                     f"{api.name!r}; retry in {duration(wait)}", wait)
+        tokens: _Tokens | None = None
         if tpm:
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = self._tokens[key] = _Tokens()
             tokens.expire(now)
+            taken = tokens.used + tokens.reserved
             headers["x-ratelimit-limit-tokens"] = str(tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - tokens.used))
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - taken))
             headers["x-ratelimit-reset-tokens"] = duration(
                 tokens.entries[0][0] + WINDOW_S - now if tokens.entries else 0)
-            if error is None and tokens.used >= tpm:
-                wait = tokens.retry_after(now, tpm)
+            if error is None and taken >= tpm:
+                wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
                 error = rate_limited(
                     f"consumer {consumer.name!r} reached {tpm} tokens per minute on model API "
-                    f"{api.name!r}; retry in {duration(wait)}", wait)
+                    f"{api.name!r}" + ("" if tokens.used >= tpm else
+                                       " (counting requests in progress)") +
+                    f"; retry in {duration(wait)}", wait)
+        quota: _Quota | None = None
         if error is None and consumer.quota:
-            error = self._check_quota(consumer, now)
+            quota = self._quota(consumer, now)
+            error = self._check_quota(consumer, quota, now)
 
         if window is not None:
             if error is None:
@@ -195,14 +271,36 @@ class MemoryLimiter:
             if error.headers is not None:
                 error.headers.update(headers)
             return Decision(False, error, headers or None)
+        if tokens is not None or quota is not None:
+            self._reserve(ctx, consumer, tokens, quota)
         return Decision(True, None, headers or None)
 
-    def _check_quota(self, consumer: Consumer, now: float) -> GatewayError | None:
-        q = self._quota(consumer, now)
-        if q.used < consumer.quota:
+    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Tokens | None,
+                 quota: _Quota | None) -> None:
+        """Hold what an admitted request may use, so concurrent checks see it."""
+        hold = _Hold()
+        unit = consumer.quota_unit
+        estimate = estimate_tokens(ctx) if tokens is not None or unit != "requests" else 0
+        if tokens is not None:
+            hold.tokens, hold.tokens_n = tokens, estimate
+            tokens.reserved += estimate
+        if quota is not None:
+            n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" \
+                else float(estimate)
+            hold.quota, hold.quota_n = quota, n
+            quota.reserved += n
+        self._holds[id(ctx)] = hold
+
+    def _check_quota(self, consumer: Consumer, q: _Quota, now: float) -> GatewayError | None:
+        if q.used + q.reserved < consumer.quota:
             return None
         unit = consumer.quota_unit
         amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
+        if q.used < consumer.quota:  # only requests in progress hold the rest: they settle soon
+            return rate_limited(f"consumer {consumer.name!r} has {amount} per "
+                                f"{consumer.quota_period} left to spend, all held by its requests "
+                                f"in progress; retry in {duration(RESERVED_RETRY_S)}",
+                                RESERVED_RETRY_S, code="insufficient_quota")
         end = period_end(consumer.quota_period, now)
         if end is None:  # a total quota never resets: only an operator can raise it
             return rate_limited(f"consumer {consumer.name!r} has used its total quota of {amount}; "
@@ -214,13 +312,23 @@ class MemoryLimiter:
                             code="insufficient_quota")
 
     def _quota(self, consumer: Consumer, now: float) -> _Quota:
-        key = (consumer.name, consumer.quota_unit, period_start(consumer.quota_period, now))
+        key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
         q = self._quotas.get(key)
         if q is None:
             q = self._quotas[key] = _Quota(created=now, loaded=self.loader is None)
             if self.loader is not None:
                 self._schedule_load(key, q)
         return q
+
+    def _period_start(self, period: str, now: float) -> float:
+        """``period_start`` cached until the period ends: the calendar math stays off the hot path."""
+        cached = self._periods.get(period)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[0]
+        start = period_start(period, now)
+        end = period_end(period, now)
+        self._periods[period] = (start, end if end is not None else math.inf)
+        return start
 
     def _schedule_load(self, key: tuple[str, str, float], q: _Quota) -> None:
         assert self.loader is not None
@@ -242,6 +350,12 @@ class MemoryLimiter:
     # ---------------------------------------------------------------- settle
 
     def settle(self, ctx: RequestContext, usage: Usage | None) -> None:
+        hold = self._holds.pop(id(ctx), None)
+        if hold is not None:  # the estimate gives way to what was really used
+            if hold.tokens is not None:
+                hold.tokens.reserved -= hold.tokens_n
+            if hold.quota is not None:
+                hold.quota.reserved = max(0.0, hold.quota.reserved - hold.quota_n)
         consumer, api = ctx.consumer, ctx.api
         if consumer is None or api is None or ctx.service is None:
             return  # refused before forwarding: uses neither tokens nor quota
@@ -257,7 +371,8 @@ class MemoryLimiter:
             tokens.entries.append((now, total))
             tokens.used += total
         if consumer.quota:
-            q = self._quota(consumer, ctx.ts)
+            q = hold.quota if hold is not None and hold.quota is not None \
+                else self._quota(consumer, ctx.ts)
             # A request older than a lazily loaded counter is in the records it loads from.
             if ctx.ts >= q.created or q.loaded:
                 unit = consumer.quota_unit
@@ -292,15 +407,16 @@ class MemoryLimiter:
                 apis[api] = {
                     "requests_per_minute": {"limit": limits.requests_per_minute,
                                             "used": used_requests},
-                    "tokens_per_minute": {"limit": limits.tokens_per_minute, "used": used_tokens},
+                    "tokens_per_minute": {"limit": limits.tokens_per_minute, "used": used_tokens,
+                                          "reserved": tokens.reserved if tokens else 0},
                 }
             entry: dict[str, Any] = {"apis": apis, "quota": None}
             if consumer.quota:
-                key = (name, consumer.quota_unit, period_start(consumer.quota_period, now))
-                q = self._quotas.get(key)
+                q = self._quota(consumer, now)  # a new period's use starts loading now
                 entry["quota"] = {
                     "limit": consumer.quota, "unit": consumer.quota_unit,
-                    "period": consumer.quota_period, "used": q.used if q else None,
+                    "period": consumer.quota_period, "used": q.used if q.loaded else None,
+                    "reserved": q.reserved,
                     "resets_at": period_end(consumer.quota_period, now),
                 }
             out[name] = entry

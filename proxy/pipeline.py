@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,19 @@ from .state import STATE, GatewayState
 log = logging.getLogger("aigw")
 
 MAX_BODY = 8 * 1024 * 1024
+
+
+def _client_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("AIGW_CLIENT_TIMEOUT_S", "60")))
+    except ValueError:
+        return 60.0
+
+
+#: How long a client may take to send a request's headers, or its body, and stay idle between
+#: requests on a keep-alive connection (``AIGW_CLIENT_TIMEOUT_S``, default 60): a slow or
+#: silent client holds a connection this long at most.
+CLIENT_TIMEOUT_S = _client_timeout()
 #: Operations whose streams can carry usage when asked with ``stream_options``.
 USAGE_OPS = frozenset({"/chat/completions", "/completions"})
 _MAX_REQUEST_ID = 200
@@ -118,9 +132,17 @@ async def stage_read_body(ctx: RequestContext, request: web.Request) -> dict[str
     if length is not None and length > MAX_BODY:
         raise too_large(MAX_BODY)
     try:
-        raw = await request.read()
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            raw = await request.read()
+        else:
+            async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(MAX_BODY) from None
+    except TimeoutError:
+        raise GatewayError(408, "invalid_request_error", "request_timeout",
+                           f"the request body did not arrive within {CLIENT_TIMEOUT_S:g} s; send it "
+                           "at once") from None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -339,7 +361,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await run_pipeline(state, request, ctx)
     except GatewayError as err:
         ctx.status, ctx.error = err.status, err.message
-        return error_response(err, ctx)
+        resp = error_response(err, ctx)
+        if err.status == 408:  # the rest of a slow body is not worth waiting for
+            resp.force_close()
+        return resp
     except asyncio.CancelledError:
         ctx.status, ctx.error = 499, "client closed the connection"
         raise

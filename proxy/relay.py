@@ -195,8 +195,11 @@ async def forward(request: web.Request, ctx: RequestContext, session: aiohttp.Cl
         if resp.status == 200 and ctx.stream and ctype.startswith("text/event-stream"):
             return await _relay_stream(request, ctx, resp, svc)
         try:
-            async with asyncio.timeout(svc.timeout_s):  # see _relay_stream: framing can stall
+            if resp.content.is_eof():  # the whole answer came with its headers: no deadline needed
                 data = await resp.read()
+            else:
+                async with asyncio.timeout(svc.timeout_s):  # see _relay_stream: framing can stall
+                    data = await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return _classify(exc, svc, "while answering")
         if resp.status >= 400:
@@ -254,32 +257,49 @@ class _StreamScan:
                 self.kept.append(complete)
                 self.kept_bytes += len(complete)
             return complete
+        # Only the events that mention usage are parsed; the bytes around them pass as they are.
         out: list[bytes] = []
-        dropped = False
-        for event in _EVENT_SPLIT.split(complete):
-            if not event:
-                continue
-            if _USAGE in event:
-                obj = _event_json(event)
-                u = extract_usage(obj)
-                if u is not None:
-                    self.usage = u  # the last one wins: some vendors repeat cumulative usage
-                    if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
-                        dropped = True
-                        continue
-            out.append(event)
-        if not dropped:
+        pos = 0
+        i = complete.find(_USAGE)
+        while i >= 0:
+            start, end = _event_bounds(complete, i)
+            obj = _event_json(complete[start:end])
+            u = extract_usage(obj)
+            if u is not None:
+                self.usage = u  # the last one wins: some vendors repeat cumulative usage
+                if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
+                    out.append(complete[pos:start])
+                    pos = end
+            i = complete.find(_USAGE, end)
+        if not out:
             return complete
-        return b"".join(e + b"\n\n" for e in out)
+        out.append(complete[pos:])
+        return b"".join(out)
 
     def estimate(self, ctx: RequestContext) -> Usage:
         chars = 0
         for block in self.kept:
-            for event in _EVENT_SPLIT.split(block):
+            for event in _split_events(block):
                 obj = _event_json(event)
                 if isinstance(obj, dict):
                     chars += _estimate_text(obj.get("choices"), True)
         return Usage(estimate_prompt(ctx.body), (chars + 3) // 4, estimated=True)
+
+
+def _split_events(block: bytes) -> list[bytes]:
+    """Events of a block; the regex (slow: it scans every byte) only for CRLF streams."""
+    return _EVENT_SPLIT.split(block) if b"\r" in block else block.split(b"\n\n")
+
+
+def _event_bounds(block: bytes, i: int) -> tuple[int, int]:
+    """Start and end (after its blank line) of the event holding ``block[i]``."""
+    a = block.rfind(b"\n\n", 0, i)
+    b = block.rfind(b"\n\r\n", 0, i)
+    start = max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)
+    c = block.find(b"\n\n", i)
+    d = block.find(b"\n\r\n", i)
+    ends = [e for e in (c + 2 if c >= 0 else -1, d + 3 if d >= 0 else -1) if e > 0]
+    return start, min(ends) if ends else len(block)
 
 
 def _event_json(event: bytes) -> Any:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
 
 from store.admin_token import GATEWAY_LOG, load_or_create
 from store.db import Store, open_store, private_file
@@ -19,6 +21,8 @@ from store.validation import check_listen
 
 from .admin import create_admin_app
 from .app import create_app
+from .errors import error_body
+from .pipeline import CLIENT_TIMEOUT_S
 from .routes import load_snapshot
 from .state import GatewayState, ListenInfo
 
@@ -28,8 +32,51 @@ log = logging.getLogger("aigw")
 DRAIN_S = 30.0
 
 
+#: When the start-up heap is frozen (later than the first answers: a full collection takes a while).
+FREEZE_AFTER_S = 1.0
+
+
+def _freeze_heap() -> None:
+    """Move what start-up built out of the collector's sight: full passes then stay short."""
+    gc.collect()
+    gc.freeze()
+
+
 class ServeError(Exception):
     """A reason ``aigw serve`` cannot start, as the one line the user reads."""
+
+
+class _DropClientHttpErrors(logging.Filter):
+    """HTTP a client got wrong is the client's problem: aiohttp logs each one with a traceback
+    and the offending bytes (which may hold an API key), so anyone could flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
+def _json_http_errors() -> None:
+    """Answer HTTP aiohttp cannot parse in the API's error shape, without echoing the bytes."""
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "_aigw", False):
+        return
+
+    def handle_error(self: web_protocol.RequestHandler, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        original(self, request, status, exc, message)  # logs (filtered) and refuses if already answering
+        if status < 500:
+            body = error_body("the request is not valid HTTP/1.1 (request line, a header or the "
+                              "framing); fix the client", "invalid_request_error", "bad_http_request")
+        else:
+            body = error_body("the gateway failed to handle this request; see gateway.log", "api_error",
+                              "internal_error")
+        resp = web.Response(status=status, body=body, content_type="application/json",
+                            headers={"x-request-id": os.urandom(16).hex()})  # every answer has one
+        resp.force_close()
+        return resp
+
+    handle_error._aigw = True  # type: ignore[attr-defined]
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
 
 
 def _setup_logging(data_dir: Path) -> None:
@@ -52,6 +99,7 @@ def _setup_logging(data_dir: Path) -> None:
     # aiohttp's own loggers (bad requests from clients, unclosed sessions) go to the same file.
     logging.getLogger("aiohttp").handlers = root.handlers
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_DropClientHttpErrors())
 
 
 def _split(addr: str, what: str) -> tuple[str, int]:
@@ -72,8 +120,11 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
     token = load_or_create(store.data_dir)
     state = GatewayState(store, snapshot, ListenInfo(listen, admin_listen, public), token)
 
+    # keepalive_timeout also bounds a connection that never completes its headers (slowloris):
+    # aiohttp closes it when the time is up unless a whole request arrived.
     runner = web.AppRunner(create_app(state), access_log=None, handler_cancellation=True,
-                           shutdown_timeout=DRAIN_S, handle_signals=False)
+                           shutdown_timeout=DRAIN_S, handle_signals=False,
+                           keepalive_timeout=CLIENT_TIMEOUT_S)
     admin = web.AppRunner(create_admin_app(state), access_log=None, handler_cancellation=True,
                           shutdown_timeout=2.0, handle_signals=False)
     await runner.setup()
@@ -89,6 +140,7 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
         except OSError as exc:
             raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") \
                 from None
+        asyncio.get_running_loop().call_later(FREEZE_AFTER_S, _freeze_heap)
         log.info("aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d",
                  os.getpid(), listen, public, admin_listen, store.location.describe(),
                  snapshot.revision)
@@ -116,6 +168,7 @@ def run_server(db: str | None, *, listen: str | None, admin_listen: str | None) 
         print(f"aigw: error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(store.data_dir)
+    _json_http_errors()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows

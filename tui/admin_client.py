@@ -1,4 +1,4 @@
-"""A small synchronous client for the gateway's admin listener (``/healthz``, ``/reload``).
+"""A small synchronous client for the gateway's admin listener (``/healthz``, ``/reload``, ``/limits``).
 
 Synchronous on purpose: the console calls it only from thread workers, so a slow or
 absent gateway can never block the UI, and the same client serves tests and scripts.
@@ -104,3 +104,24 @@ class AdminClient:
             return int(r.json().get("revision", 0))
         except (httpx.HTTPError, ValueError):
             return None
+
+    def limits(self) -> dict[str, Any] | None:
+        """``GET /limits``: each consumer's limits and current use in the running gateway.
+
+        ``{"revision": N, "consumers": {name: {"apis": {api: {"requests_per_minute":
+        {"limit", "used"}, "tokens_per_minute": {...}}}, "quota": {...} | None}}}``;
+        ``None`` when no gateway answers or it does not accept this store's admin token.
+        """
+        token = self.token()
+        if not token:
+            return None
+        try:
+            r = self._http.get(f"{self.base_url}/limits", headers={"Authorization": f"Bearer {token}"})
+            if r.status_code != 200:
+                return None
+            data = r.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("consumers"), dict):
+            return None
+        return data

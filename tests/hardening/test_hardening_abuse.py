@@ -23,7 +23,6 @@ from fault_vendor import FaultVendor
 from helpers import wait_for
 from hhelpers import CHAT, MSG, HGw, assert_error_shape, connections_of, fd_count, start_gateway
 from mock_vendor import MockVendor
-from pending_fixes import F3, F4
 
 #: The client timeout the gateway runs with in this module (seconds).
 CLIENT_TIMEOUT_S = 3
@@ -103,7 +102,6 @@ def _open(port: int, n: int) -> list[socket.socket]:
     return socks
 
 
-@F3
 def test_slow_headers_are_cut(agw: HGw) -> None:
     prober = Prober(agw)
     prober.start()
@@ -136,7 +134,6 @@ def test_slow_headers_are_cut(agw: HGw) -> None:
     prober.finish("slowloris")
 
 
-@F4
 def test_slow_bodies_are_cut(agw: HGw, vendor: MockVendor) -> None:
     prober = Prober(agw)
     prober.start()
@@ -191,7 +188,6 @@ def test_slow_bodies_are_cut(agw: HGw, vendor: MockVendor) -> None:
     prober.finish("slow_body")
 
 
-@F3
 def test_idle_keep_alive_is_closed(agw: HGw) -> None:
     body = orjson.dumps({"messages": MSG})
     with socket.create_connection(("127.0.0.1", agw.port), timeout=10) as s:
@@ -214,7 +210,6 @@ def test_idle_keep_alive_is_closed(agw: HGw) -> None:
         figures.put("abuse.idle_keepalive_closed_after_s", round(time.monotonic() - t0, 1))
 
 
-@F3
 def test_a_thousand_idle_connections(agw: HGw) -> None:
     assert agw.proc.proc is not None
     pid = agw.proc.proc.pid

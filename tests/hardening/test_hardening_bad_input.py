@@ -21,7 +21,6 @@ from hhelpers import CHAT, GATEWAY_STATUSES, MSG, HGw, RawResponse, assert_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mock_vendor import MockVendor
-from pending_fixes import F10
 
 from store.admin_token import GATEWAY_LOG
 
@@ -149,7 +148,6 @@ HEADERS = st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6)
 # ------------------------------------------------------------------ properties
 
 
-@F10
 @SETTINGS
 @given(method=METHODS, path=PATHS)
 def test_any_path_and_method(hgw: HGw, vendor: MockVendor, method: str, path: str) -> None:
@@ -180,7 +178,6 @@ def _head(hgw: HGw, data: bytes) -> RawResponse:
     return RawResponse(int(head[0].split()[1]), headers, b"", buf)
 
 
-@F10
 @SETTINGS
 @given(path=TRICK_PATHS, method=st.sampled_from(["POST", "GET"]))
 def test_path_tricks_never_reach_another_api(hgw: HGw, vendor: MockVendor, path: str, method: str) -> None:
@@ -228,7 +225,6 @@ def test_near_miss_paths_are_404_not_a_different_route(hgw: HGw, vendor: MockVen
         assert resp.status == 404 and not vendor.requests, (path, resp.status)
 
 
-@F10
 @SETTINGS
 @given(headers=HEADERS, which=st.sampled_from(["alpha-only", "app", "none"]))
 def test_any_headers(hgw: HGw, vendor: MockVendor, headers: list[tuple[bytes, bytes]], which: str) -> None:
@@ -284,7 +280,6 @@ def test_deep_messages_without_vendor_usage_are_estimated(hgw: HGw, vendor: Mock
         assert r.status_code == 200, (stream, r.status_code, r.text[:300])
 
 
-@F10
 def test_request_smuggling_shapes_are_refused(hgw: HGw, vendor: MockVendor) -> None:
     """Two lengths, or a length with chunked: refused (400) by the HTTP layer, never forwarded twice."""
     auth = f"Authorization: Bearer {hgw.keys.alpha_only}\r\n".encode()
@@ -305,7 +300,6 @@ def test_request_smuggling_shapes_are_refused(hgw: HGw, vendor: MockVendor) -> N
     assert not vendor.requests
 
 
-@F10
 def test_malformed_http_is_json_and_never_echoes_or_logs_the_key(hgw: HGw) -> None:
     """aiohttp's own parser errors quote the bad line — with the API key in it — in the body and
     the log; the gateway answers them in its JSON shape and keeps the bytes out of gateway.log."""

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,10 +187,10 @@ def _tmpfs(path: Path, size: str) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def _records_unwritable_then_back(gw: HGw, st: Store, break_it: object, heal: object, what: str) -> None:
+def _records_unwritable_then_back(gw: HGw, st: Store, break_it: Callable[[], object],
+                                  heal: Callable[[], object], what: str) -> None:
     """Shared body: break the store, serve traffic, check the operator is told, heal, records land."""
-    assert callable(break_it) and callable(heal)
-    before = {r for r in records_by_id(st)}
+    before = set(records_by_id(st))
     break_it()
     healed = False
     try:

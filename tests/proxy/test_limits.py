@@ -16,7 +16,20 @@ from mock_vendor import MockVendor
 from tui.cli import main as aigw_main
 
 MSG = [{"role": "user", "content": "hi"}]
-CONSUMERS = ("burst", "toky", "quota-app", "changing")
+CONSUMERS = ("burst", "toky", "quota-app", "changing", "tq-app", "rq-app")
+#: Quotas that concurrent bursts try to overrun: a tokens one and a requests one.
+BURST_QUOTAS = {"tq-app": ("tq", 'quota = 100\nquota_unit = "tokens"\nquota_period = "day"\n'),
+                "rq-app": ("rq", 'quota = 7\nquota_unit = "requests"\nquota_period = "week"\n')}
+
+
+def burst_quotas_toml(keys: dict[str, str]) -> str:
+    out = []
+    for consumer, (api, quota) in BURST_QUOTAS.items():
+        out.append(f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
+                   f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{keys[consumer]}"]\n{quota}\n'
+                   f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\n'
+                   f'model_apis = ["{api}"]\n\n')
+    return "".join(out)
 
 
 class Lim:
@@ -39,6 +52,9 @@ def lim(vendor: MockVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     cfg = tmp / "limits.toml"
     cfg.write_text(limits_toml(vendor, keys))
     assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
+    more = tmp / "burst-quotas.toml"
+    more.write_text(burst_quotas_toml(keys))
+    assert aigw_main(["--db", str(db), "import", str(more)]) == 0
     g = Lim(db, keys)
     try:
         yield g
@@ -51,12 +67,20 @@ def _reset(vendor: MockVendor) -> None:
     vendor.reset()
 
 
-async def _burst(lim: Lim, n: int) -> list[httpx.Response]:
+async def _burst(lim: Lim, n: int, api: str = "lim", consumer: str = "burst",
+                 **body: object) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(timeout=30, limits=limits) as c:
         return await asyncio.gather(*(
-            c.post(f"{lim.proc.url}/lim/v1/chat/completions", json={"messages": MSG},
-                   headers={"Authorization": f"Bearer {lim.keys['burst']}"}) for _ in range(n)))
+            c.post(f"{lim.proc.url}/{api}/v1/chat/completions", json={"messages": MSG, **body},
+                   headers={"Authorization": f"Bearer {lim.keys[consumer]}"}) for _ in range(n)))
+
+
+def _quota_use(lim: Lim, consumer: str) -> dict[str, object]:
+    data = httpx.get(lim.proc.admin_url + "/limits", timeout=5,
+                     headers={"Authorization": f"Bearer {lim.proc.token}"}).json()
+    quota: dict[str, object] = data["consumers"][consumer]["quota"]
+    return quota
 
 
 def test_burst_of_50_lets_exactly_10_through(lim: Lim, vendor: MockVendor) -> None:
@@ -122,3 +146,40 @@ def test_quota_holds_across_a_restart(lim: Lim) -> None:
     lim.proc = GatewayProcess(lim.db).start()
     again = lim.chat("q", "quota-app")
     assert again.status_code == 429 and again.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_requests_quota_under_a_concurrent_burst_lets_exactly_n_through(
+        lim: Lim, vendor: MockVendor) -> None:
+    vendor.behave(delay=0.3)  # all 30 are in flight together: the pre-check alone lets all pass
+    responses = asyncio.run(_burst(lim, 30, "rq", "rq-app"))
+    ok = [r for r in responses if r.status_code == 200]
+    assert len(ok) == 7 and len(vendor.requests) == 7
+    assert all(r.json()["error"]["code"] == "insufficient_quota"
+               for r in responses if r.status_code != 200)
+    assert _quota_use(lim, "rq-app")["used"] == 7
+    again = lim.chat("rq", "rq-app")
+    assert again.status_code == 429 and "resets at" in again.json()["error"]["message"]
+
+
+def test_tokens_quota_under_concurrent_bursts_stays_within_the_bound(
+        lim: Lim, vendor: MockVendor) -> None:
+    # The vendor ignores max_tokens (30 completion tokens for max_tokens=10): each answer
+    # uses 41 tokens, more than the ~30 reserved for it. Documented bound: the quota plus
+    # the last admitted request's use plus what the others in flight used beyond their
+    # reservations (15 others here; each reserves at least 10 + 1, so at most 30 beyond).
+    vendor.behave(delay=0.2, completion_tokens=30)
+    admitted = 0
+    for _ in range(10):
+        wave = asyncio.run(_burst(lim, 16, "tq", "tq-app", max_tokens=10))
+        passed = sum(r.status_code == 200 for r in wave)
+        admitted += passed
+        if not passed and any("resets at" in r.text for r in wave):
+            break
+    quota = _quota_use(lim, "tq-app")
+    assert quota["reserved"] == 0
+    used = quota["used"]
+    assert isinstance(used, (int, float))
+    assert used == 41 * admitted == 41 * len(vendor.requests)
+    assert 100 <= used <= 100 + 41 + 15 * 30
+    final = lim.chat("tq", "tq-app", max_tokens=10)
+    assert final.status_code == 429 and final.json()["error"]["code"] == "insufficient_quota"

@@ -14,6 +14,7 @@ from store.spec import (
     ModelApiSpec,
     ModelKeySpec,
     ModelServiceSpec,
+    Price,
 )
 from store.usage import period_end
 
@@ -27,11 +28,12 @@ class Clock:
 
 
 def snapshot(*, rpm: list[int], tpm: int = 0, quota: float = 0, unit: str = "tokens",
-             period: str = "day") -> Snapshot:
+             period: str = "day", price: Price | None = None) -> Snapshot:
     cfg = Config(
         model_keys=[ModelKeySpec("k", "sk-x")],
         model_services=[ModelServiceSpec("s", address="http://127.0.0.1:1/v1", keys=["k"],
-                                         default_model="m")],
+                                         default_model="m",
+                                         prices={"m": price} if price else {})],
         model_apis=[ModelApiSpec("a", routes=["/v1/chat/completions"], base_path="/a",
                                  services=["s"])],
         consumers=[ConsumerSpec("c", quota=quota, quota_unit=unit, quota_period=period)],
@@ -166,3 +168,112 @@ def test_total_quota_never_resets() -> None:
     assert not d.allowed and d.error is not None and d.error.code == "insufficient_quota"
     assert "total quota" in d.error.message and d.error.headers is not None
     assert "Retry-After" in d.error.headers
+
+
+def admitted(lim: MemoryLimiter, snap: Snapshot, clock: Clock, n: int,
+             body: bytes = b'{"messages":[]}', **fields: object) -> list[RequestContext]:
+    """Check ``n`` requests that are all in flight at once; the admitted ones."""
+    out = []
+    for _ in range(n):
+        ctx = ctx_for(snap, clock)
+        ctx.raw_body, ctx.body = body, dict(fields)
+        if lim.check(ctx).allowed:
+            out.append(ctx)
+    return out
+
+
+def test_requests_quota_counts_requests_in_flight() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    snap = snapshot(rpm=[0], quota=5, unit="requests")
+    first = admitted(lim, snap, clock, 50)
+    assert len(first) == 5  # none settled yet: the in-flight ones hold the quota
+    d = lim.check(ctx_for(snap, clock))
+    assert d.error is not None and d.error.code == "insufficient_quota"
+    assert d.error.headers is not None and d.error.headers["Retry-After"] == "1"
+    for ctx in first[:2]:  # two fail before forwarding: their slots come back
+        lim.settle(ctx, None)
+    for ctx in first[2:]:
+        ctx.service = snap.services["s"]
+        lim.settle(ctx, Usage(1, 1))
+    assert len(admitted(lim, snap, clock, 50)) == 2
+
+
+def test_tokens_quota_reserves_the_estimate_and_settles_to_the_real_use() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    snap = snapshot(rpm=[0], quota=1000)
+    # 15 body bytes → 6 prompt tokens + max_tokens 100 = 106 reserved each: 10 fit under 1000.
+    wave = admitted(lim, snap, clock, 16, max_tokens=100)
+    assert len(wave) == 10
+    for ctx in wave:
+        ctx.service = snap.services["s"]
+        lim.settle(ctx, Usage(5, 95))  # honest estimates: no overshoot
+    assert lim.current_use(snap)["c"]["quota"]["used"] == 1000
+    assert lim.current_use(snap)["c"]["quota"]["reserved"] == 0
+    assert admitted(lim, snap, clock, 16, max_tokens=100) == []
+
+
+def test_tokens_quota_overshoot_stays_within_the_documented_bound() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    quota = 1000
+    snap = snapshot(rpm=[0], quota=quota)
+    used_max = 0
+    for _ in range(30):  # waves of 16 concurrent requests, answers bigger than reserved
+        wave = admitted(lim, snap, clock, 16, max_tokens=50)
+        if not wave:
+            break
+        for ctx in wave:
+            ctx.service = snap.services["s"]
+            lim.settle(ctx, Usage(10, 70))  # 80 used vs 57 reserved: 23 over each
+        used_max = max(used_max, len(wave))
+    used = lim.current_use(snap)["c"]["quota"]["used"]
+    # Bound: the last admitted request's use + what the others in flight used beyond
+    # their reservations (at most 16 in flight here).
+    assert quota <= used <= quota + 80 + (used_max - 1) * 23
+
+
+def test_tpm_counts_reservations_and_headers_show_them() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    snap = snapshot(rpm=[0], tpm=300)
+    wave = admitted(lim, snap, clock, 5, max_tokens=94)  # 100 reserved each: 3 fit
+    assert len(wave) == 3
+    d = lim.check(ctx_for(snap, clock))
+    assert d.headers is not None and d.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert d.error is not None and "in progress" in d.error.message
+    for ctx in wave:
+        ctx.service = snap.services["s"]
+        lim.settle(ctx, Usage(10, 10))
+    d = lim.check(ctx_for(snap, clock))
+    assert d.allowed and d.headers is not None
+    assert d.headers["x-ratelimit-remaining-tokens"] == "240"
+
+
+def test_cost_quota_reserves_at_the_price() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    snap = snapshot(rpm=[0], quota=0.001, unit="cost", price=Price(input=1.0, output=4.0))
+    # 106 tokens reserved each at the dearest price (4 per million): 0.000424 → 3 fit.
+    wave = admitted(lim, snap, clock, 10, max_tokens=100)
+    assert len(wave) == 3
+    for ctx in wave:
+        ctx.service = snap.services["s"]
+        ctx.cost = 0.0001
+        lim.settle(ctx, Usage(5, 20))
+    assert lim.current_use(snap)["c"]["quota"]["used"] == pytest.approx(0.0003)
+    assert len(admitted(lim, snap, clock, 10, max_tokens=100)) == 2
+
+
+def test_a_cancelled_request_releases_its_reservation() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(clock=clock)
+    snap = snapshot(rpm=[0], quota=200)
+    (ctx,) = admitted(lim, snap, clock, 1, max_tokens=500)
+    assert admitted(lim, snap, clock, 1) == []
+    ctx.service = snap.services["s"]
+    lim.settle(ctx, None)  # 499 before any usage arrived
+    assert lim.current_use(snap)["c"]["quota"] == {
+        **lim.current_use(snap)["c"]["quota"], "used": 0, "reserved": 0}
+    assert len(admitted(lim, snap, clock, 1)) == 1

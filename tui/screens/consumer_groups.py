@@ -1,4 +1,4 @@
-"""Consumer Groups: a Members tab and an Authorized Model APIs tab, with rate limits."""
+"""Consumer Groups: a Members tab (with each member's current use) and an Authorized Model APIs tab."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, TabbedContent, TabPane
 
@@ -20,7 +21,18 @@ from store.spec import ConsumerGroupSpec
 from ..modals.confirm import ConfirmModal
 from ..modals.consumer_group_form import ConsumerGroupForm
 from ..modals.pick import PickModal
+from ..widgets.limits_panel import (
+    REFRESH_S,
+    LimitsView,
+    quota_summary,
+    read_limits,
+    window_summary,
+)
 from .entity import EntityScreen, reset_table
+
+#: Members tab columns: (key, label); the use columns are updated in place on each refresh.
+MEMBER_COLUMNS = (("consumer", "Consumer"), ("status", "Status"), ("rpm", "Requests/min used"),
+                  ("tpm", "Tokens/min used"), ("quota", "Quota used"))
 
 
 def limit_text(n: int) -> str:
@@ -58,6 +70,17 @@ class ConsumerGroupsScreen(EntityScreen):
             self.spec = spec
             self.what = what
 
+    class LimitsLoaded(Message):
+        def __init__(self, view: LimitsView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits_view: LimitsView | None = None
+        self._limits_timer: Timer | None = None
+        self._members_of: ConsumerGroupSpec | None = None
+
     def compose_detail(self) -> Iterable[Widget]:
         with TabbedContent(id="group-tabs", classes="entity-detail"):
             with TabPane("Members", id="tab-members"):
@@ -74,23 +97,80 @@ class ConsumerGroupsScreen(EntityScreen):
         assert self.config is not None
         return ConsumerGroupForm(self.store, self.config, original)
 
+    # ------------------------------------------------------------- members' current use
+
+    def on_mount(self) -> None:
+        self._limits_timer = self.set_interval(REFRESH_S, self.refresh_limits)
+        self.refresh_limits()
+
+    def on_screen_resume(self) -> None:
+        if self._limits_timer is not None:  # else on_mount starts it
+            self._limits_timer.resume()
+            self.refresh_limits()
+
+    def on_screen_suspend(self) -> None:
+        if self._limits_timer is not None:
+            self._limits_timer.pause()
+
+    def refresh_limits(self) -> None:
+        self._load_limits()
+
+    @work(thread=True, exclusive=True, group="group-limits", exit_on_error=False)
+    def _load_limits(self) -> None:
+        self.post_message(self.LimitsLoaded(read_limits(self.store, self.gateway)))
+
+    def on_consumer_groups_screen_limits_loaded(self, message: LimitsLoaded) -> None:
+        self.limits_view = message.view
+        spec = self._members_of
+        if spec is None:
+            return
+        members = self.query_one("#group-members", DataTable)
+        for name in spec.consumers:
+            if name in members.rows:
+                for column, cell in zip(("rpm", "tpm", "quota"), self.member_use(spec, name),
+                                        strict=True):
+                    members.update_cell(name, column, cell, update_width=True)
+
+    def member_use(self, spec: ConsumerGroupSpec, consumer: str) -> tuple[Text, Text, Text]:
+        """The member's per-minute use on each API of the group, and its quota use."""
+        view = self.limits_view
+        if view is None:
+            return Text("…", style="dim"), Text("…", style="dim"), Text("…", style="dim")
+        entry = view.consumers.get(consumer) or {}
+        apis = entry.get("apis") or {}
+        cells: list[Text] = []
+        for key in ("requests_per_minute", "tokens_per_minute"):
+            parts = [(api, window_summary((apis.get(api) or {}).get(key), view.live))
+                     for api in spec.model_apis if api in apis]
+            if not parts:
+                cells.append(Text("—", style="dim"))
+            elif not view.live or len(parts) == 1:
+                cells.append(parts[0][1])
+            else:
+                cells.append(Text(", ").join(Text(f"{api} ") + t for api, t in parts))
+        return cells[0], cells[1], quota_summary(entry.get("quota"))
+
     def show_detail(self, spec: Any | None) -> None:
         members = self.query_one("#group-members", DataTable)
         apis = self.query_one("#group-apis", DataTable)
-        reset_table(members, "Consumer", "Status")
+        members.clear(columns=True)
+        for key, label in MEMBER_COLUMNS:
+            members.add_column(label, key=key)
         reset_table(apis, "Model API", "Base Path", "Routes")
+        self._members_of = spec
         if spec is None or self.config is None:
             return
         for name in spec.consumers:
             c = repo.find(self.config, "consumers", name)
             status = Text("enabled", "green") if c is None or c.enabled else Text("disabled", "red")
-            members.add_row(Text(name), status, key=name)
+            members.add_row(Text(name), status, *self.member_use(spec, name), key=name)
         for name in spec.model_apis:
             a = repo.find(self.config, "model_apis", name)
             apis.add_row(Text(name), Text(a.base_path if a else ""), Text(", ".join(a.routes) if a else ""),
                          key=name)
         if not spec.consumers:
-            members.add_row(Text("no members — press m to add consumers", style="dim"), Text(""))
+            members.add_row(Text("no members — press m to add consumers", style="dim"),
+                            *(Text("") for _ in MEMBER_COLUMNS[1:]))
         if not spec.model_apis:
             apis.add_row(Text("no authorized APIs — press a to Add Authorization", style="dim"), Text(""),
                          Text(""))

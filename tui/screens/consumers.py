@@ -9,8 +9,9 @@ from rich.markup import escape
 from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
@@ -19,6 +20,14 @@ from store import repo
 from ..modals.confirm import ConfirmModal
 from ..modals.consumer_form import ConsumerForm
 from ..modals.secret import ShowSecretModal
+from ..widgets.limits_panel import (
+    LIMIT_COLUMNS,
+    REFRESH_S,
+    LimitsView,
+    consumer_rows,
+    read_limits,
+    source_text,
+)
 from .entity import EntityScreen, reset_table
 
 KEY_COLUMNS = ("Key (prefix)", "Created")
@@ -69,16 +78,71 @@ class ConsumersScreen(EntityScreen):
             super().__init__()
             self.consumer = consumer
 
+    class LimitsLoaded(Message):
+        def __init__(self, view: LimitsView) -> None:
+            super().__init__()
+            self.view = view
+
     def __init__(self) -> None:
         super().__init__()
         self._form: ConsumerForm | None = None
         self._keys_of: str | None = None
+        self.limits_view: LimitsView | None = None
+        self._limits_timer: Timer | None = None
 
     def compose_detail(self) -> Iterable[Widget]:
-        with Vertical(classes="entity-detail", id="consumer-detail"):
-            yield Label("API keys", id="consumer-keys-title", classes="detail-title")
-            table: DataTable[Text] = DataTable(id="consumer-keys", cursor_type="row")
-            yield table
+        with Horizontal(classes="entity-detail", id="consumer-detail"):
+            with Vertical(id="consumer-keys-pane"):
+                yield Label("API keys", id="consumer-keys-title", classes="detail-title")
+                table: DataTable[Text] = DataTable(id="consumer-keys", cursor_type="row")
+                yield table
+            with Vertical(id="consumer-limits-pane"):
+                yield Label("Limits and current use", id="consumer-limits-title",
+                            classes="detail-title")
+                limits: DataTable[Text] = DataTable(id="consumer-limits", cursor_type="none")
+                yield limits
+
+    # ------------------------------------------------------------- limits and current use
+
+    def on_mount(self) -> None:
+        self._limits_timer = self.set_interval(REFRESH_S, self.refresh_limits)
+        self.refresh_limits()
+
+    def on_screen_resume(self) -> None:
+        if self._limits_timer is not None:  # else on_mount starts it
+            self._limits_timer.resume()
+            self.refresh_limits()
+
+    def on_screen_suspend(self) -> None:
+        if self._limits_timer is not None:
+            self._limits_timer.pause()
+
+    def refresh_limits(self) -> None:
+        self._load_limits()
+
+    @work(thread=True, exclusive=True, group="consumer-limits", exit_on_error=False)
+    def _load_limits(self) -> None:
+        self.post_message(self.LimitsLoaded(read_limits(self.store, self.gateway)))
+
+    def on_consumers_screen_limits_loaded(self, message: LimitsLoaded) -> None:
+        self.limits_view = message.view
+        self._show_limits(self._keys_of)
+
+    def _show_limits(self, consumer: str | None) -> None:
+        title = self.query_one("#consumer-limits-title", Label)
+        table = self.query_one("#consumer-limits", DataTable)
+        reset_table(table, *LIMIT_COLUMNS)
+        view = self.limits_view
+        if consumer is None:
+            title.update("Limits and current use")
+            return
+        title.update(escape(f"Limits of {consumer!r}") + f"   [dim]({source_text(view)})[/]")
+        rows = consumer_rows(view, consumer) if view is not None else []
+        for cells in rows:
+            table.add_row(*cells)
+        if view is not None and not rows:
+            table.add_row(Text("no quota and no authorized model API", style="dim"),
+                          *(Text("") for _ in LIMIT_COLUMNS[1:]))
 
     def row(self, spec: Any) -> tuple[Any, ...]:
         groups = [g.name for g in (self.config.consumer_groups if self.config else [])
@@ -109,10 +173,12 @@ class ConsumersScreen(EntityScreen):
             title.update("API keys")
             reset_table(self.query_one("#consumer-keys", DataTable), *KEY_COLUMNS)
             self._keys_of = None
+            self._show_limits(None)
             return
         title.update(escape(f"API keys of {spec.name!r}") + "   [dim](k create · x revoke)[/]")
         self._keys_of = spec.name
         self.load_keys(spec.name)
+        self._show_limits(spec.name)
 
     @work(thread=True, exclusive=True, group="consumer-keys", exit_on_error=False)
     def load_keys(self, consumer: str) -> None:
