@@ -1,7 +1,7 @@
-"""The data-plane application: one catch-all handler and its long-lived resources.
+"""The data plane: its HTTP server, the vendor pool, the record writer and the revision poller.
 
-Routing is not done by aiohttp's router (the table changes on every reload) but by a
-dictionary lookup in the current snapshot, inside :func:`proxy.pipeline.handle`.
+Routing is not done by a router (the table changes on every reload) but by a dictionary
+lookup in the current snapshot, inside :func:`proxy.pipeline.make_handler`'s handler.
 """
 
 from __future__ import annotations
@@ -9,41 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
-import aiohttp
-from aiohttp import web
-
-from .context import RequestContext
-from .errors import GatewayError
-from .pipeline import MAX_BODY, error_response, handle, request_id_of
-from .state import STATE, GatewayState
+from .http_server import HttpServer
+from .pipeline import CLIENT_TIMEOUT_S, MAX_BODY, make_handler, record_refusal
+from .state import GatewayState
+from .vendor_client import VendorPool
 
 log = logging.getLogger("aigw")
 
 #: How often the store's revision is checked (SPEC: changes live within 2 s).
 POLL_S = 0.5
-
-
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    """ONE session and connection pool for every vendor call (keep-alive, no per-host cap)."""
-    state = app[STATE]
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
-                                     ttl_dns_cache=300)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                    cookie_jar=aiohttp.DummyCookieJar(),
-                                    timeout=aiohttp.ClientTimeout(total=None))
-    state.session = session
-    yield
-    await session.close()
-    state.session = None
-
-
-async def _records(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    state.recorder.start()
-    yield
-    await state.recorder.close()
 
 
 async def _poll_revision(state: GatewayState) -> None:
@@ -60,35 +35,40 @@ async def _poll_revision(state: GatewayState) -> None:
             failed = True
 
 
-async def _revision_poller(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(_poll_revision(app[STATE]), name="aigw-poll")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+class DataPlane:
+    """Started once by ``aigw serve``; stopped in the order that loses nothing."""
 
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.server: HttpServer | None = None
+        self._poller: asyncio.Task[None] | None = None
 
-async def expect_continue(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue`` is honoured; any other expectation gets our error shape."""
-    expect = request.headers.get("Expect", "")
-    if expect.lower() == "100-continue":
-        if request.version == aiohttp.HttpVersion11:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # the real answer has not started yet
-        return None
-    ctx = RequestContext(request.app[STATE].snapshot, request_id_of(request), request.method,
-                         request.path)
-    return error_response(GatewayError(417, "invalid_request_error", "expectation_failed",
-                                       "only 'Expect: 100-continue' is supported; drop the "
-                                       "Expect header"), ctx)
+    async def setup(self) -> None:
+        state = self.state
+        state.recorder.start()
+        state.pool = VendorPool()  # ONE keep-alive pool for every vendor call
+        self._poller = asyncio.get_running_loop().create_task(_poll_revision(state),
+                                                             name="aigw-poll")
 
+        def refused(method: str, path: str, headers: dict[str, str], status: int,
+                    message: str) -> str:
+            return record_refusal(state, method, path, headers, status, message)
 
-def create_app(state: GatewayState) -> web.Application:
-    # aiohttp refuses bodies larger than this; the pipeline turns that into our 413.
-    app = web.Application(client_max_size=MAX_BODY)
-    app[STATE] = state
-    app.cleanup_ctx.append(_records)
-    app.cleanup_ctx.append(_client_session)
-    app.cleanup_ctx.append(_revision_poller)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_continue)
-    return app
+        self.server = HttpServer(make_handler(state), client_timeout=CLIENT_TIMEOUT_S,
+                                 max_body=MAX_BODY, on_refused=refused)
+
+    async def listen(self, host: str, port: int) -> None:
+        assert self.server is not None
+        await self.server.start(host, port, backlog=1024)
+
+    async def cleanup(self, drain_s: float) -> None:
+        """Stop accepting, let in-flight requests finish, then flush the records."""
+        if self.server is not None:
+            await self.server.shutdown(drain_s)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self.state.pool is not None:
+            await self.state.pool.close()
+        await self.state.recorder.close()

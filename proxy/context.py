@@ -42,6 +42,8 @@ class RequestContext:
     #: The client asked for ``stream_options.include_usage`` itself (else the usage chunk is ours).
     client_wants_usage: bool = False
     status: int = 0
+    #: The client received the whole answer (a stream's ``[DONE]``): leaving after it is no 499.
+    complete: bool = False
     ttfb_ms: float | None = None
     usage: Usage | None = None
     cost: float = 0.0

@@ -45,6 +45,11 @@ from .routes import Consumer, Snapshot
 
 log = logging.getLogger("aigw.limits")
 
+#: The response headers the limiter sets (a vendor's own of these names are replaced).
+LIMIT_HEADERS = frozenset({
+    b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests",
+    b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens",
+})
 WINDOW_S = 60.0
 #: ``Retry-After`` for a spent ``total`` quota (it never resets by itself).
 TOTAL_RETRY_S = 3600.0

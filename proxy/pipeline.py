@@ -15,11 +15,10 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from .context import RequestContext
 from .errors import (
@@ -30,13 +29,13 @@ from .errors import (
     model_not_found,
     not_found,
     rate_limited,
-    too_large,
     unauthorized,
 )
 from .events import make_record
-from .relay import Attempt, forward, response_headers
+from .http_server import Request, header_lines
+from .relay import Attempt, forward, response_head
 from .routes import Consumer, Route, Service
-from .state import STATE, GatewayState
+from .state import GatewayState
 
 log = logging.getLogger("aigw")
 
@@ -64,9 +63,9 @@ _ID_PREFIX = secrets.token_hex(8)
 _ids = itertools.count(1)
 
 
-def request_id_of(request: web.Request) -> str:
+def request_id_of(headers: dict[str, str]) -> str:
     """The client's ``x-request-id`` when it is sane (short printable ASCII), else a new one."""
-    rid = request.headers.get("x-request-id", "")
+    rid = headers.get("x-request-id", "")
     if 0 < len(rid) <= _MAX_REQUEST_ID and rid.isascii() and rid.isprintable():
         return rid
     return f"{_ID_PREFIX}{next(_ids):016x}"
@@ -97,9 +96,9 @@ def stage_route(ctx: RequestContext, method: str) -> Route:
     return route
 
 
-def stage_authenticate(ctx: RequestContext, headers: Any) -> Consumer:
+def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer:
     key = ""
-    auth = headers.get("Authorization")
+    auth = headers.get("authorization")
     if auth:
         scheme, _, rest = auth.partition(" ")
         if scheme.lower() == "bearer":
@@ -127,22 +126,8 @@ def stage_authorize(ctx: RequestContext) -> None:
                         f"{ctx.api.name!r}; add it to a consumer group that grants this API")
 
 
-async def stage_read_body(ctx: RequestContext, request: web.Request) -> dict[str, Any]:
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        raise too_large(MAX_BODY)
-    try:
-        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-            raw = await request.read()
-        else:
-            async with asyncio.timeout(CLIENT_TIMEOUT_S):
-                raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large(MAX_BODY) from None
-    except TimeoutError:
-        raise GatewayError(408, "invalid_request_error", "request_timeout",
-                           f"the request body did not arrive within {CLIENT_TIMEOUT_S:g} s; send it "
-                           "at once") from None
+def stage_read_body(ctx: RequestContext, raw: bytes) -> dict[str, Any]:
+    """The JSON body (the HTTP layer read it whole: its size and deadline are enforced there)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -241,8 +226,8 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
                               code="invalid_body") from None
 
 
-async def stage_forward(state: GatewayState, request: web.Request, ctx: RequestContext,
-                        candidates: Sequence[Service]) -> web.StreamResponse:
+async def stage_forward(state: GatewayState, request: Request, ctx: RequestContext,
+                        candidates: Sequence[Service]) -> None:
     """Try the services in order, and within a ``failover`` service one more key."""
     assert ctx.body is not None
     last: Attempt | None = None
@@ -259,14 +244,15 @@ async def stage_forward(state: GatewayState, request: web.Request, ctx: RequestC
         for j, key in enumerate(tries):
             ctx.service, ctx.model, ctx.key_name = svc, model, key.name
             try:
-                result = await forward(request, ctx, state.session, svc, key, body)
+                assert state.pool is not None
+                result = await forward(request, ctx, state.pool, svc, key, body)
             except GatewayError as err:  # the key's env variable is missing: the operator's to fix
                 state.upstream_failed(svc.name, "key_unavailable", err.message)
                 raise
-            if not isinstance(result, Attempt):
+            if result is None:  # answered
                 if ctx.upstream_failure:
                     state.upstream_failed(svc.name, ctx.upstream_failure, ctx.error)
-                return result
+                return
             last = result
             if result.retryable or result.key_rejected:  # a vendor's 400/404 is the caller's
                 state.upstream_failed(svc.name, result.reason, result.error.message
@@ -285,11 +271,10 @@ async def stage_forward(state: GatewayState, request: web.Request, ctx: RequestC
     ctx.status = last.status
     ctx.error = f"vendor answered {last.status}"
     assert last.headers is not None
-    return web.Response(body=last.body, status=last.status,
-                        headers=response_headers(last.headers, ctx))
+    request.respond(last.status, response_head(last.headers, ctx), last.body)
 
 
-def models_response(ctx: RequestContext) -> web.Response:
+def models_response(request: Request, ctx: RequestContext) -> None:
     """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
     api = ctx.api
     assert api is not None
@@ -307,8 +292,8 @@ def models_response(ctx: RequestContext) -> web.Response:
                                       f"{', '.join(names) or '(none configured)'}")
             payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
     ctx.status = 200
-    return web.Response(body=orjson.dumps(payload), content_type="application/json",
-                        headers={"x-request-id": ctx.request_id})
+    request.respond(200, b"content-type: application/json\r\nx-request-id: %b\r\n"
+                    % ctx.request_id.encode(), orjson.dumps(payload))
 
 
 def stage_account(state: GatewayState, ctx: RequestContext) -> None:
@@ -329,55 +314,68 @@ def stage_log(state: GatewayState, ctx: RequestContext) -> None:
 # ------------------------------------------------------------------ the handler
 
 
-async def run_pipeline(state: GatewayState, request: web.Request,
-                       ctx: RequestContext) -> web.StreamResponse:
+async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     route = stage_route(ctx, request.method)
     stage_authenticate(ctx, request.headers)
     stage_authorize(ctx)
     if route.models_list:
-        return models_response(ctx)
-    await stage_read_body(ctx, request)
+        return models_response(request, ctx)
+    stage_read_body(ctx, request.body)
     stage_traffic_control(state, ctx)
     candidates = stage_choose_service(state, ctx)
-    return await stage_forward(state, request, ctx, candidates)
+    await stage_forward(state, request, ctx, candidates)
 
 
-def error_response(err: GatewayError, ctx: RequestContext) -> web.Response:
-    headers = {"x-request-id": ctx.request_id}
+def error_response(request: Request, err: GatewayError, ctx: RequestContext) -> None:
+    headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
     if ctx.limit_headers:
         headers.update(ctx.limit_headers)
     if err.headers:
         headers.update(err.headers)
-    return web.Response(body=err.body(), status=err.status, content_type="application/json",
-                        headers=headers)
+    request.respond(err.status, header_lines(headers), err.body(), close=err.status == 408)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    """The data plane's only handler: every path goes through the stages above."""
-    state = request.app[STATE]
-    ctx = RequestContext(state.snapshot, request_id_of(request), request.method, request.path)
-    state.in_flight += 1
-    try:
-        return await run_pipeline(state, request, ctx)
-    except GatewayError as err:
-        ctx.status, ctx.error = err.status, err.message
-        resp = error_response(err, ctx)
-        if err.status == 408:  # the rest of a slow body is not worth waiting for
-            resp.force_close()
-        return resp
-    except asyncio.CancelledError:
-        ctx.status, ctx.error = 499, "client closed the connection"
-        raise
-    except ConnectionResetError:
-        ctx.status, ctx.error = 499, "client closed the connection"
-        raise
-    except Exception as exc:  # a bug: answer in the API's shape, keep the details in the log
-        log.exception("unexpected error handling %s %s", request.method, request.path)
-        ctx.status, ctx.error = 500, f"internal error: {type(exc).__name__}"
-        return error_response(GatewayError(500, "api_error", "internal_error",
-                                           "the gateway failed to handle this request; see "
-                                           "gateway.log"), ctx)
-    finally:
-        state.in_flight -= 1
-        stage_account(state, ctx)
-        stage_log(state, ctx)
+def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:
+    """The data plane's only handler: every request goes through the stages above."""
+
+    async def handle(request: Request) -> None:
+        ctx = RequestContext(state.snapshot, request_id_of(request.headers), request.method,
+                             request.path)
+        state.in_flight += 1
+        try:
+            await run_pipeline(state, request, ctx)
+        except GatewayError as err:
+            ctx.status, ctx.error = err.status, err.message
+            if request.started:  # cannot answer twice: end what was sent
+                request.conn.closing = True
+            else:
+                error_response(request, err, ctx)
+        except (asyncio.CancelledError, ConnectionResetError):
+            if not ctx.complete:
+                ctx.status, ctx.error = 499, "client closed the connection"
+            raise
+        except Exception as exc:  # a bug: answer in the API's shape, keep the details in the log
+            log.exception("unexpected error handling %s %s", request.method, request.path)
+            ctx.status, ctx.error = 500, f"internal error: {type(exc).__name__}"
+            if request.started:
+                request.conn.closing = True
+            else:
+                error_response(request, GatewayError(500, "api_error", "internal_error",
+                                                     "the gateway failed to handle this request; "
+                                                     "see gateway.log"), ctx)
+        finally:
+            state.in_flight -= 1
+            stage_account(state, ctx)
+            stage_log(state, ctx)
+
+    return handle
+
+
+def record_refusal(state: GatewayState, method: str, path: str, headers: dict[str, str],
+                   status: int, message: str) -> str:
+    """A request the HTTP layer refused before the pipeline (too large, too slow, bad
+    expectation) is still recorded, like any other answer; returns its request id."""
+    ctx = RequestContext(state.snapshot, request_id_of(headers), method, path)
+    ctx.status, ctx.error = status, message
+    stage_log(state, ctx)
+    return ctx.request_id

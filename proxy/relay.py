@@ -9,39 +9,46 @@ that the stream is ended with an SSE ``error`` event.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import aiohttp
 import orjson
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from .context import RequestContext, Usage
 from .errors import GatewayError, bad_gateway, error_body, gateway_timeout
+from .http_server import Request
+from .limits import LIMIT_HEADERS
 from .routes import CompiledKey, Service
+from .vendor_client import (
+    ConnectFailed,
+    ConnectTimeout,
+    ReadTimeout,
+    UpstreamError,
+    VendorConnection,
+    VendorPool,
+    origin_of,
+)
 
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
 })
 #: Client headers that must never reach the vendor (credentials, framing, ours to set).
 DROP_REQUEST = HOP_BY_HOP | {
-    "authorization", "x-api-key", "api-key", "cookie", "host", "content-length",
-    "accept-encoding", "x-request-id", "expect",
+    b"authorization", b"x-api-key", b"api-key", b"cookie", b"host", b"content-length",
+    b"content-type", b"accept-encoding", b"x-request-id", b"expect", b"http2-settings",
 }
 #: Vendor headers not passed back (framing, cookies, ours to set).
 DROP_RESPONSE = HOP_BY_HOP | {
-    "set-cookie", "content-length", "content-encoding", "x-request-id", "server", "date",
+    b"set-cookie", b"content-length", b"content-encoding", b"x-request-id", b"server", b"date",
 }
 CONNECT_TIMEOUT_S = 10.0
 #: Stream bytes kept to estimate tokens when the vendor reports no usage.
 ESTIMATE_KEEP = 2 * 1024 * 1024
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _USAGE = b'"usage"'
+_DONE = b"data: [DONE]"
 
 
 @dataclass(slots=True)
@@ -50,7 +57,7 @@ class Attempt:
 
     error: GatewayError | None = None
     status: int = 0
-    headers: CIMultiDictProxy[str] | None = None
+    headers: list[tuple[bytes, bytes]] | None = None
     body: bytes = b""
     retryable: bool = False
     #: The vendor refused the key itself (401/403/429): cool it down, try the next one.
@@ -58,68 +65,80 @@ class Attempt:
     reason: str = ""
 
 
-@lru_cache(maxsize=64)
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=min(seconds, CONNECT_TIMEOUT_S),
-                                 sock_read=seconds)
-
-
-def upstream_url(ctx: RequestContext, svc: Service, query: str) -> str:
+def upstream_target(ctx: RequestContext, svc: Service, query: str) -> bytes:
+    """The request target at the vendor: the service's path, the API's base path unless
+    simplified away, the operation, and the client's query string as it came."""
     assert ctx.route is not None and ctx.api is not None
     prefix = "" if ctx.api.path_simplification else ctx.api.base_path
-    url = svc.address + prefix + ctx.route.op
-    return url + "?" + query if query else url
+    target = origin_of(svc.address).base_path + prefix + ctx.route.op
+    if query:
+        target += "?" + query
+    return target.encode("latin-1", "strict") if target.isascii() else target.encode()
 
 
-def upstream_headers(client: CIMultiDictProxy[str], credential: str,
-                     request_id: str) -> CIMultiDict[str]:
-    named = client.get("Connection", "")
-    extra = {h.strip().lower() for h in named.split(",")} if named else ()
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in client.items():
+def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Headers the ``Connection`` header names: hop-by-hop too, so never passed on."""
+    out: set[bytes] = set()
+    for k, v in headers:
+        if len(k) == 10 and k.lower() == b"connection":
+            out.update(h.strip().lower() for h in v.split(b","))
+    return out
+
+
+def upstream_request(req: Request, target: bytes, svc: Service, credential: str, request_id: str,
+                     body: bytes) -> bytes:
+    """The whole request to the vendor, head and body, as one buffer for one write."""
+    origin = origin_of(svc.address)
+    named = _connection_named(req.raw_headers) if "connection" in req.headers else None
+    parts = [req.method.encode() + b" " + target + b" HTTP/1.1\r\n", origin.host_line]
+    drop = DROP_REQUEST
+    for k, v in req.raw_headers:
         lk = k.lower()
-        if lk in DROP_REQUEST or lk in extra:
+        if lk in drop or (named and lk in named):
             continue
-        out.add(k, v)
-    out["Authorization"] = "Bearer " + credential
-    out["x-request-id"] = request_id
-    out["Content-Type"] = "application/json"
-    return out
+        parts.append(k + b": " + v + b"\r\n")
+    parts.append(b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body)))
+    parts.append(body)
+    return b"".join(parts)
 
 
-def response_headers(vendor: CIMultiDictProxy[str], ctx: RequestContext) -> CIMultiDict[str]:
-    named = vendor.get("Connection", "")
-    extra = {h.strip().lower() for h in named.split(",")} if named else ()
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in vendor.items():
+def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> bytes:
+    """The vendor's headers minus hop-by-hop and ours to set, plus the request id and limits."""
+    named = _connection_named(vendor)
+    limits = ctx.limit_headers
+    ours = LIMIT_HEADERS if limits else ()
+    parts = []
+    for k, v in vendor:
         lk = k.lower()
-        if lk not in DROP_RESPONSE and lk not in extra:  # headers named by Connection are hop-by-hop
-            out.add(k, v)
-    out["x-request-id"] = ctx.request_id
-    if ctx.limit_headers:
-        out.update(ctx.limit_headers)
-    return out
+        if lk in DROP_RESPONSE or lk in named or lk in ours:
+            continue
+        parts.append(k + b": " + v + b"\r\n")
+    parts.append(b"x-request-id: " + ctx.request_id.encode() + b"\r\n")
+    if limits:
+        parts.extend(f"{k}: {v}\r\n".encode() for k, v in limits.items())
+    return b"".join(parts)
 
 
-def _classify(exc: BaseException, svc: Service, stage: str) -> Attempt:
-    """Turn a client-side exception talking to the vendor into a retryable :class:`Attempt`."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+def _classify(exc: UpstreamError, svc: Service, stage: str) -> Attempt:
+    """Turn a failed vendor call into a retryable :class:`Attempt` with the user's message."""
+    if isinstance(exc, ConnectTimeout):
         return Attempt(bad_gateway(
             f"model service {svc.name!r} did not accept a connection at {svc.address} within "
             f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
-            code="upstream_unreachable"), retryable=True, reason="connect_timeout")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            code="upstream_unreachable"), retryable=True, reason=exc.reason)
+    if isinstance(exc, ReadTimeout):
         return Attempt(gateway_timeout(
             f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
-            "later or raise the service's timeout_s"), retryable=True, reason="timeout")
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+            "later or raise the service's timeout_s"), retryable=True, reason=exc.reason)
+    if isinstance(exc, ConnectFailed):
         return Attempt(bad_gateway(
             f"cannot reach model service {svc.name!r} at {svc.address}; check the service's "
             "address and that the vendor is up", code="upstream_unreachable"),
-            retryable=True, reason="connect")
+            retryable=True, reason=exc.reason)
     return Attempt(bad_gateway(
         f"model service {svc.name!r} broke the connection ({stage}): {type(exc).__name__}; "
-        "retry the request", code="upstream_error"), retryable=True, reason="broken")
+        "retry the request", code="upstream_error"), retryable=True, reason=exc.reason)
 
 
 def extract_usage(obj: Any) -> Usage | None:
@@ -171,52 +190,40 @@ def _estimate_text(choices: Any, delta: bool) -> int:
     return n
 
 
-async def forward(request: web.Request, ctx: RequestContext, session: aiohttp.ClientSession,
-                  svc: Service, key: CompiledKey, body: bytes) -> web.StreamResponse | Attempt:
-    """One attempt: the relayed response, or an :class:`Attempt` when nothing was sent yet."""
+async def forward(req: Request, ctx: RequestContext, pool: VendorPool, svc: Service,
+                  key: CompiledKey, body: bytes) -> Attempt | None:
+    """One attempt: ``None`` once the answer went to the client, else an :class:`Attempt`."""
     credential = key.resolve()
-    url = upstream_url(ctx, svc, request.query_string)
-    headers = upstream_headers(request.headers, credential, ctx.request_id)
-    timeout = _timeout(svc.timeout_s)
-    for retry in (True, False):
-        try:
-            resp = await session.request(request.method, url, data=body, headers=headers,
-                                         timeout=timeout, allow_redirects=False)
-            break
-        except aiohttp.ServerDisconnectedError as exc:
-            # Most often a pooled keep-alive connection the vendor closed just as we reused
-            # it (no answer, nothing billed): one immediate retry on a fresh connection.
-            if not retry:
-                return _classify(exc, svc, "before answering")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return _classify(exc, svc, "before answering")
+    request = upstream_request(req, upstream_target(ctx, svc, req.query), svc, credential,
+                               ctx.request_id, body)
     try:
-        ctype = resp.headers.get("Content-Type", "")
-        if resp.status == 200 and ctx.stream and ctype.startswith("text/event-stream"):
-            return await _relay_stream(request, ctx, resp, svc)
+        conn = await pool.exchange(origin_of(svc.address), request,
+                                   connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
+                                   read_timeout=svc.timeout_s)
+    except UpstreamError as exc:
+        return _classify(exc, svc, "before answering")
+    try:
+        status = conn.status
+        if status == 200 and ctx.stream and conn.header(b"content-type").startswith(b"text/event-stream"):
+            return await _relay_stream(req, ctx, conn, svc)
         try:
-            if resp.content.is_eof():  # the whole answer came with its headers: no deadline needed
-                data = await resp.read()
-            else:
-                async with asyncio.timeout(svc.timeout_s):  # see _relay_stream: framing can stall
-                    data = await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            data = await conn.read_all()
+        except UpstreamError as exc:
             return _classify(exc, svc, "while answering")
-        if resp.status >= 400:
-            st = resp.status
+        if status >= 400:
             secret = credential.encode()
             if secret and secret in data:  # some vendors echo the key they were sent
                 data = data.replace(secret, b"***")
-            return Attempt(status=st, headers=resp.headers, body=data,
-                           retryable=st == 429 or st >= 500, key_rejected=st in (401, 403, 429),
-                           reason=f"http_{st}")
-        ctx.status = resp.status
+            return Attempt(status=status, headers=conn.headers, body=data,
+                           retryable=status == 429 or status >= 500,
+                           key_rejected=status in (401, 403, 429), reason=f"http_{status}")
+        ctx.status = status
         ctx.usage = _usage_of_answer(ctx, data)
-        out = web.Response(body=data, status=resp.status, headers=response_headers(resp.headers, ctx))
+        req.respond(status, response_head(conn.headers, ctx), data)
         ctx.ttfb_ms = ctx.elapsed_ms()
-        return out
+        return None
     finally:
-        resp.release()
+        pool.release(conn)  # back to the pool if the answer was read to its end, else closed
 
 
 def _usage_of_answer(ctx: RequestContext, data: bytes) -> Usage:
@@ -318,55 +325,57 @@ def _last_boundary(buf: bytes) -> int:
     return max(i + 2 if i >= 0 else -1, j + 3 if j >= 0 else -1)
 
 
-async def _relay_stream(request: web.Request, ctx: RequestContext, resp: aiohttp.ClientResponse,
-                        svc: Service) -> web.StreamResponse | Attempt:
-    reader = resp.content
+async def _relay_stream(req: Request, ctx: RequestContext, conn: VendorConnection,
+                        svc: Service) -> Attempt | None:
     try:  # the first bytes decide: nothing reached the client yet, so a failure may fail over
-        async with asyncio.timeout(svc.timeout_s):
-            first = await reader.readany()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        first = await conn.read_chunk()
+    except UpstreamError as exc:
         return _classify(exc, svc, "before the first event")
-    out = web.StreamResponse(status=resp.status, headers=response_headers(resp.headers, ctx))
-    await out.prepare(request)
-    ctx.status = resp.status
-    ctx.ttfb_ms = ctx.elapsed_ms()
+    head = response_head(conn.headers, ctx)
+    ctx.status = conn.status
     scan = _StreamScan(strip=not ctx.client_wants_usage)
-    buf = first
+    end = _last_boundary(first)
+    if end > 0:
+        out = scan.feed(first[:end])
+        buf = first[end:]
+    else:
+        out, buf = b"", first
+    if _DONE in out:
+        ctx.complete = True
+    req.start_stream(conn.status, head, out)
+    ctx.ttfb_ms = ctx.elapsed_ms()
     broken: Attempt | None = None
-    loop = asyncio.get_running_loop()
+    # The read deadline only runs while we wait for the vendor: a slow client is not the
+    # vendor's silence (``req.write`` waits for the client without it).
     try:
-        # Our own idle deadline besides aiohttp's sock_read: a vendor that breaks the chunked
-        # framing and hangs up can leave aiohttp's parser waiting with no timer running.
-        async with asyncio.timeout(None) as idle:
-            while True:
-                end = _last_boundary(buf)
-                if end > 0:
-                    data = scan.feed(buf[:end])
-                    buf = buf[end:]
-                    if data:
-                        await out.write(data)  # a slow client is not the vendor's silence
-                idle.reschedule(loop.time() + svc.timeout_s)
-                try:
-                    chunk = await reader.readany()
-                except (aiohttp.ClientError, OSError) as exc:
-                    broken = _classify(exc, svc, "midway through the stream")
-                    break
-                idle.reschedule(None)
-                if not chunk:
-                    break
-                buf = buf + chunk if buf else chunk
-    except TimeoutError as exc:
-        broken = _classify(exc, svc, "midway through the stream")
-    if buf.strip() and broken is None:
-        data = scan.feed(buf)
-        if data:
-            await out.write(data)
-    ctx.usage = scan.usage or scan.estimate(ctx)
+        while True:
+            try:
+                chunk = await conn.read_chunk()
+            except UpstreamError as exc:
+                broken = _classify(exc, svc, "midway through the stream")
+                break
+            if not chunk:
+                break
+            buf = buf + chunk if buf else chunk
+            end = _last_boundary(buf)
+            if end > 0:
+                data = scan.feed(buf[:end]) if end < len(buf) else scan.feed(buf)
+                buf = buf[end:]
+                if data:
+                    if _DONE in data:  # the client has it all: leaving now is not a 499
+                        ctx.complete = True
+                    await req.write(data)
+        if buf.strip() and broken is None:
+            data = scan.feed(buf)
+            if data:
+                await req.write(data)
+    finally:  # also when the client leaves: what was relayed is counted
+        ctx.usage = scan.usage or scan.estimate(ctx)
     if broken is not None and broken.error is not None:
         err = broken.error
         ctx.status = err.status
         ctx.error = err.message
         ctx.upstream_failure = broken.reason
-        await out.write(b"event: error\ndata: " + error_body(err.message, err.type, err.code) + b"\n\n")
-    await out.write_eof()
-    return out
+        await req.write(b"event: error\ndata: " + error_body(err.message, err.type, err.code) + b"\n\n")
+    req.end_stream()
+    return None

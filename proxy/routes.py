@@ -35,6 +35,10 @@ class CompiledKey:
         if self.env_var is None:
             return self.credential
         value = os.environ.get(self.env_var)
+        if value and ("\n" in value or "\r" in value):  # would split the vendor request's head
+            raise bad_gateway(
+                f"model key {self.name!r}: the environment variable {self.env_var} holds a line "
+                "break; set it to the credential alone", code="model_key_unavailable")
         if not value:
             raise bad_gateway(
                 f"model key {self.name!r} reads its credential from the environment variable "

@@ -7,7 +7,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from store import usage
@@ -18,6 +17,7 @@ from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
 from .recorder import Recorder
 from .routes import Snapshot, load_snapshot, read_revision
+from .vendor_client import VendorPool
 
 log = logging.getLogger("aigw")
 
@@ -50,18 +50,10 @@ class GatewayState:
         self.balancer = KeyBalancer()
         self.started_at = time.time()
         self.in_flight = 0
-        self._session: aiohttp.ClientSession | None = None
+        #: The vendor connection pool, from the data plane's start to its stop.
+        self.pool: VendorPool | None = None
         self._reload_lock = asyncio.Lock()
         self._upstream_logged: dict[tuple[str, str], float] = {}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "client session not started"
-        return self._session
-
-    @session.setter
-    def session(self, value: aiohttp.ClientSession | None) -> None:
-        self._session = value
 
     def upstream_failed(self, service: str, reason: str, detail: str) -> None:
         """Count a failed vendor call; log it at most once a minute per service and reason."""
@@ -97,5 +89,5 @@ class GatewayState:
             return snap.revision
 
 
-#: How the handlers of both listeners find the shared state.
+#: How the admin listener's handlers find the shared state.
 STATE = web.AppKey("aigw_state", GatewayState)

@@ -43,6 +43,19 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants (LiteLLM runs a master and its workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            total += rss_mb(p)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return total
+
+
 def post_once(port: int, path: str, body: bytes, key: str | None, timeout: float = 5.0) -> int:
     """One blocking POST on a new connection: the status (raises ``OSError`` if not listening)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -66,6 +79,8 @@ class Proc:
         self.name = name
         self.port = port
         self.log = log
+        #: Count the RSS of the process's children too (a multi-process server).
+        self.tree = False
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, env=env or os.environ.copy(),
@@ -80,7 +95,7 @@ class Proc:
         return self.popen.pid
 
     def rss(self, field: str = "VmRSS") -> float:
-        return rss_mb(self.pid, field)
+        return rss_mb(self.pid, field) if not self.tree else tree_rss_mb(self.pid)
 
     def wait_answer(self, path: str, body: bytes, key: str | None, timeout: float = 30.0) -> float:
         """Poll until a POST answers 200: seconds since the process was started."""
@@ -117,6 +132,37 @@ def start_upstream(workdir: Path, cpu: int | None) -> Proc:
     p = Proc("upstream", [sys.executable, str(HERE / "upstream.py"), str(port)], port, cpu=cpu,
              log=workdir / "upstream.log")
     p.wait_answer("/v1/chat/completions", b"{}", None)
+    return p
+
+
+#: LiteLLM's path for the same call (it serves the OpenAI paths at its root).
+LITELLM_PATH = "/v1/chat/completions"
+
+
+def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str,
+                  workers: int = 2) -> Proc:
+    """LiteLLM's proxy as the issue measured it: ``workers`` uvicorn workers, no database,
+    one model routed to the same benchmark vendor (its own install: ``pip install 'litellm[proxy]'``).
+    Its master key is the benchmark's consumer key, so it authenticates every request as aigw does."""
+    cfg = workdir / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        "  - model_name: bench-model\n"
+        "    litellm_params:\n"
+        "      model: openai/bench-model\n"
+        f"      api_base: http://127.0.0.1:{upstream.port}/v1\n"
+        "      api_key: sk-bench-vendor\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "general_settings:\n"
+        f"  master_key: {key}\n")
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no fetch of the cost map at start
+    env.pop("DATABASE_URL", None)
+    p = Proc("litellm", [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+                         "--num_workers", str(workers)], port, cpu=cpu, log=workdir / "litellm.log", env=env)
+    p.tree = True
     return p
 
 

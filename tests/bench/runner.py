@@ -1,12 +1,16 @@
 """The benchmark: direct to the vendor, a bare aiohttp relay and ``aigw serve``, case by case.
 
-``python -m tests.bench [--quick | --smoke] [--async-load] [--no-pin] [--soak S] [--json FILE]``
+``python -m tests.bench [--quick | --smoke] [--litellm [EXE]] [--async-load] [--no-pin] [--soak S] [--json FILE]``
 
 Each case runs against the three targets with the same vendor and load generator and
 the table shows medians of the repetitions and the ratios. The gateway runs with its
 real configuration: a consumer key (authentication), a group grant (authorization),
 requests/tokens per minute and a token quota high enough never to refuse (traffic
 control counts every request), prices (cost accounting) and request records.
+
+With ``--litellm`` LiteLLM's proxy (its own install, 2 workers, no database) joins the
+throughput, latency, time-to-first-byte, idle-memory and start-up cases, in front of the
+same vendor, as a fourth column.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 
 from . import loadgen, wrk
 from .loadgen import Target
-from .procs import API_PATH, Gateway, Proc, start_relay, start_upstream
+from .procs import API_PATH, LITELLM_PATH, Gateway, Proc, start_litellm, start_relay, start_upstream
 
 T = TypeVar("T")
 
@@ -69,6 +73,8 @@ class Row:
     kind: str
     target: str = ""
     met: bool | None = None
+    #: LiteLLM's proxy, when the run included it (``--litellm``).
+    litellm: float | None = None
 
     @property
     def added(self) -> float | None:
@@ -119,8 +125,9 @@ def _pct(xs: list[float], p: float) -> float:
 
 class Bench:
     def __init__(self, settings: Settings, *, use_wrk: bool, pin: bool, workdir: Path,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], litellm: str | None = None) -> None:
         self.s = settings
+        self.litellm = litellm
         self.use_wrk = use_wrk
         self.workdir = workdir
         self.log = log
@@ -195,59 +202,76 @@ class Bench:
                 aigw.stop()
         assert relay is not None and aigw is not None
         procs = {"direct": upstream, "bare relay": relay, "aigw": aigw}
+        litellm_up: list[float] = []
+        if self.litellm:
+            self.log("start-up: LiteLLM proxy, until the first answer")
+            lite = start_litellm(self.workdir, upstream, self.proxy_cpu, self.litellm, key)
+            litellm_up.append(lite.wait_answer(LITELLM_PATH, BODY, key, timeout=180.0))
+            procs["litellm"] = lite
         try:
             targets = [Target("direct", "127.0.0.1", upstream.port, API_PATH, key),
                        Target("bare relay", "127.0.0.1", relay.port, API_PATH, key),
                        Target("aigw", "127.0.0.1", aigw.port, API_PATH, key)]
+            if "litellm" in procs:
+                targets.append(Target("litellm", "127.0.0.1", procs["litellm"].port, LITELLM_PATH, key))
             for t in targets:  # warm-up: connection pools, code paths
                 self.throughput(t, BODY, s.connections, min(1.0, s.duration))
                 self.throughput(t, STREAM_BODY, s.connections, min(1.0, s.duration))
             time.sleep(1.0)
             idle = {name: p.rss() for name, p in procs.items()}
-            self._measure(report, targets, procs, relay_up, aigw_up, idle)
+            self._measure(report, targets, procs, relay_up, aigw_up, idle, litellm_up)
             report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
         finally:
-            for p in (aigw, relay, upstream):
-                p.stop()
+            for p in (aigw, relay, upstream, procs.get("litellm")):
+                if p is not None:
+                    p.stop()
         report.records_stored = gw.stored_records()
         report.errors = self.errors
         report.seconds = time.perf_counter() - t0
 
     def _measure(self, report: Report, targets: list[Target], procs: dict[str, Proc],
-                 relay_up: list[float], aigw_up: list[float], idle: dict[str, float]) -> None:
+                 relay_up: list[float], aigw_up: list[float], idle: dict[str, float],
+                 litellm_up: list[float]) -> None:
         s = self.s
-        add = report.rows.append
         n = s.connections
+        base = [t for t in targets if t.name != "litellm"]  # memory cases: our stack only
+        meds: dict[str, list[float]] = {}
+
+        def add(row: Row) -> None:
+            row.litellm = _median(meds.get("litellm", []))
+            report.rows.append(row)
 
         self.log(f"non-streaming, {n} connections")
-        rps = self.repeat(targets, lambda t: self.throughput(t, BODY, n, s.duration))
+        meds = rps = self.repeat(targets, lambda t: self.throughput(t, BODY, n, s.duration))
         row = Row(f"non-streaming, {n} connections", "req/s", *self._meds(rps), kind="rate",
-                  target="≥ 80% of bare relay, ≥ 25% of direct")
+                  target="≥ 80% of bare relay, ≥ 25% of direct, ≥ 25× LiteLLM")
         row.met = _ge(row.ratio(row.relay), 0.8) and _ge(row.ratio(row.direct), 0.25)
         add(row)
+        row.met = row.met and _ge(row.ratio(row.litellm), 25.0) is not False
 
         self.log("non-streaming, 1 connection: latency")
         lat = self.repeat(targets, lambda t: self.latency(t, BODY, s.latency_duration))
-        p50 = {k: [v[0] for v in vs] for k, vs in lat.items()}
-        p99 = {k: [v[1] for v in vs] for k, vs in lat.items()}
+        meds = p50 = {k: [v[0] for v in vs] for k, vs in lat.items()}
         row = Row("latency p50, 1 connection", "ms", *self._meds(p50), kind="time",
                   target="added ≤ 0.5 ms")
         row.met = _le(row.added, 0.5)
         add(row)
+        meds = p99 = {k: [v[1] for v in vs] for k, vs in lat.items()}
         row = Row("latency p99, 1 connection", "ms", *self._meds(p99), kind="time",
                   target="added ≤ 2 ms")
         row.met = _le(row.added, 2.0)
         add(row)
 
         self.log(f"streaming 20 chunks, {n} connections")
-        sps = self.repeat(targets, lambda t: self.throughput(t, STREAM_BODY, n, s.duration))
+        meds = sps = self.repeat(targets, lambda t: self.throughput(t, STREAM_BODY, n, s.duration))
         row = Row(f"streaming 20 chunks, {n} connections", "streams/s", *self._meds(sps),
-                  kind="rate", target="≥ 80% of bare relay")
+                  kind="rate", target="≥ 80% of bare relay, ≥ 25× LiteLLM")
         row.met = _ge(row.ratio(row.relay), 0.8)
         add(row)
+        row.met = row.met and _ge(row.ratio(row.litellm), 25.0) is not False
 
         self.log("time to first byte of a stream, 1 connection")
-        ttfb = self.repeat(targets, lambda t: _median(
+        meds = ttfb = self.repeat(targets, lambda t: _median(
             [x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, s.ttfb_streams))]) or 0.0)
         row = Row("stream time to first byte p50", "ms", *self._meds(ttfb), kind="time",
                   target="added ≤ 0.5 ms")
@@ -258,7 +282,8 @@ class Bench:
         hold_body = json.dumps({"model": "bench-model", "messages": PROMPT, "stream": True,
                                 "bench_hold_s": s.hold_s}).encode()
         held: dict[str, float | None] = {}
-        for t in targets:
+        meds = {}
+        for t in base:
             proc = procs[t.name]
 
             async def sample(p: Proc = proc) -> float:
@@ -276,17 +301,20 @@ class Bench:
         row.met = _le(row.aigw, 150.0)
         add(row)
 
+        meds = {"litellm": [idle["litellm"]]} if "litellm" in idle else {}
         row = Row("idle RSS", "MB", None, idle["bare relay"], idle["aigw"], kind="size",
                   target="≤ 80 MB")
         row.met = _le(row.aigw, 80.0)
         add(row)
+        meds = {"litellm": litellm_up}
         row = Row("start-up until the first answer", "s", None, _median(relay_up), _median(aigw_up),
                   kind="size", target="≤ 1.5 s")
         row.met = _le(row.aigw, 1.5)
         add(row)
+        meds = {}
 
         self.log(f"memory over a {s.soak_s:g} s run (aigw, streaming and non-streaming)")
-        aigw_t = targets[2]
+        aigw_t = base[2]
         aigw_p = procs["aigw"]
         start = time.perf_counter()
         samples = [(0.0, aigw_p.rss())]
@@ -333,14 +361,20 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def table(report: Report) -> str:
-    head = ["case", "unit", "direct", "bare relay", "aigw", "aigw − direct", "aigw/direct",
-            "aigw/relay", "target", "met"]
+    lite = any(r.litellm is not None for r in report.rows)
+    head = ["case", "unit", "direct", *(["LiteLLM"] if lite else []), "bare relay", "aigw",
+            "aigw − direct", "aigw/direct", *(["aigw/LiteLLM"] if lite else []), "aigw/relay",
+            "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
-        rd, rr = r.ratio(r.direct), r.ratio(r.relay)
-        cells = [r.case, r.unit, _fmt(r.direct, r.unit), _fmt(r.relay, r.unit), _fmt(r.aigw, r.unit),
+        rd, rr, rl = r.ratio(r.direct), r.ratio(r.relay), r.ratio(r.litellm)
+        cells = [r.case, r.unit, _fmt(r.direct, r.unit),
+                 *([_fmt(r.litellm, r.unit)] if lite else []),
+                 _fmt(r.relay, r.unit), _fmt(r.aigw, r.unit),
                  _fmt(r.added, r.unit) if r.added is not None else "—",
                  f"{rd:.2f}" if rd is not None and r.kind == "rate" else "—",
+                 *([f"{rl:.1f}" if rl is not None and r.kind == "rate" else
+                    f"{1 / rl:.1f}× less" if rl and r.kind != "rate" else "—"] if lite else []),
                  f"{rr:.2f}" if rr is not None and r.kind != "time" else "—",
                  r.target, {True: "yes", False: "**no**", None: "—"}[r.met]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -380,11 +414,12 @@ def _loadavg() -> str:
 
 
 def run(settings: Settings, *, use_wrk: bool | None = None, pin: bool = True,
-        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Report:
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+        litellm: str | None = None) -> Report:
     """Run every case once through; the report holds the table's rows."""
     use = wrk.available() if use_wrk is None else use_wrk and wrk.available()
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
-        bench = Bench(settings, use_wrk=use, pin=pin, workdir=Path(tmp), log=log)
+        bench = Bench(settings, use_wrk=use, pin=pin, workdir=Path(tmp), log=log, litellm=litellm)
         pinning = (f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
                    f"generator on CPU {bench.aux_cpu} (load generator on CPU {bench.proxy_cpu} for direct)"
                    if bench.pinned else "not pinned")
@@ -409,11 +444,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--soak", type=float, help="seconds of the memory run (default 120, quick 20)")
     p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--litellm", nargs="?", const="litellm", metavar="EXE",
+                   help="also run LiteLLM's proxy (its `litellm` command; install it apart: "
+                        "pip install 'litellm[proxy]')")
     args = p.parse_args(argv)
+    exe = None
+    if args.litellm:
+        exe = shutil.which(args.litellm)
+        if exe is None:
+            print(f"python -m tests.bench: error: {args.litellm!r} not found; install LiteLLM "
+                  "(pip install 'litellm[proxy]') or pass its path", file=sys.stderr)
+            return 2
     settings = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.soak:
         settings = Settings(**{**asdict(settings), "soak_s": args.soak})
-    report = run(settings, use_wrk=not args.async_load and not args.smoke, pin=not args.no_pin)
+    report = run(settings, use_wrk=not args.async_load and not args.smoke, pin=not args.no_pin,
+                 litellm=exe)
     print(table(report))
     print()
     print(summary(report))
