@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Polls:
+    """The tries of one bounded wait: ``cond()`` until ``timeout`` seconds have passed.
+
+    The deadline and failure logic :func:`wait_for` and ``pilot_helpers.wait_until``
+    share; they differ only in how they wait between tries. Iterating yields each result
+    (``None`` where ``cond`` raised); :meth:`failure` is the error to raise afterwards.
+    """
+
+    def __init__(self, cond: Callable[[], Any], timeout: float, what: str) -> None:
+        self.cond = cond
+        self.timeout = timeout
+        self.what = what
+        self.last_exc: Exception | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                value = self.cond()
+            except Exception as exc:
+                self.last_exc, value = exc, None
+            yield value
+
+    def failure(self) -> AssertionError:
+        last = self.last_exc
+        return AssertionError(f"timed out after {self.timeout}s waiting for {self.what}"
+                              + (f": {last!r}" if last else ""))
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
              what: str = "condition") -> Any:
     """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:
-            last_exc = exc
+    polls = Polls(cond, timeout, what)
+    for value in polls:
+        if value:
+            return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last_exc!r}" if last_exc else ""))
+    raise polls.failure()
 
 
 class GatewayProcess:

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
+from helpers import Polls
 from textual.pilot import Pilot
 
 
 async def wait_until(pilot: Pilot[Any], cond: Callable[[], Any], timeout: float = 15.0,
                      what: str = "condition") -> Any:
-    """Pause the pilot until ``cond()`` is truthy (workers run in threads), or fail."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else ""))
+    """Pause the pilot until ``cond()`` is truthy (workers run in threads), or fail.
 
+    The async twin of ``helpers.wait_for`` (same deadline and failure, :class:`helpers.Polls`):
+    inside a Pilot session the app runs on this event loop, so a wait must ``await
+    pilot.pause`` to let it process the workers' messages; ``time.sleep`` would block it.
+    """
+    polls = Polls(cond, timeout, what)
+    for value in polls:
+        if value:
+            return value
+        await pilot.pause(0.05)
+    raise polls.failure()

@@ -130,10 +130,7 @@ class EntityForm(Dialog[Any]):
 
     @on(Input.Changed)
     def _live_check(self, event: Input.Changed) -> None:
-        name = (event.input.id or "").replace("-", "_")
-        check = self.LIVE_CHECKS.get(name)
-        if check is not None:
-            self.field(name).set_error(check(event.value) if event.value else None)
+        FormField.live_check(self, self.LIVE_CHECKS, event)
 
     @on(Input.Submitted)
     def _next_or_save(self, event: Input.Submitted) -> None:

@@ -10,7 +10,6 @@ from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, TabbedContent, TabPane
 
@@ -22,10 +21,10 @@ from ..modals.confirm import ConfirmModal
 from ..modals.consumer_group_form import ConsumerGroupForm
 from ..modals.pick import PickModal
 from ..widgets.limits_panel import (
-    REFRESH_S,
+    LimitsLoaded,
+    LimitsPoller,
     LimitsView,
     quota_summary,
-    read_limits,
     window_summary,
 )
 from .entity import EntityScreen, reset_table
@@ -70,15 +69,10 @@ class ConsumerGroupsScreen(EntityScreen):
             self.spec = spec
             self.what = what
 
-    class LimitsLoaded(Message):
-        def __init__(self, view: LimitsView) -> None:
-            super().__init__()
-            self.view = view
-
     def __init__(self) -> None:
         super().__init__()
         self.limits_view: LimitsView | None = None
-        self._limits_timer: Timer | None = None
+        self._limits = LimitsPoller(self, "group-limits")
         self._members_of: ConsumerGroupSpec | None = None
 
     def compose_detail(self) -> Iterable[Widget]:
@@ -100,26 +94,15 @@ class ConsumerGroupsScreen(EntityScreen):
     # ------------------------------------------------------------- members' current use
 
     def on_mount(self) -> None:
-        self._limits_timer = self.set_interval(REFRESH_S, self.refresh_limits)
-        self.refresh_limits()
+        self._limits.start()
 
     def on_screen_resume(self) -> None:
-        if self._limits_timer is not None:  # else on_mount starts it
-            self._limits_timer.resume()
-            self.refresh_limits()
+        self._limits.resume()
 
     def on_screen_suspend(self) -> None:
-        if self._limits_timer is not None:
-            self._limits_timer.pause()
+        self._limits.pause()
 
-    def refresh_limits(self) -> None:
-        self._load_limits()
-
-    @work(thread=True, exclusive=True, group="group-limits", exit_on_error=False)
-    def _load_limits(self) -> None:
-        self.post_message(self.LimitsLoaded(read_limits(self.store, self.gateway)))
-
-    def on_consumer_groups_screen_limits_loaded(self, message: LimitsLoaded) -> None:
+    def on_limits_loaded(self, message: LimitsLoaded) -> None:
         self.limits_view = message.view
         spec = self._members_of
         if spec is None:

@@ -11,7 +11,6 @@ from textual import work
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
@@ -22,10 +21,10 @@ from ..modals.consumer_form import ConsumerForm
 from ..modals.secret import ShowSecretModal
 from ..widgets.limits_panel import (
     LIMIT_COLUMNS,
-    REFRESH_S,
+    LimitsLoaded,
+    LimitsPoller,
     LimitsView,
     consumer_rows,
-    read_limits,
     source_text,
 )
 from .entity import EntityScreen, reset_table
@@ -78,17 +77,12 @@ class ConsumersScreen(EntityScreen):
             super().__init__()
             self.consumer = consumer
 
-    class LimitsLoaded(Message):
-        def __init__(self, view: LimitsView) -> None:
-            super().__init__()
-            self.view = view
-
     def __init__(self) -> None:
         super().__init__()
         self._form: ConsumerForm | None = None
         self._keys_of: str | None = None
         self.limits_view: LimitsView | None = None
-        self._limits_timer: Timer | None = None
+        self._limits = LimitsPoller(self, "consumer-limits")
 
     def compose_detail(self) -> Iterable[Widget]:
         with Horizontal(classes="entity-detail", id="consumer-detail"):
@@ -105,26 +99,15 @@ class ConsumersScreen(EntityScreen):
     # ------------------------------------------------------------- limits and current use
 
     def on_mount(self) -> None:
-        self._limits_timer = self.set_interval(REFRESH_S, self.refresh_limits)
-        self.refresh_limits()
+        self._limits.start()
 
     def on_screen_resume(self) -> None:
-        if self._limits_timer is not None:  # else on_mount starts it
-            self._limits_timer.resume()
-            self.refresh_limits()
+        self._limits.resume()
 
     def on_screen_suspend(self) -> None:
-        if self._limits_timer is not None:
-            self._limits_timer.pause()
+        self._limits.pause()
 
-    def refresh_limits(self) -> None:
-        self._load_limits()
-
-    @work(thread=True, exclusive=True, group="consumer-limits", exit_on_error=False)
-    def _load_limits(self) -> None:
-        self.post_message(self.LimitsLoaded(read_limits(self.store, self.gateway)))
-
-    def on_consumers_screen_limits_loaded(self, message: LimitsLoaded) -> None:
+    def on_limits_loaded(self, message: LimitsLoaded) -> None:
         self.limits_view = message.view
         self._show_limits(self._keys_of)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import Label, Static
+from textual.widgets import Input, Label, Static
 
 
 class FormField(Vertical):
@@ -38,6 +40,22 @@ class FormField(Vertical):
     def set_error(self, message: str | None) -> None:
         self.set_class(bool(message), "-invalid")
         self.query_one(".field-error", Static).update(escape(message or ""))
+
+    @classmethod
+    def live_check(cls, host: Widget, checks: Mapping[str, Callable[[str], str | None]],
+                   event: Input.Changed) -> None:
+        """As the user types: show under the changed input's field what its
+        ``store.validation`` check says (nothing while the input is empty).
+
+        ``checks`` maps an input id (``_`` for ``-``) to its check; inputs without one are
+        left alone. The one place for it, so entity forms and Quick Start steps (``host``,
+        which holds the fields) say the same thing at the same keystroke.
+        """
+        name = (event.input.id or "").replace("-", "_")
+        check = checks.get(name)
+        if check is not None:
+            target = host.query_one(f"#field-{name.replace('_', '-')}", cls)
+            target.set_error(check(event.value) if event.value else None)
 
     @property
     def error(self) -> str:

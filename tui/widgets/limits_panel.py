@@ -3,7 +3,7 @@
 Current use lives in the running gateway (per-minute windows are in its memory only), so
 it comes from ``GET /limits``; without a gateway the quota use is counted from the request
 records and the per-minute windows say "gateway not running". :func:`read_limits`
-blocks: call it from a thread worker.
+blocks: call it from a thread worker (:class:`LimitsPoller` does, for a shown screen).
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual.message import Message
 
 from store import repo, usage
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from store.db import Store
 
     from ..gateway_process import GatewayController
+    from ..screens.base import SectionScreen
 
 #: How often a shown screen asks again (the gateway's windows move every second).
 REFRESH_S = 3.0
@@ -51,6 +55,54 @@ def read_limits(store: Store, gateway: GatewayController | None) -> LimitsView:
         if live is not None:
             return LimitsView(True, live["consumers"])
     return LimitsView(False, from_store(store))
+
+
+class LimitsLoaded(Message):
+    """A fresh :class:`LimitsView`, posted to the screen whose :class:`LimitsPoller` read it."""
+
+    def __init__(self, view: LimitsView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class LimitsPoller:
+    """Reads the limits every :data:`REFRESH_S` while its screen is shown, in a thread worker,
+    and posts each view to the screen as :class:`LimitsLoaded` (handle ``on_limits_loaded``).
+
+    An object the screen owns, not a mixin: Textual runs ``on_mount`` and the screen events
+    of every class in the MRO, so a mixin's handlers would run beside the screen's own. The
+    screen calls :meth:`start`, :meth:`resume` and :meth:`pause` from its handlers instead.
+    """
+
+    def __init__(self, screen: SectionScreen, group: str) -> None:
+        self.screen = screen
+        #: The worker group: a new read replaces one still running for this screen.
+        self.group = group
+        self._timer: Timer | None = None
+
+    def start(self) -> None:
+        """From ``on_mount``: read now, then every :data:`REFRESH_S`."""
+        self._timer = self.screen.set_interval(REFRESH_S, self.refresh)
+        self.refresh()
+
+    def resume(self) -> None:
+        """From ``on_screen_resume``: read at once and keep reading."""
+        if self._timer is not None:  # else start() starts it
+            self._timer.resume()
+            self.refresh()
+
+    def pause(self) -> None:
+        """From ``on_screen_suspend``: a hidden screen does not ask the gateway."""
+        if self._timer is not None:
+            self._timer.pause()
+
+    def refresh(self) -> None:
+        self.screen.run_worker(self._load, name="_load_limits", group=self.group,
+                               description="_load_limits()", exclusive=True, exit_on_error=False,
+                               thread=True)
+
+    def _load(self) -> None:
+        self.screen.post_message(LimitsLoaded(read_limits(self.screen.store, self.screen.gateway)))
 
 
 def from_store(store: Store, now: float | None = None) -> dict[str, Any]:
