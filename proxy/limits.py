@@ -7,7 +7,8 @@ another backend (one shared by several gateway processes) can replace
 
 * ``requests_per_minute`` / ``tokens_per_minute`` come from the snapshot (the most
   generous granting group) per (consumer, API) and are counted over a sliding 60 s
-  window: exact, and O(1) amortised per request.
+  window: O(1) amortised per request, in bounded memory (entries of one 10 ms slot
+  merge; a count leaves the window at most 10 ms late, never early).
 * ``quota`` is counted per consumer and period from the request records: restored
   from the store before serving, then kept up to date by ``settle``; a new period or a
   changed unit is loaded lazily in the background.
@@ -51,6 +52,9 @@ LIMIT_HEADERS = frozenset({
     b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens",
 })
 WINDOW_S = 60.0
+#: Window entries closer than this are merged (see :class:`_Window`).
+SLOT_S = 0.01
+SLOTS_PER_S = round(1 / SLOT_S)
 #: ``Retry-After`` for a spent ``total`` quota (it never resets by itself).
 TOTAL_RETRY_S = 3600.0
 
@@ -130,23 +134,45 @@ def duration(seconds: float) -> str:
 
 
 @dataclass(slots=True)
-class _Tokens:
-    """Tokens charged in the last minute: (time, n) entries and their running sum."""
+class _Window:
+    """Requests or tokens counted in the last minute: ``[time, n, slot]`` entries and their sum.
 
-    entries: deque[tuple[float, int]] = field(default_factory=deque)
+    Entries of one :data:`SLOT_S` slot are merged, keeping the later time: the memory of a
+    window is bounded (60 s / 10 ms = 6,000 entries) however fast requests come, where one
+    entry per request grew with the rate (tens of MB at a few thousand requests a second).
+    A merged count leaves the window at most 10 ms late, never early: a limit is never
+    exceeded, and a request alone in its slot is counted exactly.
+    """
+
+    entries: deque[list[float]] = field(default_factory=deque)
     used: int = 0
-    #: Estimates held by admitted requests still in flight.
+    #: Estimates held by admitted requests still in flight (tokens only).
     reserved: int = 0
+
+    def add(self, now: float, n: int) -> None:
+        slot = int(now * SLOTS_PER_S)
+        e = self.entries
+        if e and e[-1][2] == slot:
+            last = e[-1]
+            last[0] = now
+            last[1] += n
+        else:
+            e.append([now, n, slot])
+        self.used += n
 
     def expire(self, now: float) -> None:
         e = self.entries
         while e and e[0][0] <= now - WINDOW_S:
-            self.used -= e.popleft()[1]
+            self.used -= int(e.popleft()[1])
+
+    def reset_in(self, now: float) -> float:
+        """Seconds until the oldest counted entry leaves the window."""
+        return self.entries[0][0] + WINDOW_S - now if self.entries else 0.0
 
     def retry_after(self, now: float, limit: int) -> float:
-        """Seconds until enough charged tokens leave the window to be under ``limit``."""
+        """Seconds until enough leaves the window to be under ``limit``."""
         over = self.used - limit + 1
-        for t, n in self.entries:
+        for t, n, _ in self.entries:
             over -= n
             if over <= 0:
                 return t + WINDOW_S - now
@@ -166,7 +192,7 @@ class _Quota:
 class _Hold:
     """What one admitted request reserved, returned by ``settle``."""
 
-    tokens: _Tokens | None = None
+    tokens: _Window | None = None
     tokens_n: int = 0
     quota: _Quota | None = None
     quota_n: float = 0.0
@@ -206,8 +232,8 @@ class MemoryLimiter:
                  clock: Callable[[], float] = time.time) -> None:
         self.loader = loader
         self.clock = clock
-        self._requests: dict[tuple[str, str], deque[float]] = {}
-        self._tokens: dict[tuple[str, str], _Tokens] = {}
+        self._requests: dict[tuple[str, str], _Window] = {}
+        self._tokens: dict[tuple[str, str], _Window] = {}
         self._quotas: dict[tuple[str, str, float], _Quota] = {}
         self._loading: set[asyncio.Task[None]] = set()
         self._periods: dict[str, tuple[float, float]] = {}
@@ -230,29 +256,27 @@ class MemoryLimiter:
         headers: dict[str, str] = {}
         error: GatewayError | None = None
 
-        window: deque[float] | None = None
+        window: _Window | None = None
         if rpm:
             window = self._requests.get(key)
             if window is None:
-                window = self._requests[key] = deque()
-            while window and window[0] <= now - WINDOW_S:
-                window.popleft()
-            if len(window) >= rpm:
-                wait = window[0] + WINDOW_S - now
+                window = self._requests[key] = _Window()
+            window.expire(now)
+            if window.used >= rpm:
+                wait = window.retry_after(now, rpm)
                 error = rate_limited(
                     f"consumer {consumer.name!r} reached {rpm} requests per minute on model API "
                     f"{api.name!r}; retry in {duration(wait)}", wait)
-        tokens: _Tokens | None = None
+        tokens: _Window | None = None
         if tpm:
             tokens = self._tokens.get(key)
             if tokens is None:
-                tokens = self._tokens[key] = _Tokens()
+                tokens = self._tokens[key] = _Window()
             tokens.expire(now)
             taken = tokens.used + tokens.reserved
             headers["x-ratelimit-limit-tokens"] = str(tpm)
             headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - taken))
-            headers["x-ratelimit-reset-tokens"] = duration(
-                tokens.entries[0][0] + WINDOW_S - now if tokens.entries else 0)
+            headers["x-ratelimit-reset-tokens"] = duration(tokens.reset_in(now))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
                 error = rate_limited(
@@ -267,11 +291,10 @@ class MemoryLimiter:
 
         if window is not None:
             if error is None:
-                window.append(now)  # admitted: it takes a slot
+                window.add(now, 1)  # admitted: it takes a slot
             headers["x-ratelimit-limit-requests"] = str(rpm)
-            headers["x-ratelimit-remaining-requests"] = str(max(0, rpm - len(window)))
-            headers["x-ratelimit-reset-requests"] = duration(
-                window[0] + WINDOW_S - now if window else 0)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, rpm - window.used))
+            headers["x-ratelimit-reset-requests"] = duration(window.reset_in(now))
         if error is not None:
             if error.headers is not None:
                 error.headers.update(headers)
@@ -280,7 +303,7 @@ class MemoryLimiter:
             self._reserve(ctx, consumer, tokens, quota)
         return Decision(True, None, headers or None)
 
-    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Tokens | None,
+    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None,
                  quota: _Quota | None) -> None:
         """Hold what an admitted request may use, so concurrent checks see it."""
         hold = _Hold()
@@ -371,10 +394,9 @@ class MemoryLimiter:
             key = (consumer.name, api.name)
             tokens = self._tokens.get(key)
             if tokens is None:
-                tokens = self._tokens[key] = _Tokens()
+                tokens = self._tokens[key] = _Window()
             tokens.expire(now)
-            tokens.entries.append((now, total))
-            tokens.used += total
+            tokens.add(now, total)
         if consumer.quota:
             q = hold.quota if hold is not None and hold.quota is not None \
                 else self._quota(consumer, ctx.ts)
@@ -406,9 +428,13 @@ class MemoryLimiter:
                 if limits is None:
                     continue
                 window = self._requests.get((name, api))
-                used_requests = sum(1 for t in window if t > now - WINDOW_S) if window else 0
+                if window is not None:
+                    window.expire(now)
                 tokens = self._tokens.get((name, api))
-                used_tokens = sum(n for t, n in tokens.entries if t > now - WINDOW_S) if tokens else 0
+                if tokens is not None:
+                    tokens.expire(now)
+                used_requests = window.used if window else 0
+                used_tokens = tokens.used if tokens else 0
                 apis[api] = {
                     "requests_per_minute": {"limit": limits.requests_per_minute,
                                             "used": used_requests},

@@ -277,3 +277,22 @@ def test_a_cancelled_request_releases_its_reservation() -> None:
     assert lim.current_use(snap)["c"]["quota"] == {
         **lim.current_use(snap)["c"]["quota"], "used": 0, "reserved": 0}
     assert len(admitted(lim, snap, clock, 1)) == 1
+
+
+def test_windows_stay_bounded_however_fast_requests_come() -> None:
+    """One entry per request grew with the rate; merged 10 ms slots cap a window at 6,000
+    entries, and a merged count never leaves the window early."""
+    from proxy.limits import SLOT_S, WINDOW_S, _Window
+
+    w = _Window()
+    t = 1000.0
+    for _ in range(100_000):  # 10,000 requests a second for 10 s
+        t += 0.0001
+        w.add(t, 1)
+        w.expire(t)
+    assert w.used == 100_000 and len(w.entries) <= WINDOW_S / SLOT_S + 1
+    last_of_first_slot = w.entries[0][0]
+    w.expire(last_of_first_slot + WINDOW_S - 1e-6)
+    assert w.used == 100_000, "nothing leaves before the last request of its slot is a minute old"
+    w.expire(t + WINDOW_S)
+    assert w.used == 0 and not w.entries
