@@ -12,17 +12,72 @@ import logging
 import os
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
 
 from store import __version__
 from store.admin_token import check
 
-from .errors import GatewayError, unauthorized
-from .state import STATE, GatewayState
+from .errors import GatewayError, error_body, unauthorized
+from .state import GatewayState
 
 log = logging.getLogger("aigw")
 
 HEARTBEAT_S = 10.0
+
+#: How the admin handlers find the shared state.
+STATE = web.AppKey("aigw_state", GatewayState)
+
+
+class _DropClientHttpErrors(logging.Filter):
+    """HTTP a client got wrong is the client's problem: aiohttp logs each one with a traceback
+    and the offending bytes (which may hold an API key), so anyone could flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
+def _json_http_errors() -> None:
+    """Answer HTTP aiohttp cannot parse in the API's error shape, without echoing the bytes."""
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "_aigw", False):
+        return
+
+    def handle_error(self: web_protocol.RequestHandler, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        original(self, request, status, exc, message)  # logs (filtered) and refuses if already answering
+        if status < 500:
+            body = error_body("the request is not valid HTTP/1.1 (request line, a header or the "
+                              "framing); fix the client", "invalid_request_error", "bad_http_request")
+        else:
+            body = error_body("the gateway failed to handle this request; see gateway.log", "api_error",
+                              "internal_error")
+        resp = web.Response(status=status, body=body, content_type="application/json",
+                            headers={"x-request-id": os.urandom(16).hex()})  # every answer has one
+        resp.force_close()
+        return resp
+
+    handle_error._aigw = True  # type: ignore[attr-defined]
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
+class AdminListener:
+    """The admin app on its own aiohttp runner (started after the data plane listens)."""
+
+    def __init__(self, state: GatewayState) -> None:
+        _json_http_errors()
+        logging.getLogger("aiohttp.server").addFilter(_DropClientHttpErrors())
+        self.runner = web.AppRunner(create_admin_app(state), access_log=None,
+                                    handler_cancellation=True, shutdown_timeout=2.0,
+                                    handle_signals=False)
+
+    async def start(self, host: str, port: int) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, host, port).start()
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
 
 
 def _json(data: object, status: int = 200) -> web.Response:

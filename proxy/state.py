@@ -7,8 +7,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from store import usage
 from store.db import Store
 
@@ -33,7 +31,7 @@ class ListenInfo:
 
 
 class GatewayState:
-    """Owned by the server; the apps reach it through an ``AppKey``.
+    """Owned by the server; the data plane's handler closes over it, the admin app holds it.
 
     ``snapshot`` is replaced by one assignment; a request reads it once at its start.
     """
@@ -88,6 +86,3 @@ class GatewayState:
                 log.info("configuration revision %d loaded (was %d)", snap.revision, old)
             return snap.revision
 
-
-#: How the admin listener's handlers find the shared state.
-STATE = web.AppKey("aigw_state", GatewayState)
