@@ -80,6 +80,19 @@ def header_lines(pairs: list[tuple[str, str]] | dict[str, str]) -> bytes:
     return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in items)
 
 
+def split_target(target: bytes) -> tuple[str, str]:
+    """The path and the query of a request target (origin or absolute form), undecoded.
+
+    Latin-1 keeps every byte as it came: routes match exactly, and the query reaches the
+    vendor byte for byte.
+    """
+    if target[:1] != b"/" and b"://" in target[:10]:  # absolute form: the path is what counts
+        slash = target.find(b"/", target.index(b"://") + 3)
+        target = target[slash:] if slash >= 0 else b"/"
+    path, _, query = target.partition(b"?")
+    return path.partition(b"#")[0].decode("latin-1"), query.partition(b"#")[0].decode("latin-1")
+
+
 class Request:
     """One parsed request and the way to answer it (through the connection that read it)."""
 
@@ -91,12 +104,7 @@ class Request:
                  keep_alive: bool) -> None:
         self.conn = conn
         self.method = method
-        if target[:1] != b"/" and b"://" in target[:10]:  # absolute form: the path is what counts
-            slash = target.find(b"/", target.index(b"://") + 3)
-            target = target[slash:] if slash >= 0 else b"/"
-        path, _, query = target.partition(b"?")
-        self.path = path.partition(b"#")[0].decode("latin-1")
-        self.query = query.partition(b"#")[0].decode("latin-1")
+        self.path, self.query = split_target(target)
         self.version = version
         self.raw_headers = raw_headers
         self.headers = headers
@@ -170,7 +178,8 @@ RefusalHook = Callable[[str, str, dict[str, str], int, str], str]
 
 
 class _Refuse(Exception):
-    """Raised inside a parser callback to stop parsing once we have answered."""
+    """Raised inside a parser callback to stop parsing once we have answered (it reaches
+    ``data_received`` as the ``__context__`` of httptools' callback error)."""
 
 
 class HttpConnection(asyncio.Protocol):
@@ -258,8 +267,6 @@ class HttpConnection(asyncio.Protocol):
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         except httptools.HttpParserUpgrade as exc:
             self._after_upgrade(data[exc.args[0]:] if exc.args else b"")
-        except _Refuse:
-            pass
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Refuse):
                 return
@@ -459,15 +466,13 @@ class HttpConnection(asyncio.Protocol):
         rid = ""
         hook = self.server.on_refused
         if self._headers is not None and hook is not None:  # a whole head: a request to record
-            target = Request(self, self.parser.get_method().decode("latin-1"), self._url, "1.1",
-                             self._raw, self._headers, b"", False)
-            rid = hook(target.method, target.path, self._headers, status, message)
+            rid = hook(self.parser.get_method().decode("latin-1"), split_target(self._url)[0],
+                       self._headers, status, message)
         body = error_body(message, "invalid_request_error", code)
         self._refusal = b"".join((_STATUS_LINES.get(status) or _status_line(status), _json_head(),
                                   b"x-request-id: ", (rid or os.urandom(16).hex()).encode(),
                                   b"\r\n", b"content-length: %d\r\n" % len(body), _DATE.get(),
                                   b"connection: close\r\n\r\n", body))
-        self.server.refused += 1
         if self._task is None:
             self._send_refusal()
 
@@ -501,7 +506,6 @@ class HttpServer:
         self.max_body = max_body
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpConnection] = set()
-        self.refused = 0
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:

@@ -229,7 +229,7 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
 async def stage_forward(state: GatewayState, request: Request, ctx: RequestContext,
                         candidates: Sequence[Service]) -> None:
     """Try the services in order, and within a ``failover`` service one more key."""
-    assert ctx.body is not None
+    assert ctx.body is not None and state.pool is not None
     last: Attempt | None = None
     for i, svc in enumerate(candidates):
         try:
@@ -244,7 +244,6 @@ async def stage_forward(state: GatewayState, request: Request, ctx: RequestConte
         for j, key in enumerate(tries):
             ctx.service, ctx.model, ctx.key_name = svc, model, key.name
             try:
-                assert state.pool is not None
                 result = await forward(request, ctx, state.pool, svc, key, body)
             except GatewayError as err:  # the key's env variable is missing: the operator's to fix
                 state.upstream_failed(svc.name, "key_unavailable", err.message)

@@ -70,10 +70,8 @@ def upstream_target(ctx: RequestContext, svc: Service, query: str) -> bytes:
     simplified away, the operation, and the client's query string as it came."""
     assert ctx.route is not None and ctx.api is not None
     prefix = "" if ctx.api.path_simplification else ctx.api.base_path
-    target = origin_of(svc.address).base_path + prefix + ctx.route.op
-    if query:
-        target += "?" + query
-    return target.encode("latin-1", "strict") if target.isascii() else target.encode()
+    path = (origin_of(svc.address).base_path + prefix + ctx.route.op).encode()
+    return path + b"?" + query.encode("latin-1") if query else path
 
 
 def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

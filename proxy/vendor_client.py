@@ -91,7 +91,6 @@ class VendorConnection(asyncio.Protocol):
     """One connection to a vendor, carrying one exchange at a time."""
 
     def __init__(self, pool: VendorPool, key: tuple[str, str, int]) -> None:
-        self.pool = pool
         self.key = key
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None

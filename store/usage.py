@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, insert
+from sqlalchemy import Connection, Engine, case, func, insert
 from sqlmodel import Session, col, select
 
 from .models import RequestRecord
@@ -31,24 +31,15 @@ _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
     """One batch INSERT in the caller's transaction; unknown keys are ignored, missing ones
     take the column's default."""
-    rows = [tuple(r.get(k, d) for k, d in zip(RECORD_FIELDS, _DEFAULTS, strict=True)) for r in records]
-    if not rows:
-        return 0
-    conn = session.connection()
-    mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
-    if mark is None:  # a driver with named parameters: the portable (slower) Core path
-        session.execute(insert(RequestRecord.__table__),  # type: ignore[attr-defined]
-                        [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows])
-    else:
-        # The driver's own executemany with tuples: the gateway's record writer shares the GIL
-        # with the request path, and SQLAlchemy's per-row parameter work was half its cost.
-        conn.exec_driver_sql(_insert_sql(mark), rows)
-    session.commit()
+    rows = [record_row(r) for r in records]
+    if rows:
+        _insert_rows(session.connection(), rows)
+        session.commit()
     return len(rows)
 
 
 def record_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A record as the row :class:`RecordWriter` inserts (``RECORD_FIELDS`` order)."""
+    """A record as the row the inserts take (``RECORD_FIELDS`` order)."""
     try:
         return _ROW(rec)  # type: ignore[no-any-return]
     except KeyError:  # a partial record: the missing fields take their defaults
@@ -58,34 +49,37 @@ def record_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
 _ROW = operator.itemgetter(*RECORD_FIELDS)
 
 
-class RecordWriter:
-    """Batch inserts of record rows on one DB-API connection of the store's own.
+def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """The driver's own ``executemany`` with tuples where its parameter style allows (SQLite,
+    psycopg): the gateway's record writer shares the GIL with the request path, and
+    SQLAlchemy's per-row parameter work was half its cost. Other drivers: Core."""
+    mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
+    if mark is None:
+        conn.execute(insert(RequestRecord.__table__),  # type: ignore[attr-defined]
+                     [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows])
+    else:
+        conn.exec_driver_sql(_insert_sql(mark), rows)
 
-    Used by the gateway's writer thread, which shares the GIL with the request path: a
-    batch is one C-level ``executemany`` and a commit, so the thread holds the GIL for
-    microseconds at a time rather than for SQLAlchemy's per-row Python work.
+
+class RecordWriter:
+    """Batch inserts of record rows on one connection of the store's own, kept open.
+
+    Used by the gateway's writer thread: a batch is one ``executemany`` and a commit, with
+    no session or ORM work around it.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._conn: Any = None
-        self._sql = ""
+        self._conn: Connection | None = None
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         if self._conn is None:
-            self._conn = self.engine.raw_connection()
-            mark = _PLACEHOLDER.get(self.engine.dialect.paramstyle, "%s")
-            self._sql = _insert_sql(mark)
-        conn = self._conn
+            self._conn = self.engine.connect()
         try:
-            cur = conn.cursor()
-            try:
-                cur.executemany(self._sql, rows)
-            finally:
-                cur.close()
-            conn.commit()
+            _insert_rows(self._conn, rows)
+            self._conn.commit()
         except BaseException:
             self.close()  # a fresh connection next time: this one may be in a failed transaction
             raise
