@@ -50,8 +50,8 @@ class RequestContext:
     error: str = ""
     #: Why the last vendor attempt failed (``aigw_upstream_errors_total`` reason), if it did.
     upstream_failure: str = ""
-    #: Filled by the limiter for the response's ``x-ratelimit-*`` headers.
-    limit_headers: dict[str, str] | None = None
+    #: The response's ``x-ratelimit-*`` header lines, filled by the limiter.
+    limit_headers: bytes = b""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -1,4 +1,9 @@
-"""The request record: one shape for the store, ``/events`` and the console's traffic pane."""
+"""The request record: one shape for the store, ``/events`` and the console's traffic pane.
+
+A finished request becomes one tuple in ``RECORD_FIELDS`` order — the row the store
+inserts as it is. The dict form (``/events``, the console) is made from it only when
+someone reads: the request path builds one tuple and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -11,40 +16,39 @@ from store.usage import RECORD_FIELDS
 
 from .context import RequestContext
 
-__all__ = ["RECORD_FIELDS", "event_bytes", "make_record"]
+__all__ = ["RECORD_FIELDS", "event_bytes", "record_of"]
+
+#: The order :func:`record_of` writes, checked against the store's columns at import: a
+#: column added to ``RequestRecord`` must be added here too, or nothing starts.
+_ORDER = ("ts", "request_id", "method", "path", "consumer", "api", "service", "model",
+          "key_name", "status", "latency_ms", "ttfb_ms", "prompt_tokens", "completion_tokens",
+          "total_tokens", "cost", "stream", "estimated", "error")
+if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
+    raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
 
 
-def make_record(ctx: RequestContext) -> dict[str, Any]:
+def record_of(ctx: RequestContext) -> tuple[Any, ...]:
     """The record of a finished request. Names only, never a credential or a consumer key."""
     u = ctx.usage
-    pt = u.prompt_tokens if u else 0
-    ct = u.completion_tokens if u else 0
-    return {
-        "ts": ctx.ts,
-        "request_id": ctx.request_id,
-        "method": ctx.method,
-        "path": ctx.path,
-        "consumer": ctx.consumer.name if ctx.consumer else "",
-        "api": ctx.api.name if ctx.api else "",
-        "service": ctx.service.name if ctx.service else "",
-        "model": ctx.model,
-        "key_name": ctx.key_name,
-        "status": ctx.status,
-        "latency_ms": round(ctx.elapsed_ms(), 3),
-        "ttfb_ms": None if ctx.ttfb_ms is None else round(ctx.ttfb_ms, 3),
-        "prompt_tokens": pt,
-        "completion_tokens": ct,
-        "total_tokens": pt + ct,
-        "cost": ctx.cost,
-        "stream": ctx.stream,
-        "estimated": bool(u and u.estimated),
-        "error": ctx.error,
-    }
+    if u is None:
+        pt = ct = 0
+        estimated = False
+    else:
+        pt, ct, estimated = u.prompt_tokens, u.completion_tokens, u.estimated
+    consumer, api, service = ctx.consumer, ctx.api, ctx.service
+    ttfb = ctx.ttfb_ms
+    return (ctx.ts, ctx.request_id, ctx.method, ctx.path,
+            consumer.name if consumer is not None else "",
+            api.name if api is not None else "",
+            service.name if service is not None else "",
+            ctx.model, ctx.key_name, ctx.status, round(ctx.elapsed_ms(), 3),
+            None if ttfb is None else round(ttfb, 3),
+            pt, ct, pt + ct, ctx.cost, ctx.stream, estimated, ctx.error)
 
 
-def event_bytes(record: dict[str, Any]) -> bytes:
+def event_bytes(row: tuple[Any, ...]) -> bytes:
     """One SSE event: ``data: <record + ISO time>``, as ``store.usage.record_dict`` shapes it."""
-    d = dict(record)
-    d["time"] = (datetime.fromtimestamp(record["ts"], UTC)
+    d = dict(zip(RECORD_FIELDS, row, strict=True))
+    d["time"] = (datetime.fromtimestamp(d["ts"], UTC)
                  .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
     return b"data: " + orjson.dumps(d) + b"\n\n"

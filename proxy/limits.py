@@ -70,13 +70,31 @@ RESERVED_RETRY_S = 1.0
 QuotaLoader = Callable[[str, str, float, float], Awaitable[float]]
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    allowed: bool = True
-    #: The refusal, as the client will read it (429 with Retry-After).
-    error: GatewayError | None = None
-    #: ``x-ratelimit-*`` headers for the response, refused or not.
-    headers: dict[str, str] | None = None
+    """Admitted or refused, with the ``x-ratelimit-*`` header lines for the response.
+
+    A plain slotted class, not a frozen dataclass: one is made per limited request, and a
+    frozen ``__init__`` costs a ``object.__setattr__`` per field.
+    """
+
+    __slots__ = ("allowed", "error", "headers")
+
+    def __init__(self, allowed: bool = True, error: GatewayError | None = None,
+                 headers: bytes = b"") -> None:
+        self.allowed = allowed
+        #: The refusal, as the client will read it (429 with Retry-After).
+        self.error = error
+        #: ``x-ratelimit-*`` header lines for the response (refused or not), ready for the
+        #: wire: formatted once, here, not as a dict encoded again by every response.
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        """One header's value (for tests and tools; the response takes :attr:`headers`)."""
+        for line in self.headers.decode("latin-1").split("\r\n"):
+            k, _, v = line.partition(": ")
+            if k == name:
+                return v
+        return None
 
 
 ALLOW = Decision()
@@ -131,6 +149,20 @@ def duration(seconds: float) -> str:
         return f"{max(1, math.ceil(seconds * 1000))}ms"
     s = math.ceil(seconds)
     return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
+
+
+def duration_bytes(seconds: float) -> bytes:
+    """:func:`duration` for a header line, straight to bytes (once per limited request)."""
+    if seconds < 1:
+        return duration(seconds).encode()
+    s = math.ceil(seconds)
+    return b"%ds" % s if s < 60 else b"%dm%ds" % divmod(s, 60)
+
+
+_REQUEST_LINES = (b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\n"
+                  b"x-ratelimit-reset-requests: %b\r\n")
+_TOKEN_LINES = (b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\n"
+                b"x-ratelimit-reset-tokens: %b\r\n")
 
 
 @dataclass(slots=True)
@@ -253,8 +285,8 @@ class MemoryLimiter:
             return ALLOW
         now = self.clock()
         key = (consumer.name, api.name)
-        headers: dict[str, str] = {}
         error: GatewayError | None = None
+        token_lines = b""
 
         window: _Window | None = None
         if rpm:
@@ -274,9 +306,8 @@ class MemoryLimiter:
                 tokens = self._tokens[key] = _Window()
             tokens.expire(now)
             taken = tokens.used + tokens.reserved
-            headers["x-ratelimit-limit-tokens"] = str(tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - taken))
-            headers["x-ratelimit-reset-tokens"] = duration(tokens.reset_in(now))
+            token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken),
+                                          duration_bytes(tokens.reset_in(now)))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
                 error = rate_limited(
@@ -289,19 +320,17 @@ class MemoryLimiter:
             quota = self._quota(consumer, now)
             error = self._check_quota(consumer, quota, now)
 
+        lines = token_lines
         if window is not None:
             if error is None:
                 window.add(now, 1)  # admitted: it takes a slot
-            headers["x-ratelimit-limit-requests"] = str(rpm)
-            headers["x-ratelimit-remaining-requests"] = str(max(0, rpm - window.used))
-            headers["x-ratelimit-reset-requests"] = duration(window.reset_in(now))
+            lines = _REQUEST_LINES % (rpm, max(0, rpm - window.used),
+                                      duration_bytes(window.reset_in(now))) + lines
         if error is not None:
-            if error.headers is not None:
-                error.headers.update(headers)
-            return Decision(False, error, headers or None)
+            return Decision(False, error, lines)
         if tokens is not None or quota is not None:
             self._reserve(ctx, consumer, tokens, quota)
-        return Decision(True, None, headers or None)
+        return Decision(True, None, lines)
 
     def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None,
                  quota: _Quota | None) -> None:

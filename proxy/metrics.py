@@ -9,6 +9,12 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from store.usage import RECORD_FIELDS
+
+_API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY = (
+    RECORD_FIELDS.index(k) for k in ("api", "consumer", "status", "prompt_tokens",
+                                     "completion_tokens", "latency_ms"))
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -29,17 +35,22 @@ class Metrics:
         self.records_pending = 0
         self.requests_total = 0
 
-    def observe(self, rec: dict[str, Any]) -> None:
-        api, consumer = rec["api"], rec["consumer"]
-        key = (api, consumer, rec["status"])
-        self.requests[key] = self.requests.get(key, 0) + 1
+    def observe(self, row: tuple[Any, ...]) -> None:
+        """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
+        api, consumer = row[_API], row[_CONSUMER]
+        key = (api, consumer, row[_STATUS])
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
         self.requests_total += 1
-        for typ, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
-            n = rec[field]
-            if n:
-                tk = (api, consumer, typ)
-                self.tokens[tk] = self.tokens.get(tk, 0) + n
-        seconds = rec["latency_ms"] / 1000.0
+        n = row[_PROMPT]
+        if n:
+            tk = (api, consumer, "prompt")
+            self.tokens[tk] = self.tokens.get(tk, 0) + n
+        n = row[_COMPLETION]
+        if n:
+            tk = (api, consumer, "completion")
+            self.tokens[tk] = self.tokens.get(tk, 0) + n
+        seconds = row[_LATENCY] / 1000.0
         counts = self.hist.get(api)
         if counts is None:
             counts = self.hist[api] = [0] * (len(BUCKETS) + 1)

@@ -31,7 +31,7 @@ from .errors import (
     rate_limited,
     unauthorized,
 )
-from .events import make_record
+from .events import record_of
 from .http_server import Request, header_lines
 from .relay import Attempt, forward, response_head
 from .routes import Consumer, Route, Service
@@ -184,6 +184,8 @@ def stage_choose_service(state: GatewayState, ctx: RequestContext) -> list[Servi
                     f"model {model!r} is not offered by model API {api.name!r}; use one of: "
                     f"{', '.join(api.offered_models()) or '(none configured)'}")
             primary = found
+    if not api.fallbacks:
+        return [primary]
     return [primary, *(s for s in api.fallbacks if s is not primary)]
 
 
@@ -307,7 +309,7 @@ def stage_account(state: GatewayState, ctx: RequestContext) -> None:
 
 
 def stage_log(state: GatewayState, ctx: RequestContext) -> None:
-    state.recorder.submit(make_record(ctx))
+    state.recorder.submit(record_of(ctx))
 
 
 # ------------------------------------------------------------------ the handler
@@ -327,11 +329,10 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
 
 def error_response(request: Request, err: GatewayError, ctx: RequestContext) -> None:
     headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
-    if ctx.limit_headers:
-        headers.update(ctx.limit_headers)
     if err.headers:
         headers.update(err.headers)
-    request.respond(err.status, header_lines(headers), err.body(), close=err.status == 408)
+    request.respond(err.status, header_lines(headers) + ctx.limit_headers, err.body(),
+                    close=err.status == 408)
 
 
 def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:

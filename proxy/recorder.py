@@ -51,10 +51,11 @@ class Recorder:
 
     # ------------------------------------------------------------ producer side
 
-    def submit(self, rec: dict[str, Any]) -> None:
-        self.metrics.observe(rec)
+    def submit(self, row: tuple[Any, ...]) -> None:
+        """Count, publish and queue one record (a row in ``RECORD_FIELDS`` order)."""
+        self.metrics.observe(row)
         if self._subscribers:
-            data = event_bytes(rec)
+            data = event_bytes(row)
             for q in self._subscribers:
                 with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses events, never blocks us
                     q.put_nowait(data)
@@ -65,7 +66,7 @@ class Recorder:
                 log.warning("record buffer full (%d): dropping records until the database catches up",
                             self.max_pending)
             return
-        self._pending.append(usage.record_row(rec))
+        self._pending.append(row)
         if len(self._pending) >= BATCH:
             self._wake.set()
 

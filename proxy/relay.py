@@ -113,8 +113,7 @@ def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> byt
             continue
         parts.append(k + b": " + v + b"\r\n")
     parts.append(b"x-request-id: " + ctx.request_id.encode() + b"\r\n")
-    if limits:
-        parts.extend(f"{k}: {v}\r\n".encode() for k, v in limits.items())
+    parts.append(limits)
     return b"".join(parts)
 
 

@@ -331,11 +331,11 @@ def test_record_buffer_is_bounded_and_retried(tmp_path: Path) -> None:
     files = [st.location.sqlite_path, Path(str(st.location.sqlite_path) + "-wal")]
     assert files[0] is not None
 
-    def rec(i: int) -> dict[str, object]:
-        return {"ts": time.time(), "request_id": f"bounded-{i}", "method": "POST", "path": "/x",
+    def rec(i: int) -> tuple[object, ...]:
+        return usage.record_row({"ts": time.time(), "request_id": f"bounded-{i}", "method": "POST", "path": "/x",
                 "consumer": "c", "api": "a", "service": "s", "model": "m", "key_name": "k", "status": 200,
                 "latency_ms": 1.0, "ttfb_ms": 1.0, "prompt_tokens": 1, "completion_tokens": 1,
-                "total_tokens": 2, "cost": 0.0, "stream": False, "estimated": False, "error": ""}
+                "total_tokens": 2, "cost": 0.0, "stream": False, "estimated": False, "error": ""})
 
     async def run() -> tuple[int, int, int]:
         metrics = Metrics()

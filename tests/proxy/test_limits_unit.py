@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.context import RequestContext, Usage
-from proxy.limits import MemoryLimiter, duration
+from proxy.limits import MemoryLimiter, duration, duration_bytes
 from proxy.routes import Snapshot, compile_snapshot
 from store.spec import (
     Config,
@@ -58,15 +58,16 @@ def test_rpm_window_is_exact_and_headers_count_down() -> None:
     seen = []
     for _ in range(3):
         d = lim.check(ctx_for(snap, clock))
-        assert d.allowed and d.headers is not None
-        seen.append(d.headers["x-ratelimit-remaining-requests"])
+        assert d.allowed
+        seen.append(d.header("x-ratelimit-remaining-requests"))
         clock.now += 1
     assert seen == ["2", "1", "0"]
     d = lim.check(ctx_for(snap, clock))
     assert not d.allowed and d.error is not None and d.error.status == 429
     assert d.error.code == "rate_limit_exceeded"
     assert d.error.headers is not None and d.error.headers["Retry-After"] == "57"
-    assert d.error.headers["x-ratelimit-limit-requests"] == "3"
+    assert d.header("x-ratelimit-limit-requests") == "3"
+    assert d.header("x-ratelimit-remaining-requests") == "0"
     clock.now += 57  # the first request leaves the window
     assert lim.check(ctx_for(snap, clock)).allowed
     assert not lim.check(ctx_for(snap, clock)).allowed
@@ -79,7 +80,7 @@ def test_most_generous_group_applies() -> None:
     lim = MemoryLimiter(clock=clock)
     unlimited = snapshot(rpm=[2, 0])
     assert all(lim.check(ctx_for(unlimited, clock)).allowed for _ in range(50))
-    assert lim.check(ctx_for(unlimited, clock)).headers is None
+    assert lim.check(ctx_for(unlimited, clock)).headers == b""
 
 
 def test_tokens_per_minute_charged_after_the_answer() -> None:
@@ -94,8 +95,8 @@ def test_tokens_per_minute_charged_after_the_answer() -> None:
         lim.settle(ctx, Usage(11, n - 11))
         clock.now += 10
     d = lim.check(ctx_for(snap, clock))
-    assert not d.allowed and d.headers is not None
-    assert d.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert not d.allowed
+    assert d.header("x-ratelimit-remaining-tokens") == "0"
     # 36 used; dropping the first 18 (charged 20 s ago) is enough: 40 s from now.
     assert d.error is not None and d.error.headers is not None
     assert d.error.headers["Retry-After"] == "40"
@@ -241,14 +242,14 @@ def test_tpm_counts_reservations_and_headers_show_them() -> None:
     wave = admitted(lim, snap, clock, 5, max_tokens=94)  # 100 reserved each: 3 fit
     assert len(wave) == 3
     d = lim.check(ctx_for(snap, clock))
-    assert d.headers is not None and d.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert d.header("x-ratelimit-remaining-tokens") == "0"
     assert d.error is not None and "in progress" in d.error.message
     for ctx in wave:
         ctx.service = snap.services["s"]
         lim.settle(ctx, Usage(10, 10))
     d = lim.check(ctx_for(snap, clock))
-    assert d.allowed and d.headers is not None
-    assert d.headers["x-ratelimit-remaining-tokens"] == "240"
+    assert d.allowed
+    assert d.header("x-ratelimit-remaining-tokens") == "240"
 
 
 def test_cost_quota_reserves_at_the_price() -> None:
@@ -296,3 +297,12 @@ def test_windows_stay_bounded_however_fast_requests_come() -> None:
     assert w.used == 100_000, "nothing leaves before the last request of its slot is a minute old"
     w.expire(t + WINDOW_S)
     assert w.used == 0 and not w.entries
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.0, "0s"), (0.0004, "1ms"), (0.25, "250ms"), (1.0, "1s"), (1.2, "2s"), (59.0, "59s"),
+    (59.5, "1m0s"), (60.0, "1m0s"), (61.0, "1m1s"), (3599.2, "60m0s"),
+])
+def test_reset_durations_in_openais_format(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+    assert duration_bytes(seconds) == text.encode()

@@ -16,12 +16,12 @@ from store import usage
 from store.db import Store
 
 
-def rec(i: int) -> dict[str, Any]:
-    return {"ts": time.time(), "request_id": f"r{i}", "method": "POST", "path": "/p",
+def rec(i: int) -> tuple[Any, ...]:
+    return usage.record_row({"ts": time.time(), "request_id": f"r{i}", "method": "POST", "path": "/p",
             "consumer": "c", "api": "a", "service": "s", "model": "m", "key_name": "k",
             "status": 200, "latency_ms": 1.0, "ttfb_ms": 0.5, "prompt_tokens": 1,
             "completion_tokens": 2, "total_tokens": 3, "cost": 0.0, "stream": False,
-            "estimated": False, "error": ""}
+            "estimated": False, "error": ""})
 
 
 def stored(store: Store) -> list[str]:

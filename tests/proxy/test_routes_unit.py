@@ -77,7 +77,7 @@ def test_headers_named_by_connection_are_not_relayed() -> None:
               (b"Keep-Alive", b"timeout=5"), (b"Set-Cookie", b"a=b"), (b"X-Vendor-Trace", b"t-1"),
               (b"Content-Type", b"application/json"), (b"x-ratelimit-limit-requests", b"999")]
     ctx = RequestContext(compile_snapshot(config(), [], 1), "rid-1", "POST", "/hy/v1/chat/completions")
-    ctx.limit_headers = {"x-ratelimit-limit-requests": "5"}
+    ctx.limit_headers = b"x-ratelimit-limit-requests: 5\r\n"
     lines = response_head(vendor, ctx).decode().split("\r\n")[:-1]
     out = dict(line.split(": ", 1) for line in lines)
     assert {k.lower() for k in out} == {"x-vendor-trace", "content-type", "x-request-id",
