@@ -7,7 +7,10 @@ restart restores it exactly: the gateway asks :func:`quota_used` on start.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import operator
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -50,15 +53,50 @@ _ROW = operator.itemgetter(*RECORD_FIELDS)
 
 
 def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """The driver's own ``executemany`` with tuples where its parameter style allows (SQLite,
-    psycopg): the gateway's record writer shares the GIL with the request path, and
-    SQLAlchemy's per-row parameter work was half its cost. Other drivers: Core."""
+    """Multi-row ``INSERT … VALUES (…), (…)`` statements where the driver's parameter style
+    allows (SQLite, psycopg); other drivers go through Core.
+
+    Why not ``executemany``: the gateway's record writer is a thread that shares the GIL with
+    the request path. SQLite's driver lets go of the GIL around every row's step, and a thread
+    that let go waits up to the interpreter's switch interval (5 ms) to get it back while the
+    event loop is busy. Under full load on a machine with a second core that capped the
+    writer at a few hundred rows a second, and the backlog grew until records were dropped.
+    One statement carries up to 512 rows, so a batch changes hands a few times, not once a
+    row; chunk sizes are powers of two so the driver's statement cache holds every shape.
+    """
     mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
     if mark is None:
         conn.execute(insert(RequestRecord.__table__),  # type: ignore[attr-defined]
                      [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows])
-    else:
-        conn.exec_driver_sql(_insert_sql(mark), rows)
+        return
+    size = _rows_per_statement(conn)
+    start, total = 0, len(rows)
+    while start < total:
+        while size > total - start:
+            size //= 2
+        chunk = rows[start:start + size]
+        conn.exec_driver_sql(_insert_sql(mark, size), tuple(itertools.chain.from_iterable(chunk)))
+        start += size
+
+
+#: Rows in one INSERT statement at most (a power of two): 512 x 19 columns stays under every
+#: driver's parameter limit we meet, and larger statements gain nothing measurable.
+MAX_ROWS_PER_STATEMENT = 512
+
+
+def _rows_per_statement(conn: Connection) -> int:
+    """The largest power of two ≤ ``MAX_ROWS_PER_STATEMENT`` whose parameters fit the driver."""
+    limit = 65535  # PostgreSQL's wire protocol
+    if conn.dialect.name == "sqlite":
+        dbapi = conn.connection.dbapi_connection
+        try:
+            limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+        except (AttributeError, sqlite3.Error):
+            limit = 999  # the oldest SQLite default
+    size = MAX_ROWS_PER_STATEMENT
+    while size > 1 and size * len(RECORD_FIELDS) > limit:
+        size //= 2
+    return size
 
 
 class RecordWriter:
@@ -93,10 +131,11 @@ class RecordWriter:
                 conn.close()
 
 
-def _insert_sql(mark: str) -> str:
+@functools.cache
+def _insert_sql(mark: str, nrows: int) -> str:
     table = RequestRecord.__tablename__
-    return (f"INSERT INTO {table} ({', '.join(RECORD_FIELDS)}) "
-            f"VALUES ({', '.join([mark] * len(RECORD_FIELDS))})")
+    values = "(" + ", ".join([mark] * len(RECORD_FIELDS)) + ")"
+    return f"INSERT INTO {table} ({', '.join(RECORD_FIELDS)}) VALUES " + ", ".join([values] * nrows)
 
 
 def recent(session: Session, n: int = 50, *, since: float | None = None) -> list[RequestRecord]:

@@ -243,6 +243,19 @@ class Gateway:
         finally:
             conn.close()
 
+    def metric(self, name: str) -> float:
+        """One unlabelled value from the admin ``/metrics`` (Prometheus text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
     def stored_records(self) -> int:
         """Request records in the store (read after the gateway stopped: all flushed)."""
         sys.path.insert(0, str(ROOT))

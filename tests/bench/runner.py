@@ -212,7 +212,7 @@ class Bench:
                 self.throughput(t, STREAM_BODY, s.connections, min(1.0, s.duration))
             time.sleep(1.0)
             idle = {name: p.rss() for name, p in procs.items()}
-            self._measure(report, targets, procs, relay_up, aigw_up, idle)
+            self._measure(report, targets, procs, relay_up, aigw_up, idle, gw)
             report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
             relay.stop()
             aigw.stop()
@@ -258,7 +258,8 @@ class Bench:
                 row.met = bool(row.met) and (row.ratio(row.litellm) or 0.0) >= 25.0
 
     def _measure(self, report: Report, targets: list[Target], procs: dict[str, Proc],
-                 relay_up: list[float], aigw_up: list[float], idle: dict[str, float]) -> None:
+                 relay_up: list[float], aigw_up: list[float], idle: dict[str, float],
+                 gw: Gateway) -> None:
         s = self.s
         n = s.connections
         add = report.rows.append
@@ -335,10 +336,11 @@ class Bench:
         start = time.perf_counter()
         samples = [(0.0, aigw_p.rss())]
         slice_s = min(5.0, s.soak_s)
-        i = 0
+        i, backlog, rates = 0, 0.0, []
         while time.perf_counter() - start < s.soak_s:
-            self.throughput(aigw_t, STREAM_BODY if i % 2 else BODY, n, slice_s)
+            rates.append(self.throughput(aigw_t, STREAM_BODY if i % 2 else BODY, n, slice_s))
             samples.append((time.perf_counter() - start, aigw_p.rss()))
+            backlog = max(backlog, gw.metric("aigw_records_pending"))  # right after the load: its peak
             i += 1
         report.soak_samples = samples
         half = [rss for t, rss in samples if t >= s.soak_s / 2] or [samples[-1][1]]
@@ -346,6 +348,13 @@ class Bench:
         row = Row(f"RSS growth, 2nd half of a {s.soak_s:g} s run", "MB", None, None, growth,
                   kind="size", target="flat (≤ 2 MB)")
         row.met = growth <= 2.0
+        add(row)
+        # The record writer keeping up: a backlog that grows is memory that grows, then records
+        # dropped (the buffer is bounded). One second of traffic is what a healthy writer holds.
+        second = min(rates) if rates else 0.0
+        row = Row("records waiting to be written, at most", "records", None, None, backlog,
+                  kind="size", target=f"≤ 1 s of traffic ({second:,.0f})")
+        row.met = backlog <= second
         add(row)
 
     @staticmethod
@@ -367,7 +376,7 @@ def _le(v: float | None, hi: float) -> bool | None:
 def _fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
-    if unit in ("req/s", "streams/s"):
+    if unit in ("req/s", "streams/s", "records"):
         return f"{v:,.0f}"
     if unit == "MB":
         return f"{v:.1f}"

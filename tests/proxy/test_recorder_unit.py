@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import event
 
 from proxy import recorder as recorder_mod
 from proxy.metrics import Metrics
@@ -89,3 +91,64 @@ async def test_slow_subscriber_loses_events_but_never_blocks(
     while not q.empty():
         items.append(q.get_nowait())
     assert items[-1] is None  # the end marker reaches even a full queue
+
+
+def varied(i: int) -> tuple[Any, ...]:
+    """A row whose every field differs by ``i``, with the awkward values a record can hold."""
+    return usage.record_row({"ts": 1_700_000_000.0 + i / 7, "request_id": f"req-{i:05d}", "method": "POST",
+            "path": "/v1/chat/completions", "consumer": f"team-'{i % 3}'", "api": "chat", "service": "s",
+            "model": f"gpt-Ω-{i % 5}", "key_name": "k", "status": 200 + i % 300,
+            "latency_ms": i * 0.125, "ttfb_ms": None if i % 2 else i / 3, "prompt_tokens": i,
+            "completion_tokens": 2 * i, "total_tokens": 3 * i, "cost": i * 1e-7, "stream": bool(i % 2),
+            "estimated": bool(i % 3 == 0), "error": "" if i % 4 else 'vendor said "no"; DROP TABLE x'})
+
+
+def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit: int | None = None) -> int:
+    """Write ``rows`` through the gateway's writer; the number of INSERT statements it ran."""
+    seen: list[str] = []
+
+    def count(_conn: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if statement.startswith("INSERT"):
+            seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    writer = usage.RecordWriter(store.engine)
+    try:
+        if variable_limit is not None:
+            with store.engine.connect() as probe:  # the pool hands the writer this same connection
+                probe.connection.dbapi_connection.setlimit(  # type: ignore[union-attr]
+                    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+        writer.write(rows)
+    finally:
+        writer.close()
+        event.remove(store.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def stored_rows(store: Store) -> list[tuple[Any, ...]]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            f"SELECT {', '.join(usage.RECORD_FIELDS)} FROM request_records ORDER BY id")]
+
+
+def test_a_large_batch_is_a_few_statements_and_every_row_intact(store: Store) -> None:
+    """The writer thread lets go of the GIL in every statement and may wait a switch interval
+    to get it back while the event loop is busy: one statement a row starved it under load on
+    two cores (the backlog grew until records were dropped). 1,000 rows: 512+256+128+64+32+8."""
+    rows = [varied(i) for i in range(1000)]
+    assert statements_for(store, rows) == 6
+    assert stored_rows(store) == rows
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 511, 512, 513])
+def test_batch_sizes_around_the_statement_size(store: Store, n: int) -> None:
+    rows = [varied(i) for i in range(n)]
+    statements_for(store, rows)
+    assert stored_rows(store) == rows
+
+
+def test_statements_shrink_to_sqlites_variable_limit(store: Store) -> None:
+    """An SQLite built with the old limit of 999 parameters: 32 rows x 19 columns a statement."""
+    rows = [varied(i) for i in range(100)]
+    assert statements_for(store, rows, variable_limit=999) == 4  # 32+32+32+4
+    assert stored_rows(store) == rows
