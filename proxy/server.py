@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.admin_token import GATEWAY_LOG, load_or_create
 from store.db import Store, open_store, private_file
@@ -19,6 +20,9 @@ from store.validation import check_listen
 from .app import DataPlane
 from .routes import load_snapshot
 from .state import GatewayState, ListenInfo
+
+if TYPE_CHECKING:
+    from .admin import AdminListener
 
 log = logging.getLogger("aigw")
 
@@ -31,6 +35,12 @@ SWITCH_INTERVAL_S = 0.0005
 
 #: When the start-up heap is frozen (later than the first answers: a full collection takes a while).
 FREEZE_AFTER_S = 1.0
+
+
+def _import_admin() -> type[AdminListener]:
+    from .admin import AdminListener
+
+    return AdminListener
 
 
 def _freeze_heap() -> None:
@@ -92,11 +102,10 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
             await plane.listen(host, port)
         except OSError as exc:
             raise ServeError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        # The admin listener runs on aiohttp, imported only now: a third of the start-up time
-        # went to importing it before the data plane could answer.
-        from .admin import AdminListener
-
-        admin = AdminListener(state)
+        # The admin listener runs on aiohttp, whose import is a third of the start-up time. It
+        # is imported only now, in a worker thread: imported on the loop, it held the first
+        # requests (already in the listen backlog) until it was done.
+        admin = (await asyncio.to_thread(_import_admin))(state)
         try:
             await admin.start(ahost, aport)
         except OSError as exc:
