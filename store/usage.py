@@ -58,9 +58,10 @@ def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
 
     Why not ``executemany``: the gateway's record writer is a thread that shares the GIL with
     the request path. SQLite's driver lets go of the GIL around every row's step, and a thread
-    that let go waits up to the interpreter's switch interval (5 ms) to get it back while the
-    event loop is busy. Under full load on a machine with a second core that capped the
-    writer at a few hundred rows a second, and the backlog grew until records were dropped.
+    that let go waits up to the interpreter's switch interval (0.5 ms in ``aigw serve``) to
+    get it back while the event loop is busy. Under full load on a machine with a second core
+    that capped the writer at a few hundred rows a second, and the backlog grew until records
+    were dropped.
     One statement carries up to 512 rows, so a batch changes hands a few times, not once a
     row; chunk sizes are powers of two so the driver's statement cache holds every shape.
     """

@@ -340,7 +340,7 @@ class Bench:
         while time.perf_counter() - start < s.soak_s:
             rates.append(self.throughput(aigw_t, STREAM_BODY if i % 2 else BODY, n, slice_s))
             samples.append((time.perf_counter() - start, aigw_p.rss()))
-            backlog = max(backlog, gw.metric("aigw_records_pending"))  # right after the load: its peak
+            backlog = max(backlog, gw.metric("aigw_records_pending"))  # right after the load, near its peak
             i += 1
         report.soak_samples = samples
         half = [rss for t, rss in samples if t >= s.soak_s / 2] or [samples[-1][1]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
 from proxy import recorder as recorder_mod
 from proxy.metrics import Metrics
@@ -104,24 +104,31 @@ def varied(i: int) -> tuple[Any, ...]:
 
 
 def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit: int | None = None) -> int:
-    """Write ``rows`` through the gateway's writer; the number of INSERT statements it ran."""
+    """Write ``rows`` through the gateway's writer; the number of INSERT statements it ran.
+
+    ``variable_limit``: the writer gets an engine of its own on the same file whose
+    connections have SQLite's parameter limit lowered to that.
+    """
+    engine = store.engine
+    if variable_limit is not None:
+        engine = create_engine(store.engine.url)
+        event.listen(engine, "connect", lambda dbapi, _rec: dbapi.setlimit(
+            sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit))
     seen: list[str] = []
 
     def count(_conn: Any, _cur: Any, statement: str, *_a: Any) -> None:
         if statement.startswith("INSERT"):
             seen.append(statement)
 
-    event.listen(store.engine, "before_cursor_execute", count)
-    writer = usage.RecordWriter(store.engine)
+    event.listen(engine, "before_cursor_execute", count)
+    writer = usage.RecordWriter(engine)
     try:
-        if variable_limit is not None:
-            with store.engine.connect() as probe:  # the pool hands the writer this same connection
-                probe.connection.dbapi_connection.setlimit(  # type: ignore[union-attr]
-                    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
         writer.write(rows)
     finally:
         writer.close()
-        event.remove(store.engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", count)
+        if engine is not store.engine:
+            engine.dispose()
     return len(seen)
 
 
