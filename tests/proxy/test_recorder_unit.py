@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 import time
 from typing import Any
 
@@ -159,3 +162,17 @@ def test_statements_shrink_to_sqlites_variable_limit(store: Store) -> None:
     rows = [varied(i) for i in range(100)]
     assert statements_for(store, rows, variable_limit=999) == 4  # 32+32+32+4
     assert stored_rows(store) == rows
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+async def test_the_writer_thread_runs_below_the_event_loop(store: Store) -> None:
+    """SQLite's share of a batch must yield the core to requests (it was the p99 at low load)."""
+    r = Recorder(store, Metrics())
+    r.submit(rec(1))
+    assert await r.flush()
+    writer = next(t for t in threading.enumerate() if t.name.startswith("aigw-records"))
+    assert writer.native_id is not None
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == min(19, loop_nice + recorder_mod.WRITER_NICE)
+    await r.close()
+    assert stored(store) == ["r1"]
