@@ -102,6 +102,8 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)
     soak_samples: list[tuple[float, float]] = field(default_factory=list)
     seconds: float = 0.0
+    #: What went wrong beside the table without spoiling it (e.g. LiteLLM never started).
+    notes: list[str] = field(default_factory=list)
 
     def row(self, case: str) -> Row:
         return next(r for r in self.rows if r.case == case)
@@ -113,6 +115,10 @@ def _arun(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+#: LiteLLM's proxy took 29-83 s to its first answer on this machine; past this it is left out.
+LITELLM_START_S = 300.0
 
 
 def _median(xs: list[float]) -> float | None:
@@ -217,13 +223,21 @@ class Bench:
             relay.stop()
             aigw.stop()
             if self.litellm:
-                self._measure_litellm(report, upstream, key)
+                self._litellm_phase(report, upstream, key)
         finally:
             for p in (aigw, relay, upstream):
                 p.stop()
         report.records_stored = gw.stored_records()
         report.errors = self.errors
         report.seconds = time.perf_counter() - t0
+
+    def _litellm_phase(self, report: Report, upstream: Proc, key: str) -> None:
+        """LiteLLM's cases; if it never comes up, its columns stay empty and ours are kept."""
+        try:
+            self._measure_litellm(report, upstream, key)
+        except RuntimeError as exc:
+            report.notes.append(f"LiteLLM left out: {exc}")
+            self.log(f"LiteLLM left out: {exc}")
 
     def _measure_litellm(self, report: Report, upstream: Proc, key: str) -> None:
         """LiteLLM's cases in a phase of their own, on the proxy's core once ours are stopped:
@@ -233,7 +247,11 @@ class Bench:
         self.log("LiteLLM proxy: start-up, then its cases")
         lite = start_litellm(self.workdir, upstream, self.proxy_cpu, self.litellm, key)
         try:
-            up = lite.wait_answer(LITELLM_PATH, BODY, key, timeout=180.0)
+            try:
+                up = lite.wait_answer(LITELLM_PATH, BODY, key, timeout=LITELLM_START_S)
+            except RuntimeError as exc:  # the work directory goes with the run: keep the log's end
+                tail = lite.log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"{exc}; its log ended: {' | '.join(tail) or '(empty)'}") from None
             t = Target("litellm", "127.0.0.1", lite.port, LITELLM_PATH, key)
             self.throughput(t, BODY, n, min(1.0, s.duration))  # warm-up
             self.throughput(t, STREAM_BODY, n, min(1.0, s.duration))
@@ -416,6 +434,7 @@ def summary(report: Report) -> str:
         f"{report.pinning}",
         f"aigw requests_total {report.requests_total}, request records stored "
         f"{report.records_stored}; failed requests: {errs}; took {report.seconds:.0f} s",
+        *report.notes,
     ])
 
 
