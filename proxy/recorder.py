@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,8 +40,12 @@ WRITER_NICE = 10
 
 
 def _lower_priority() -> None:
-    """Make the calling thread a background one (Linux: a thread's nice value is its own)."""
-    with contextlib.suppress(AttributeError, OSError):  # no setpriority (Windows), or refused
+    """Make the calling thread a background one. Linux only: there a thread's id is a valid
+    ``setpriority`` target with a nice value of its own; elsewhere a thread id may name a
+    process (or nothing), so nothing is changed."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):  # refused (e.g. a sandbox): the writer runs as is
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE))
 
