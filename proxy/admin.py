@@ -44,17 +44,27 @@ def _json_http_errors() -> None:
     if getattr(original, "_aigw", False):
         return
 
-    def handle_error(self: web_protocol.RequestHandler, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self: web_protocol.RequestHandler,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         original(self, request, status, exc, message)  # logs (filtered) and refuses if already answering
         if status < 500:
-            body = error_body("the request is not valid HTTP/1.1 (request line, a header or the "
-                              "framing); fix the client", "invalid_request_error", "bad_http_request")
+            body = error_body(
+                "the request is not valid HTTP/1.1 (request line, a header or the framing); fix the client",
+                "invalid_request_error",
+                "bad_http_request",
+            )
         else:
-            body = error_body("the gateway failed to handle this request; see gateway.log", "api_error",
-                              "internal_error")
-        resp = web.Response(status=status, body=body, content_type="application/json",
-                            headers={"x-request-id": os.urandom(16).hex()})  # every answer has one
+            body = error_body(
+                "the gateway failed to handle this request; see gateway.log", "api_error", "internal_error"
+            )
+        resp = web.Response(
+            status=status, body=body, content_type="application/json", headers={"x-request-id": os.urandom(16).hex()}
+        )  # every answer has one
         resp.force_close()
         return resp
 
@@ -68,9 +78,13 @@ class AdminListener:
     def __init__(self, state: GatewayState) -> None:
         _json_http_errors()
         logging.getLogger("aiohttp.server").addFilter(_DropClientHttpErrors())
-        self.runner = web.AppRunner(create_admin_app(state), access_log=None,
-                                    handler_cancellation=True, shutdown_timeout=2.0,
-                                    handle_signals=False)
+        self.runner = web.AppRunner(
+            create_admin_app(state),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
+            handle_signals=False,
+        )
 
     async def start(self, host: str, port: int) -> None:
         await self.runner.setup()
@@ -93,42 +107,51 @@ def _authorized(state: GatewayState, request: web.Request) -> bool:
 
 
 def _denied() -> web.Response:
-    return _error(unauthorized("this admin endpoint needs 'Authorization: Bearer <admin token>'; "
-                               "the token is in the file admin.token in the gateway's data "
-                               "directory", code="invalid_admin_token"))
+    return _error(
+        unauthorized(
+            "this admin endpoint needs 'Authorization: Bearer <admin token>'; "
+            "the token is in the file admin.token in the gateway's data "
+            "directory",
+            code="invalid_admin_token",
+        )
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return _json({
-        "status": "ok",
-        "version": __version__,
-        "revision": state.snapshot.revision,
-        "listen": state.info.listen,
-        "admin_listen": state.info.admin_listen,
-        "public_url": state.info.public_url,
-        "pid": os.getpid(),
-        "started_at": state.started_at,
-        "requests_total": state.metrics.requests_total,
-        "in_flight": state.in_flight,
-        "db": state.store.location.describe(),
-    })
+    return _json(
+        {
+            "status": "ok",
+            "version": __version__,
+            "revision": state.snapshot.revision,
+            "listen": state.info.listen,
+            "admin_listen": state.info.admin_listen,
+            "public_url": state.info.public_url,
+            "pid": os.getpid(),
+            "started_at": state.started_at,
+            "requests_total": state.metrics.requests_total,
+            "in_flight": state.in_flight,
+            "db": state.store.location.describe(),
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.metrics.records_pending = state.recorder.pending_count
     text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     if not _authorized(state, request):
         return _denied()
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     await resp.prepare(request)
     queue = state.recorder.subscribe()
     try:
@@ -159,9 +182,14 @@ async def reload(request: web.Request) -> web.Response:
         revision = await state.reload(force=True)
     except Exception as exc:
         log.error("reload failed: %s", type(exc).__name__)
-        return _error(GatewayError(500, "api_error", "reload_failed",
-                                   f"could not read the configuration: {type(exc).__name__}; "
-                                   "see gateway.log"))
+        return _error(
+            GatewayError(
+                500,
+                "api_error",
+                "reload_failed",
+                f"could not read the configuration: {type(exc).__name__}; see gateway.log",
+            )
+        )
     return _json({"status": "ok", "revision": revision})
 
 

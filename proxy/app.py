@@ -30,8 +30,11 @@ async def _poll_revision(state: GatewayState) -> None:
             failed = False
         except Exception as exc:  # the store is busy or gone: keep serving the last snapshot
             if not failed:
-                log.error("cannot read the configuration revision (%s); serving revision %d",
-                          type(exc).__name__, state.snapshot.revision)
+                log.error(
+                    "cannot read the configuration revision (%s); serving revision %d",
+                    type(exc).__name__,
+                    state.snapshot.revision,
+                )
             failed = True
 
 
@@ -47,15 +50,14 @@ class DataPlane:
         state = self.state
         state.recorder.start()
         state.pool = VendorPool()  # ONE keep-alive pool for every vendor call
-        self._poller = asyncio.get_running_loop().create_task(_poll_revision(state),
-                                                             name="aigw-poll")
+        self._poller = asyncio.get_running_loop().create_task(_poll_revision(state), name="aigw-poll")
 
-        def refused(method: str, path: str, headers: dict[str, str], status: int,
-                    message: str) -> str:
+        def refused(method: str, path: str, headers: dict[str, str], status: int, message: str) -> str:
             return record_refusal(state, method, path, headers, status, message)
 
-        self.server = HttpServer(make_handler(state), client_timeout=CLIENT_TIMEOUT_S,
-                                 max_body=MAX_BODY, on_refused=refused)
+        self.server = HttpServer(
+            make_handler(state), client_timeout=CLIENT_TIMEOUT_S, max_body=MAX_BODY, on_refused=refused
+        )
 
     async def listen(self, host: str, port: int) -> None:
         assert self.server is not None

@@ -40,13 +40,13 @@ class KeyBalancer:
         healthy = [k for k in keys if self._cooling.get((svc.name, k.name), 0.0) <= now]
         if len(healthy) == len(keys):
             return keys
-        cooling = sorted((k for k in keys if k not in healthy),
-                         key=lambda k: self._cooling.get((svc.name, k.name), 0.0))
+        cooling = sorted(
+            (k for k in keys if k not in healthy), key=lambda k: self._cooling.get((svc.name, k.name), 0.0)
+        )
         return (*healthy, *cooling)
 
     def cool_down(self, svc: Service, key: CompiledKey, seconds: float | None = None) -> None:
-        self._cooling[(svc.name, key.name)] = time.monotonic() + (
-            self.cool_down_s if seconds is None else seconds)
+        self._cooling[(svc.name, key.name)] = time.monotonic() + (self.cool_down_s if seconds is None else seconds)
 
     def pick_weighted(self, services: Sequence[Service], weights: Sequence[int]) -> Service:
         return self._rand.choices(services, weights=weights, k=1)[0]

@@ -15,8 +15,9 @@ class GatewayError(Exception):
 
     __slots__ = ("code", "headers", "message", "status", "type")
 
-    def __init__(self, status: int, type: str, code: str | None, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, type: str, code: str | None, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
@@ -53,19 +54,27 @@ def model_not_found(message: str) -> GatewayError:
 
 
 def method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
-    return GatewayError(405, "invalid_request_error", "method_not_allowed",
-                        f"{method} is not allowed on {path}; use {allowed}",
-                        headers={"Allow": allowed})
+    return GatewayError(
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        f"{method} is not allowed on {path}; use {allowed}",
+        headers={"Allow": allowed},
+    )
 
 
 def too_large(limit: int) -> GatewayError:
-    return GatewayError(413, "invalid_request_error", "request_too_large",
-                        f"the request body is larger than {limit // (1024 * 1024)} MiB; "
-                        "send a smaller request")
+    return GatewayError(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        f"the request body is larger than {limit // (1024 * 1024)} MiB; send a smaller request",
+    )
 
 
-def rate_limited(message: str, retry_after: float, code: str = "rate_limit_exceeded",
-                 headers: dict[str, str] | None = None) -> GatewayError:
+def rate_limited(
+    message: str, retry_after: float, code: str = "rate_limit_exceeded", headers: dict[str, str] | None = None
+) -> GatewayError:
     h = dict(headers or {})
     h["Retry-After"] = str(max(1, int(retry_after + 0.999)))
     return GatewayError(429, "rate_limit_error", code, message, headers=h)

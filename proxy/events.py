@@ -20,9 +20,27 @@ __all__ = ["RECORD_FIELDS", "event_bytes", "record_of"]
 
 #: The order :func:`record_of` writes, checked against the store's columns at import: a
 #: column added to ``RequestRecord`` must be added here too, or nothing starts.
-_ORDER = ("ts", "request_id", "method", "path", "consumer", "api", "service", "model",
-          "key_name", "status", "latency_ms", "ttfb_ms", "prompt_tokens", "completion_tokens",
-          "total_tokens", "cost", "stream", "estimated", "error")
+_ORDER = (
+    "ts",
+    "request_id",
+    "method",
+    "path",
+    "consumer",
+    "api",
+    "service",
+    "model",
+    "key_name",
+    "status",
+    "latency_ms",
+    "ttfb_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "stream",
+    "estimated",
+    "error",
+)
 if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
     raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
 
@@ -37,18 +55,31 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
         pt, ct, estimated = u.prompt_tokens, u.completion_tokens, u.estimated
     consumer, api, service = ctx.consumer, ctx.api, ctx.service
     ttfb = ctx.ttfb_ms
-    return (ctx.ts, ctx.request_id, ctx.method, ctx.path,
-            consumer.name if consumer is not None else "",
-            api.name if api is not None else "",
-            service.name if service is not None else "",
-            ctx.model, ctx.key_name, ctx.status, round(ctx.elapsed_ms(), 3),
-            None if ttfb is None else round(ttfb, 3),
-            pt, ct, pt + ct, ctx.cost, ctx.stream, estimated, ctx.error)
+    return (
+        ctx.ts,
+        ctx.request_id,
+        ctx.method,
+        ctx.path,
+        consumer.name if consumer is not None else "",
+        api.name if api is not None else "",
+        service.name if service is not None else "",
+        ctx.model,
+        ctx.key_name,
+        ctx.status,
+        round(ctx.elapsed_ms(), 3),
+        None if ttfb is None else round(ttfb, 3),
+        pt,
+        ct,
+        pt + ct,
+        ctx.cost,
+        ctx.stream,
+        estimated,
+        ctx.error,
+    )
 
 
 def event_bytes(row: tuple[Any, ...]) -> bytes:
     """One SSE event: ``data: <record + ISO time>``, as ``store.usage.record_dict`` shapes it."""
     d = dict(zip(RECORD_FIELDS, row, strict=True))
-    d["time"] = (datetime.fromtimestamp(d["ts"], UTC)
-                 .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    d["time"] = datetime.fromtimestamp(d["ts"], UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return b"data: " + orjson.dumps(d) + b"\n\n"

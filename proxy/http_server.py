@@ -96,12 +96,31 @@ def split_target(target: bytes) -> tuple[str, str]:
 class Request:
     """One parsed request and the way to answer it (through the connection that read it)."""
 
-    __slots__ = ("body", "conn", "head_only", "headers", "keep_alive", "method", "path", "query",
-                 "raw_headers", "started", "version")
+    __slots__ = (
+        "body",
+        "conn",
+        "head_only",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "raw_headers",
+        "started",
+        "version",
+    )
 
-    def __init__(self, conn: HttpConnection, method: str, target: bytes, version: str,
-                 raw_headers: list[tuple[bytes, bytes]], headers: dict[str, str], body: bytes,
-                 keep_alive: bool) -> None:
+    def __init__(
+        self,
+        conn: HttpConnection,
+        method: str,
+        target: bytes,
+        version: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
         self.conn = conn
         self.method = method
         self.path, self.query = split_target(target)
@@ -123,11 +142,21 @@ class Request:
         if not keep:
             conn.closing = True
         line = _STATUS_LINES.get(status) or _status_line(status)
-        conn.write(b"".join((
-            line, head, b"content-length: %d\r\n" % len(body), _DATE.get(),
-            b"" if keep and self.version != "1.0" else
-            (b"connection: keep-alive\r\n" if keep else b"connection: close\r\n"),
-            b"\r\n", b"" if self.head_only else body)))
+        conn.write(
+            b"".join(
+                (
+                    line,
+                    head,
+                    b"content-length: %d\r\n" % len(body),
+                    _DATE.get(),
+                    b""
+                    if keep and self.version != "1.0"
+                    else (b"connection: keep-alive\r\n" if keep else b"connection: close\r\n"),
+                    b"\r\n",
+                    b"" if self.head_only else body,
+                )
+            )
+        )
 
     def start_stream(self, status: int, head: bytes, first: bytes) -> None:
         """Send the head (chunked for HTTP/1.1, close-delimited for 1.0) with the first bytes."""
@@ -144,8 +173,11 @@ class Request:
             if self.version != "1.0":
                 framing += b"connection: close\r\n"
         line = _STATUS_LINES.get(status) or _status_line(status)
-        conn.write(b"".join((line, head, framing, _DATE.get(), b"\r\n",
-                             self._chunk(first) if first and not self.head_only else b"")))
+        conn.write(
+            b"".join(
+                (line, head, framing, _DATE.get(), b"\r\n", self._chunk(first) if first and not self.head_only else b"")
+            )
+        )
 
     def _chunk(self, data: bytes) -> bytes:
         if self.version == "1.0":
@@ -266,12 +298,15 @@ class HttpConnection(asyncio.Protocol):
                 self._expect = False
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         except httptools.HttpParserUpgrade as exc:
-            self._after_upgrade(data[exc.args[0]:] if exc.args else b"")
+            self._after_upgrade(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Refuse):
                 return
-            self._refuse(400, "the request is not valid HTTP/1.1 (request line, a header or the "
-                         "framing); fix the client", "bad_http_request")
+            self._refuse(
+                400,
+                "the request is not valid HTTP/1.1 (request line, a header or the framing); fix the client",
+                "bad_http_request",
+            )
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -291,10 +326,16 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._hbytes += len(name) + len(value) + 4
-        if len(name) + len(value) > MAX_HEADER_LINE or self._hbytes > MAX_HEADERS_BYTES \
-                or len(self._raw) >= MAX_HEADERS:
-            self._refuse(400, "the request headers are too large (8190 bytes a line, 64 KiB and "
-                         "100 headers in all)", "bad_http_request")
+        if (
+            len(name) + len(value) > MAX_HEADER_LINE
+            or self._hbytes > MAX_HEADERS_BYTES
+            or len(self._raw) >= MAX_HEADERS
+        ):
+            self._refuse(
+                400,
+                "the request headers are too large (8190 bytes a line, 64 KiB and 100 headers in all)",
+                "bad_http_request",
+            )
             raise _Refuse
         self._raw.append((name, value))
 
@@ -310,13 +351,17 @@ class HttpConnection(asyncio.Protocol):
         length = int(cl) if cl is not None and cl.strip().isdigit() else -1
         expect = headers.get("expect", "").strip().lower()
         if length > server.max_body:
-            self._refuse(413, f"the request body is larger than {server.max_body // (1024 * 1024)} "
-                         "MiB; send a smaller request", "request_too_large")
+            self._refuse(
+                413,
+                f"the request body is larger than {server.max_body // (1024 * 1024)} MiB; send a smaller request",
+                "request_too_large",
+            )
             raise _Refuse
         if expect:
             if expect != "100-continue":
-                self._refuse(417, "only 'Expect: 100-continue' is supported; drop the Expect "
-                             "header", "expectation_failed")
+                self._refuse(
+                    417, "only 'Expect: 100-continue' is supported; drop the Expect header", "expectation_failed"
+                )
                 raise _Refuse
             # Sent after this read, and only if none of the body came with the head (RFC 9110
             # §10.1.1 lets a server skip it then): a client that waited gets its go-ahead.
@@ -329,9 +374,11 @@ class HttpConnection(asyncio.Protocol):
         self._expect = False
         self._blen += len(body)
         if self._blen > self.server.max_body:
-            self._refuse(413, f"the request body is larger than "
-                         f"{self.server.max_body // (1024 * 1024)} MiB; send a smaller request",
-                         "request_too_large")
+            self._refuse(
+                413,
+                f"the request body is larger than {self.server.max_body // (1024 * 1024)} MiB; send a smaller request",
+                "request_too_large",
+            )
             raise _Refuse
         self._body.append(body)
 
@@ -340,9 +387,16 @@ class HttpConnection(asyncio.Protocol):
         self._expect = False
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        req = Request(self, parser.get_method().decode("latin-1"), self._url,
-                      parser.get_http_version(), self._raw, self._headers or {}, body,
-                      parser.should_keep_alive())
+        req = Request(
+            self,
+            parser.get_method().decode("latin-1"),
+            self._url,
+            parser.get_http_version(),
+            self._raw,
+            self._headers or {},
+            body,
+            parser.should_keep_alive(),
+        )
         self._enqueue(req)
 
     # ------------------------------------------------------------ Upgrade (h2c and friends)
@@ -357,8 +411,7 @@ class HttpConnection(asyncio.Protocol):
         if req is None or req.method == "CONNECT" or "transfer-encoding" in req.headers:
             if req is not None:
                 self._queue.pop()
-            self._refuse(400, "HTTP upgrades and CONNECT are not supported; send plain HTTP/1.1",
-                         "bad_http_request")
+            self._refuse(400, "HTTP upgrades and CONNECT are not supported; send plain HTTP/1.1", "bad_http_request")
             return
         req.keep_alive = False
         length = req.headers.get("content-length", "0").strip()
@@ -378,7 +431,7 @@ class HttpConnection(asyncio.Protocol):
         req = self._upgrade_req
         if req is None or self._upgrade_need <= 0:
             return  # everything after the answered upgrade request is ignored
-        part = data[:self._upgrade_need]
+        part = data[: self._upgrade_need]
         self._body.append(part)
         self._upgrade_need -= len(part)
         if self._upgrade_need == 0:
@@ -414,14 +467,26 @@ class HttpConnection(asyncio.Protocol):
                 except Exception:  # the pipeline answers its own errors: this is a bug
                     log.exception("unexpected error answering %s %s", req.method, req.path)
                     if not req.started:
-                        req.respond(500, _json_head(), error_body(
-                            "the gateway failed to handle this request; see gateway.log",
-                            "api_error", "internal_error"), close=True)
+                        req.respond(
+                            500,
+                            _json_head(),
+                            error_body(
+                                "the gateway failed to handle this request; see gateway.log",
+                                "api_error",
+                                "internal_error",
+                            ),
+                            close=True,
+                        )
                     self.closing = True
                 if not req.started:  # cannot happen unless a stage forgot to answer
-                    req.respond(500, _json_head(), error_body(
-                        "the gateway failed to handle this request; see gateway.log", "api_error",
-                        "internal_error"), close=True)
+                    req.respond(
+                        500,
+                        _json_head(),
+                        error_body(
+                            "the gateway failed to handle this request; see gateway.log", "api_error", "internal_error"
+                        ),
+                        close=True,
+                    )
                 if self.closing:
                     self._close()
                     return
@@ -451,8 +516,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._in_body or self._upgrade_req is not None:
             t = self.server.client_timeout
-            self._refuse(408, f"the request body did not arrive within {t:g} s; send it at once",
-                         "request_timeout")
+            self._refuse(408, f"the request body did not arrive within {t:g} s; send it at once", "request_timeout")
         else:  # idle keep-alive, or a head that never finished: nothing to answer
             self._close()
 
@@ -466,13 +530,23 @@ class HttpConnection(asyncio.Protocol):
         rid = ""
         hook = self.server.on_refused
         if self._headers is not None and hook is not None:  # a whole head: a request to record
-            rid = hook(self.parser.get_method().decode("latin-1"), split_target(self._url)[0],
-                       self._headers, status, message)
+            rid = hook(
+                self.parser.get_method().decode("latin-1"), split_target(self._url)[0], self._headers, status, message
+            )
         body = error_body(message, "invalid_request_error", code)
-        self._refusal = b"".join((_STATUS_LINES.get(status) or _status_line(status), _json_head(),
-                                  b"x-request-id: ", (rid or os.urandom(16).hex()).encode(),
-                                  b"\r\n", b"content-length: %d\r\n" % len(body), _DATE.get(),
-                                  b"connection: close\r\n\r\n", body))
+        self._refusal = b"".join(
+            (
+                _STATUS_LINES.get(status) or _status_line(status),
+                _json_head(),
+                b"x-request-id: ",
+                (rid or os.urandom(16).hex()).encode(),
+                b"\r\n",
+                b"content-length: %d\r\n" % len(body),
+                _DATE.get(),
+                b"connection: close\r\n\r\n",
+                body,
+            )
+        )
         if self._task is None:
             self._send_refusal()
 
@@ -498,8 +572,9 @@ def _json_head() -> bytes:
 class HttpServer:
     """The listening socket, its connections, and a graceful stop."""
 
-    def __init__(self, handler: Handler, *, client_timeout: float, max_body: int,
-                 on_refused: RefusalHook | None = None) -> None:
+    def __init__(
+        self, handler: Handler, *, client_timeout: float, max_body: int, on_refused: RefusalHook | None = None
+    ) -> None:
         self.handler = handler
         self.on_refused = on_refused
         self.client_timeout = client_timeout
@@ -509,8 +584,9 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
-        self._server = await self.loop.create_server(lambda: HttpConnection(self), host, port,
-                                                     backlog=backlog, reuse_address=True)
+        self._server = await self.loop.create_server(
+            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True
+        )
 
     async def shutdown(self, drain_s: float) -> None:
         """Stop accepting, close idle connections, let in-flight answers finish (bounded)."""

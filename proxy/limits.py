@@ -47,10 +47,16 @@ from .routes import Consumer, Snapshot
 log = logging.getLogger("aigw.limits")
 
 #: The response headers the limiter sets (a vendor's own of these names are replaced).
-LIMIT_HEADERS = frozenset({
-    b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests",
-    b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens",
-})
+LIMIT_HEADERS = frozenset(
+    {
+        b"x-ratelimit-limit-requests",
+        b"x-ratelimit-remaining-requests",
+        b"x-ratelimit-reset-requests",
+        b"x-ratelimit-limit-tokens",
+        b"x-ratelimit-remaining-tokens",
+        b"x-ratelimit-reset-tokens",
+    }
+)
 WINDOW_S = 60.0
 #: Window entries closer than this are merged (see :class:`_Window`).
 SLOT_S = 0.01
@@ -79,8 +85,7 @@ class Decision:
 
     __slots__ = ("allowed", "error", "headers")
 
-    def __init__(self, allowed: bool = True, error: GatewayError | None = None,
-                 headers: bytes = b"") -> None:
+    def __init__(self, allowed: bool = True, error: GatewayError | None = None, headers: bytes = b"") -> None:
         self.allowed = allowed
         #: The refusal, as the client will read it (429 with Retry-After).
         self.error = error
@@ -159,10 +164,10 @@ def duration_bytes(seconds: float) -> bytes:
     return b"%ds" % s if s < 60 else b"%dm%ds" % divmod(s, 60)
 
 
-_REQUEST_LINES = (b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\n"
-                  b"x-ratelimit-reset-requests: %b\r\n")
-_TOKEN_LINES = (b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\n"
-                b"x-ratelimit-reset-tokens: %b\r\n")
+_REQUEST_LINES = (
+    b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
+)
+_TOKEN_LINES = b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
 
 
 @dataclass(slots=True)
@@ -260,8 +265,7 @@ def estimate_cost(ctx: RequestContext, tokens: int) -> float:
 class MemoryLimiter:
     """One process's limits. Everything runs on the event loop: counts are exact."""
 
-    def __init__(self, loader: QuotaLoader | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, loader: QuotaLoader | None = None, clock: Callable[[], float] = time.time) -> None:
         self.loader = loader
         self.clock = clock
         self._requests: dict[tuple[str, str], _Window] = {}
@@ -298,7 +302,9 @@ class MemoryLimiter:
                 wait = window.retry_after(now, rpm)
                 error = rate_limited(
                     f"consumer {consumer.name!r} reached {rpm} requests per minute on model API "
-                    f"{api.name!r}; retry in {duration(wait)}", wait)
+                    f"{api.name!r}; retry in {duration(wait)}",
+                    wait,
+                )
         tokens: _Window | None = None
         if tpm:
             tokens = self._tokens.get(key)
@@ -306,15 +312,16 @@ class MemoryLimiter:
                 tokens = self._tokens[key] = _Window()
             tokens.expire(now)
             taken = tokens.used + tokens.reserved
-            token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken),
-                                          duration_bytes(tokens.reset_in(now)))
+            token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken), duration_bytes(tokens.reset_in(now)))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
                 error = rate_limited(
                     f"consumer {consumer.name!r} reached {tpm} tokens per minute on model API "
-                    f"{api.name!r}" + ("" if tokens.used >= tpm else
-                                       " (counting requests in progress)") +
-                    f"; retry in {duration(wait)}", wait)
+                    f"{api.name!r}"
+                    + ("" if tokens.used >= tpm else " (counting requests in progress)")
+                    + f"; retry in {duration(wait)}",
+                    wait,
+                )
         quota: _Quota | None = None
         if error is None and consumer.quota:
             quota = self._quota(consumer, now)
@@ -324,16 +331,14 @@ class MemoryLimiter:
         if window is not None:
             if error is None:
                 window.add(now, 1)  # admitted: it takes a slot
-            lines = _REQUEST_LINES % (rpm, max(0, rpm - window.used),
-                                      duration_bytes(window.reset_in(now))) + lines
+            lines = _REQUEST_LINES % (rpm, max(0, rpm - window.used), duration_bytes(window.reset_in(now))) + lines
         if error is not None:
             return Decision(False, error, lines)
         if tokens is not None or quota is not None:
             self._reserve(ctx, consumer, tokens, quota)
         return Decision(True, None, lines)
 
-    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None,
-                 quota: _Quota | None) -> None:
+    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None, quota: _Quota | None) -> None:
         """Hold what an admitted request may use, so concurrent checks see it."""
         hold = _Hold()
         unit = consumer.quota_unit
@@ -342,8 +347,7 @@ class MemoryLimiter:
             hold.tokens, hold.tokens_n = tokens, estimate
             tokens.reserved += estimate
         if quota is not None:
-            n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" \
-                else float(estimate)
+            n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" else float(estimate)
             hold.quota, hold.quota_n = quota, n
             quota.reserved += n
         self._holds[id(ctx)] = hold
@@ -354,19 +358,28 @@ class MemoryLimiter:
         unit = consumer.quota_unit
         amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
         if q.used < consumer.quota:  # only requests in progress hold the rest: they settle soon
-            return rate_limited(f"consumer {consumer.name!r} has {amount} per "
-                                f"{consumer.quota_period} left to spend, all held by its requests "
-                                f"in progress; retry in {duration(RESERVED_RETRY_S)}",
-                                RESERVED_RETRY_S, code="insufficient_quota")
+            return rate_limited(
+                f"consumer {consumer.name!r} has {amount} per "
+                f"{consumer.quota_period} left to spend, all held by its requests "
+                f"in progress; retry in {duration(RESERVED_RETRY_S)}",
+                RESERVED_RETRY_S,
+                code="insufficient_quota",
+            )
         end = period_end(consumer.quota_period, now)
         if end is None:  # a total quota never resets: only an operator can raise it
-            return rate_limited(f"consumer {consumer.name!r} has used its total quota of {amount}; "
-                                "ask the gateway operator to raise it", TOTAL_RETRY_S,
-                                code="insufficient_quota")
+            return rate_limited(
+                f"consumer {consumer.name!r} has used its total quota of {amount}; "
+                "ask the gateway operator to raise it",
+                TOTAL_RETRY_S,
+                code="insufficient_quota",
+            )
         when = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        return rate_limited(f"consumer {consumer.name!r} has used its quota of {amount} per "
-                            f"{consumer.quota_period}; it resets at {when}", end - now,
-                            code="insufficient_quota")
+        return rate_limited(
+            f"consumer {consumer.name!r} has used its quota of {amount} per "
+            f"{consumer.quota_period}; it resets at {when}",
+            end - now,
+            code="insufficient_quota",
+        )
 
     def _quota(self, consumer: Consumer, now: float) -> _Quota:
         key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
@@ -427,8 +440,7 @@ class MemoryLimiter:
             tokens.expire(now)
             tokens.add(now, total)
         if consumer.quota:
-            q = hold.quota if hold is not None and hold.quota is not None \
-                else self._quota(consumer, ctx.ts)
+            q = hold.quota if hold is not None and hold.quota is not None else self._quota(consumer, ctx.ts)
             # A request older than a lazily loaded counter is in the records it loads from.
             if ctx.ts >= q.created or q.loaded:
                 unit = consumer.quota_unit
@@ -465,17 +477,21 @@ class MemoryLimiter:
                 used_requests = window.used if window else 0
                 used_tokens = tokens.used if tokens else 0
                 apis[api] = {
-                    "requests_per_minute": {"limit": limits.requests_per_minute,
-                                            "used": used_requests},
-                    "tokens_per_minute": {"limit": limits.tokens_per_minute, "used": used_tokens,
-                                          "reserved": tokens.reserved if tokens else 0},
+                    "requests_per_minute": {"limit": limits.requests_per_minute, "used": used_requests},
+                    "tokens_per_minute": {
+                        "limit": limits.tokens_per_minute,
+                        "used": used_tokens,
+                        "reserved": tokens.reserved if tokens else 0,
+                    },
                 }
             entry: dict[str, Any] = {"apis": apis, "quota": None}
             if consumer.quota:
                 q = self._quota(consumer, now)  # a new period's use starts loading now
                 entry["quota"] = {
-                    "limit": consumer.quota, "unit": consumer.quota_unit,
-                    "period": consumer.quota_period, "used": q.used if q.loaded else None,
+                    "limit": consumer.quota,
+                    "unit": consumer.quota_unit,
+                    "period": consumer.quota_period,
+                    "used": q.used if q.loaded else None,
                     "reserved": q.reserved,
                     "resets_at": period_end(consumer.quota_period, now),
                 }

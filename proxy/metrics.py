@@ -12,8 +12,8 @@ from typing import Any
 from store.usage import RECORD_FIELDS
 
 _API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY = (
-    RECORD_FIELDS.index(k) for k in ("api", "consumer", "status", "prompt_tokens",
-                                     "completion_tokens", "latency_ms"))
+    RECORD_FIELDS.index(k) for k in ("api", "consumer", "status", "prompt_tokens", "completion_tokens", "latency_ms")
+)
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -68,10 +68,11 @@ class Metrics:
             "# TYPE aigw_requests_total counter",
         ]
         for (api, consumer, status), n in sorted(self.requests.items()):
-            out.append(f'aigw_requests_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",'
-                       f'status="{status}"}} {n}')
-        out += ["# HELP aigw_request_duration_seconds Request latency as the client saw it.",
-                "# TYPE aigw_request_duration_seconds histogram"]
+            out.append(f'aigw_requests_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",status="{status}"}} {n}')
+        out += [
+            "# HELP aigw_request_duration_seconds Request latency as the client saw it.",
+            "# TYPE aigw_request_duration_seconds histogram",
+        ]
         for api, counts in sorted(self.hist.items()):
             lbl = f'api="{_esc(api)}"'
             acc = 0
@@ -82,26 +83,30 @@ class Metrics:
             out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
             out.append(f"aigw_request_duration_seconds_sum{{{lbl}}} {self.hist_sum[api]:.6f}")
             out.append(f"aigw_request_duration_seconds_count{{{lbl}}} {acc}")
-        out += ["# HELP aigw_tokens_total Tokens used, by API, consumer and type.",
-                "# TYPE aigw_tokens_total counter"]
+        out += ["# HELP aigw_tokens_total Tokens used, by API, consumer and type.", "# TYPE aigw_tokens_total counter"]
         for (api, consumer, typ), n in sorted(self.tokens.items()):
-            out.append(f'aigw_tokens_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",'
-                       f'type="{typ}"}} {n}')
-        out += ["# HELP aigw_upstream_errors_total Failed vendor calls, by service and reason.",
-                "# TYPE aigw_upstream_errors_total counter"]
+            out.append(f'aigw_tokens_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",type="{typ}"}} {n}')
+        out += [
+            "# HELP aigw_upstream_errors_total Failed vendor calls, by service and reason.",
+            "# TYPE aigw_upstream_errors_total counter",
+        ]
         for (svc, reason), n in sorted(self.upstream_errors.items()):
             out.append(f'aigw_upstream_errors_total{{service="{_esc(svc)}",reason="{_esc(reason)}"}} {n}')
-        out += ["# HELP aigw_config_revision The configuration revision being served.",
-                "# TYPE aigw_config_revision gauge", f"aigw_config_revision {revision}",
-                "# HELP aigw_in_flight_requests Requests being handled now.",
-                "# TYPE aigw_in_flight_requests gauge", f"aigw_in_flight_requests {in_flight}",
-                "# HELP aigw_records_dropped_total Records not stored because the queue was full.",
-                "# TYPE aigw_records_dropped_total counter",
-                f"aigw_records_dropped_total {self.records_dropped}",
-                "# HELP aigw_record_write_errors_total Failed batch writes of records (retried).",
-                "# TYPE aigw_record_write_errors_total counter",
-                f"aigw_record_write_errors_total {self.record_write_errors}",
-                "# HELP aigw_records_pending Records waiting to be written to the store.",
-                "# TYPE aigw_records_pending gauge",
-                f"aigw_records_pending {self.records_pending}"]
+        out += [
+            "# HELP aigw_config_revision The configuration revision being served.",
+            "# TYPE aigw_config_revision gauge",
+            f"aigw_config_revision {revision}",
+            "# HELP aigw_in_flight_requests Requests being handled now.",
+            "# TYPE aigw_in_flight_requests gauge",
+            f"aigw_in_flight_requests {in_flight}",
+            "# HELP aigw_records_dropped_total Records not stored because the queue was full.",
+            "# TYPE aigw_records_dropped_total counter",
+            f"aigw_records_dropped_total {self.records_dropped}",
+            "# HELP aigw_record_write_errors_total Failed batch writes of records (retried).",
+            "# TYPE aigw_record_write_errors_total counter",
+            f"aigw_record_write_errors_total {self.record_write_errors}",
+            "# HELP aigw_records_pending Records waiting to be written to the store.",
+            "# TYPE aigw_records_pending gauge",
+            f"aigw_records_pending {self.records_pending}",
+        ]
         return "\n".join(out) + "\n"

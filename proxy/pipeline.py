@@ -86,8 +86,9 @@ def stage_route(ctx: RequestContext, method: str) -> Route:
             route = listing
             ctx.model = model_id
     if route is None:
-        raise not_found(f"no model API serves {ctx.path}; check the base path and route "
-                        "(e.g. /<base_path>/v1/chat/completions)")
+        raise not_found(
+            f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
+        )
     want = "GET" if route.models_list else "POST"
     if method != want:
         raise method_not_allowed(method, ctx.path, want)
@@ -106,15 +107,19 @@ def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer
     if not key:
         key = (headers.get("x-api-key") or headers.get("api-key") or "").strip()
     if not key:
-        raise unauthorized("no API key: send your consumer key as 'Authorization: Bearer <key>'",
-                           code="missing_api_key")
+        raise unauthorized(
+            "no API key: send your consumer key as 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
     consumer = ctx.snapshot.consumers_by_hash.get(hashlib.sha256(key.encode()).hexdigest())
     if consumer is None:
-        raise unauthorized("the API key is not valid: use a key created for a consumer of this "
-                           "gateway (sk-aigw-…); keys are shown once, when created")
+        raise unauthorized(
+            "the API key is not valid: use a key created for a consumer of this "
+            "gateway (sk-aigw-…); keys are shown once, when created"
+        )
     if not consumer.enabled:
-        raise unauthorized(f"consumer {consumer.name!r} is disabled; ask the gateway operator to "
-                           "enable it", code="consumer_disabled")
+        raise unauthorized(
+            f"consumer {consumer.name!r} is disabled; ask the gateway operator to enable it", code="consumer_disabled"
+        )
     ctx.consumer = consumer
     return consumer
 
@@ -122,8 +127,10 @@ def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer
 def stage_authorize(ctx: RequestContext) -> None:
     assert ctx.consumer is not None and ctx.api is not None
     if ctx.api.name not in ctx.snapshot.grants.get(ctx.consumer.name, ()):
-        raise forbidden(f"consumer {ctx.consumer.name!r} is not authorized for model API "
-                        f"{ctx.api.name!r}; add it to a consumer group that grants this API")
+        raise forbidden(
+            f"consumer {ctx.consumer.name!r} is not authorized for model API "
+            f"{ctx.api.name!r}; add it to a consumer group that grants this API"
+        )
 
 
 def stage_read_body(ctx: RequestContext, raw: bytes) -> dict[str, Any]:
@@ -131,11 +138,13 @@ def stage_read_body(ctx: RequestContext, raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the request body is not valid JSON ({exc}); send a JSON object",
-                          code="invalid_json") from None
+        raise bad_request(
+            f"the request body is not valid JSON ({exc}); send a JSON object", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object, e.g. "
-                          '{"model": "…", "messages": [...]}', code="invalid_body")
+        raise bad_request(
+            'the request body must be a JSON object, e.g. {"model": "…", "messages": [...]}', code="invalid_body"
+        )
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("'model' must be a string", code="invalid_model")
@@ -177,12 +186,14 @@ def stage_choose_service(state: GatewayState, ctx: RequestContext) -> list[Servi
         else:
             # Services listing models are matched in order; one with empty models catches
             # the rest wherever it sits in the list.
-            found = next((s for s in services if s.models and s.serves(model)), None) or \
-                next((s for s in services if not s.models), None)
+            found = next((s for s in services if s.models and s.serves(model)), None) or next(
+                (s for s in services if not s.models), None
+            )
             if found is None:
                 raise model_not_found(
                     f"model {model!r} is not offered by model API {api.name!r}; use one of: "
-                    f"{', '.join(api.offered_models()) or '(none configured)'}")
+                    f"{', '.join(api.offered_models()) or '(none configured)'}"
+                )
             primary = found
     if not api.fallbacks:
         return [primary]
@@ -193,23 +204,25 @@ def stage_choose_model(svc: Service, body: dict[str, Any]) -> str:
     asked = body.get("model")
     if svc.model_policy == "specified" or not asked:
         if not svc.default_model:
-            raise bad_request(f"'model' is required: model service {svc.name!r} has no default "
-                              "model", code="missing_model")
+            raise bad_request(
+                f"'model' is required: model service {svc.name!r} has no default model", code="missing_model"
+            )
         return svc.default_model
     if svc.serves(asked):
         return str(asked)
     if svc.unlisted_model == "default" and svc.default_model:
         return svc.default_model
-    raise model_not_found(f"model {asked!r} is not offered by model service {svc.name!r}; use "
-                          f"one of: {', '.join(svc.offered()) or '(none configured)'}")
+    raise model_not_found(
+        f"model {asked!r} is not offered by model service {svc.name!r}; use "
+        f"one of: {', '.join(svc.offered()) or '(none configured)'}"
+    )
 
 
 def upstream_body(ctx: RequestContext, model: str) -> bytes:
     """The client's bytes untouched, unless the model or ``stream_options`` must change."""
     body = ctx.body
     assert body is not None
-    need_usage = ctx.stream and not ctx.client_wants_usage and ctx.route is not None \
-        and ctx.route.op in USAGE_OPS
+    need_usage = ctx.stream and not ctx.client_wants_usage and ctx.route is not None and ctx.route.op in USAGE_OPS
     if body.get("model") == model and not need_usage:
         return ctx.raw_body
     new = dict(body)
@@ -224,12 +237,12 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
         try:
             return json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode()
         except (RecursionError, ValueError):
-            raise bad_request("the request body is nested too deeply; flatten it",
-                              code="invalid_body") from None
+            raise bad_request("the request body is nested too deeply; flatten it", code="invalid_body") from None
 
 
-async def stage_forward(state: GatewayState, request: Request, ctx: RequestContext,
-                        candidates: Sequence[Service]) -> None:
+async def stage_forward(
+    state: GatewayState, request: Request, ctx: RequestContext, candidates: Sequence[Service]
+) -> None:
     """Try the services in order, and within a ``failover`` service one more key."""
     assert ctx.body is not None and state.pool is not None
     last: Attempt | None = None
@@ -256,9 +269,13 @@ async def stage_forward(state: GatewayState, request: Request, ctx: RequestConte
                 return
             last = result
             if result.retryable or result.key_rejected:  # a vendor's 400/404 is the caller's
-                state.upstream_failed(svc.name, result.reason, result.error.message
-                                      if result.error else
-                                      f"vendor answered {result.status} (model key {key.name!r})")
+                state.upstream_failed(
+                    svc.name,
+                    result.reason,
+                    result.error.message
+                    if result.error
+                    else f"vendor answered {result.status} (model key {key.name!r})",
+                )
             if result.key_rejected and svc.key_policy == "failover":
                 state.balancer.cool_down(svc, key)
                 if j + 1 < len(tries):
@@ -281,20 +298,22 @@ def models_response(request: Request, ctx: RequestContext) -> None:
     assert api is not None
     owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
     names = api.offered_models()
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")}
-            for m in names]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")} for m in names]
     payload: Any = {"object": "list", "data": data}
     if ctx.model:
         payload = next((d for d in data if d["id"] == ctx.model), None)
         if payload is None:
             if not any(s.serves(ctx.model) for s in api.services):
-                raise model_not_found(f"model {ctx.model!r} is not offered by model API "
-                                      f"{api.name!r}; use one of: "
-                                      f"{', '.join(names) or '(none configured)'}")
+                raise model_not_found(
+                    f"model {ctx.model!r} is not offered by model API "
+                    f"{api.name!r}; use one of: "
+                    f"{', '.join(names) or '(none configured)'}"
+                )
             payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
     ctx.status = 200
-    request.respond(200, b"content-type: application/json\r\nx-request-id: %b\r\n"
-                    % ctx.request_id.encode(), orjson.dumps(payload))
+    request.respond(
+        200, b"content-type: application/json\r\nx-request-id: %b\r\n" % ctx.request_id.encode(), orjson.dumps(payload)
+    )
 
 
 def stage_account(state: GatewayState, ctx: RequestContext) -> None:
@@ -302,8 +321,7 @@ def stage_account(state: GatewayState, ctx: RequestContext) -> None:
     if u is not None and ctx.service is not None and (u.prompt_tokens or u.completion_tokens):
         price = ctx.service.price_for(ctx.model)
         if price is not None:
-            ctx.cost = round((u.prompt_tokens * price.input + u.completion_tokens * price.output)
-                             / 1_000_000, 10)
+            ctx.cost = round((u.prompt_tokens * price.input + u.completion_tokens * price.output) / 1_000_000, 10)
     if ctx.consumer is not None and ctx.api is not None:
         state.limiter.settle(ctx, u)
 
@@ -331,16 +349,14 @@ def error_response(request: Request, err: GatewayError, ctx: RequestContext) -> 
     headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
     if err.headers:
         headers.update(err.headers)
-    request.respond(err.status, header_lines(headers) + ctx.limit_headers, err.body(),
-                    close=err.status == 408)
+    request.respond(err.status, header_lines(headers) + ctx.limit_headers, err.body(), close=err.status == 408)
 
 
 def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:
     """The data plane's only handler: every request goes through the stages above."""
 
     async def handle(request: Request) -> None:
-        ctx = RequestContext(state.snapshot, request_id_of(request.headers), request.method,
-                             request.path)
+        ctx = RequestContext(state.snapshot, request_id_of(request.headers), request.method, request.path)
         state.in_flight += 1
         try:
             await run_pipeline(state, request, ctx)
@@ -360,9 +376,13 @@ def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:
             if request.started:
                 request.conn.closing = True
             else:
-                error_response(request, GatewayError(500, "api_error", "internal_error",
-                                                     "the gateway failed to handle this request; "
-                                                     "see gateway.log"), ctx)
+                error_response(
+                    request,
+                    GatewayError(
+                        500, "api_error", "internal_error", "the gateway failed to handle this request; see gateway.log"
+                    ),
+                    ctx,
+                )
         finally:
             state.in_flight -= 1
             stage_account(state, ctx)
@@ -371,8 +391,9 @@ def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:
     return handle
 
 
-def record_refusal(state: GatewayState, method: str, path: str, headers: dict[str, str],
-                   status: int, message: str) -> str:
+def record_refusal(
+    state: GatewayState, method: str, path: str, headers: dict[str, str], status: int, message: str
+) -> str:
     """A request the HTTP layer refused before the pipeline (too large, too slow, bad
     expectation) is still recorded, like any other answer; returns its request id."""
     ctx = RequestContext(state.snapshot, request_id_of(headers), method, path)

@@ -51,8 +51,9 @@ def _lower_priority() -> None:
 
 
 class Recorder:
-    def __init__(self, store: Store, metrics: Metrics, *, max_pending: int = MAX_PENDING,
-                 interval_s: float = INTERVAL_S) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, *, max_pending: int = MAX_PENDING, interval_s: float = INTERVAL_S
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.max_pending = max_pending
@@ -86,8 +87,7 @@ class Recorder:
             self.metrics.records_dropped += 1
             if not self._drop_logged:
                 self._drop_logged = True
-                log.warning("record buffer full (%d): dropping records until the database catches up",
-                            self.max_pending)
+                log.warning("record buffer full (%d): dropping records until the database catches up", self.max_pending)
             return
         self._pending.append(row)
         if len(self._pending) >= BATCH:
@@ -144,8 +144,7 @@ class Recorder:
             self._writing = 0
             if not self._fail_logged:
                 self._fail_logged = True
-                log.error("cannot write request records (%s); keeping %d for retry",
-                          type(exc).__name__, len(keep))
+                log.error("cannot write request records (%s); keeping %d for retry", type(exc).__name__, len(keep))
             return False
         self._writing = 0
         if self._fail_logged:

@@ -30,18 +30,42 @@ from .vendor_client import (
     origin_of,
 )
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-    b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
 #: Client headers that must never reach the vendor (credentials, framing, ours to set).
 DROP_REQUEST = HOP_BY_HOP | {
-    b"authorization", b"x-api-key", b"api-key", b"cookie", b"host", b"content-length",
-    b"content-type", b"accept-encoding", b"x-request-id", b"expect", b"http2-settings",
+    b"authorization",
+    b"x-api-key",
+    b"api-key",
+    b"cookie",
+    b"host",
+    b"content-length",
+    b"content-type",
+    b"accept-encoding",
+    b"x-request-id",
+    b"expect",
+    b"http2-settings",
 }
 #: Vendor headers not passed back (framing, cookies, ours to set).
 DROP_RESPONSE = HOP_BY_HOP | {
-    b"set-cookie", b"content-length", b"content-encoding", b"x-request-id", b"server", b"date",
+    b"set-cookie",
+    b"content-length",
+    b"content-encoding",
+    b"x-request-id",
+    b"server",
+    b"date",
 }
 CONNECT_TIMEOUT_S = 10.0
 #: Stream bytes kept to estimate tokens when the vendor reports no usage.
@@ -83,8 +107,7 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return out
 
 
-def upstream_request(req: Request, target: bytes, svc: Service, credential: str, request_id: str,
-                     body: bytes) -> bytes:
+def upstream_request(req: Request, target: bytes, svc: Service, credential: str, request_id: str, body: bytes) -> bytes:
     """The whole request to the vendor, head and body, as one buffer for one write."""
     origin = origin_of(svc.address)
     named = _connection_named(req.raw_headers) if "connection" in req.headers else None
@@ -95,8 +118,10 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
         if lk in drop or (named and lk in named):
             continue
         parts.append(k + b": " + v + b"\r\n")
-    parts.append(b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
-                 b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body)))
+    parts.append(
+        b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body))
+    )
     parts.append(body)
     return b"".join(parts)
 
@@ -120,22 +145,42 @@ def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> byt
 def _classify(exc: UpstreamError, svc: Service, stage: str) -> Attempt:
     """Turn a failed vendor call into a retryable :class:`Attempt` with the user's message."""
     if isinstance(exc, ConnectTimeout):
-        return Attempt(bad_gateway(
-            f"model service {svc.name!r} did not accept a connection at {svc.address} within "
-            f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
-            code="upstream_unreachable"), retryable=True, reason=exc.reason)
+        return Attempt(
+            bad_gateway(
+                f"model service {svc.name!r} did not accept a connection at {svc.address} within "
+                f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
+                code="upstream_unreachable",
+            ),
+            retryable=True,
+            reason=exc.reason,
+        )
     if isinstance(exc, ReadTimeout):
-        return Attempt(gateway_timeout(
-            f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
-            "later or raise the service's timeout_s"), retryable=True, reason=exc.reason)
+        return Attempt(
+            gateway_timeout(
+                f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
+                "later or raise the service's timeout_s"
+            ),
+            retryable=True,
+            reason=exc.reason,
+        )
     if isinstance(exc, ConnectFailed):
-        return Attempt(bad_gateway(
-            f"cannot reach model service {svc.name!r} at {svc.address}; check the service's "
-            "address and that the vendor is up", code="upstream_unreachable"),
-            retryable=True, reason=exc.reason)
-    return Attempt(bad_gateway(
-        f"model service {svc.name!r} broke the connection ({stage}): {type(exc).__name__}; "
-        "retry the request", code="upstream_error"), retryable=True, reason=exc.reason)
+        return Attempt(
+            bad_gateway(
+                f"cannot reach model service {svc.name!r} at {svc.address}; check the service's "
+                "address and that the vendor is up",
+                code="upstream_unreachable",
+            ),
+            retryable=True,
+            reason=exc.reason,
+        )
+    return Attempt(
+        bad_gateway(
+            f"model service {svc.name!r} broke the connection ({stage}): {type(exc).__name__}; retry the request",
+            code="upstream_error",
+        ),
+        retryable=True,
+        reason=exc.reason,
+    )
 
 
 def extract_usage(obj: Any) -> Usage | None:
@@ -187,16 +232,19 @@ def _estimate_text(choices: Any, delta: bool) -> int:
     return n
 
 
-async def forward(req: Request, ctx: RequestContext, pool: VendorPool, svc: Service,
-                  key: CompiledKey, body: bytes) -> Attempt | None:
+async def forward(
+    req: Request, ctx: RequestContext, pool: VendorPool, svc: Service, key: CompiledKey, body: bytes
+) -> Attempt | None:
     """One attempt: ``None`` once the answer went to the client, else an :class:`Attempt`."""
     credential = key.resolve()
-    request = upstream_request(req, upstream_target(ctx, svc, req.query), svc, credential,
-                               ctx.request_id, body)
+    request = upstream_request(req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, body)
     try:
-        conn = await pool.exchange(origin_of(svc.address), request,
-                                   connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
-                                   read_timeout=svc.timeout_s)
+        conn = await pool.exchange(
+            origin_of(svc.address),
+            request,
+            connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
+            read_timeout=svc.timeout_s,
+        )
     except UpstreamError as exc:
         return _classify(exc, svc, "before answering")
     try:
@@ -211,9 +259,14 @@ async def forward(req: Request, ctx: RequestContext, pool: VendorPool, svc: Serv
             secret = credential.encode()
             if secret and secret in data:  # some vendors echo the key they were sent
                 data = data.replace(secret, b"***")
-            return Attempt(status=status, headers=conn.headers, body=data,
-                           retryable=status == 429 or status >= 500,
-                           key_rejected=status in (401, 403, 429), reason=f"http_{status}")
+            return Attempt(
+                status=status,
+                headers=conn.headers,
+                body=data,
+                retryable=status == 429 or status >= 500,
+                key_rejected=status in (401, 403, 429),
+                reason=f"http_{status}",
+            )
         ctx.status = status
         ctx.usage = _usage_of_answer(ctx, data)
         req.respond(status, response_head(conn.headers, ctx), data)
@@ -322,8 +375,7 @@ def _last_boundary(buf: bytes) -> int:
     return max(i + 2 if i >= 0 else -1, j + 3 if j >= 0 else -1)
 
 
-async def _relay_stream(req: Request, ctx: RequestContext, conn: VendorConnection,
-                        svc: Service) -> Attempt | None:
+async def _relay_stream(req: Request, ctx: RequestContext, conn: VendorConnection, svc: Service) -> Attempt | None:
     try:  # the first bytes decide: nothing reached the client yet, so a failure may fail over
         first = await conn.read_chunk()
     except UpstreamError as exc:

@@ -38,7 +38,9 @@ class CompiledKey:
         if value and ("\n" in value or "\r" in value):  # would split the vendor request's head
             raise bad_gateway(
                 f"model key {self.name!r}: the environment variable {self.env_var} holds a line "
-                "break; set it to the credential alone", code="model_key_unavailable")
+                "break; set it to the credential alone",
+                code="model_key_unavailable",
+            )
         if not value:
             raise bad_gateway(
                 f"model key {self.name!r} reads its credential from the environment variable "
@@ -149,16 +151,22 @@ def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
     keys = []
     for name in s.keys:
         raw = creds.get(name, "")
-        env = raw[len(ENV_PREFIX):] if raw.startswith(ENV_PREFIX) else None
+        env = raw[len(ENV_PREFIX) :] if raw.startswith(ENV_PREFIX) else None
         keys.append(CompiledKey(name, "" if env else raw, env))
     exact = {m: p for m, p in s.prices.items() if not any(c in m for c in "*?[")}
     # The most specific pattern first: "hunyuan-t1-*" before "hunyuan-*" before "*".
-    globs = tuple(sorted(((m, p) for m, p in s.prices.items() if m not in exact),
-                         key=lambda mp: -len(mp[0])))
+    globs = tuple(sorted(((m, p) for m, p in s.prices.items() if m not in exact), key=lambda mp: -len(mp[0])))
     return Service(
-        name=s.name, address=s.address.rstrip("/"), keys=tuple(keys), key_policy=s.key_policy,
-        model_policy=s.model_policy, default_model=s.default_model, models=list(s.models),
-        unlisted_model=s.unlisted_model, timeout_s=float(s.timeout_s), prices=exact,
+        name=s.name,
+        address=s.address.rstrip("/"),
+        keys=tuple(keys),
+        key_policy=s.key_policy,
+        model_policy=s.model_policy,
+        default_model=s.default_model,
+        models=list(s.models),
+        unlisted_model=s.unlisted_model,
+        timeout_s=float(s.timeout_s),
+        prices=exact,
         price_globs=globs,
     )
 
@@ -175,10 +183,14 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
     routes: dict[str, Route] = {}
     for a in cfg.model_apis:
         api = Api(
-            name=a.name, scenario=a.scenario, base_path=a.base_path,
-            path_simplification=a.path_simplification, service_type=a.service_type,
+            name=a.name,
+            scenario=a.scenario,
+            base_path=a.base_path,
+            path_simplification=a.path_simplification,
+            service_type=a.service_type,
             services=tuple(services[n] for n in a.services if n in services),
-            routing=a.routing, weights=tuple(a.weights),
+            routing=a.routing,
+            weights=tuple(a.weights),
             fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
         )
         apis[a.name] = api
@@ -187,8 +199,7 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
         routes[a.base_path + "/v1/models"] = Route(api, "/v1/models", "/models", models_list=True)
 
     consumers = {
-        c.name: Consumer(c.name, c.enabled, float(c.quota), c.quota_unit, c.quota_period)
-        for c in cfg.consumers
+        c.name: Consumer(c.name, c.enabled, float(c.quota), c.quota_unit, c.quota_period) for c in cfg.consumers
     }
     by_hash = {h: consumers[n] for h, n in consumer_keys if n in consumers}
 
@@ -200,14 +211,24 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             for api_name in g.model_apis:
                 old = limits.get((c, api_name))
                 new = GroupLimits(g.requests_per_minute, g.tokens_per_minute)
-                limits[(c, api_name)] = new if old is None else GroupLimits(
-                    _generous(old.requests_per_minute, new.requests_per_minute),
-                    _generous(old.tokens_per_minute, new.tokens_per_minute),
+                limits[(c, api_name)] = (
+                    new
+                    if old is None
+                    else GroupLimits(
+                        _generous(old.requests_per_minute, new.requests_per_minute),
+                        _generous(old.tokens_per_minute, new.tokens_per_minute),
+                    )
                 )
     return Snapshot(
-        revision=revision, gateway=cfg.gateway, routes=routes, consumers_by_hash=by_hash,
-        consumers=consumers, grants={c: frozenset(a) for c, a in grants.items()}, limits=limits,
-        services=services, apis=apis,
+        revision=revision,
+        gateway=cfg.gateway,
+        routes=routes,
+        consumers_by_hash=by_hash,
+        consumers=consumers,
+        grants={c: frozenset(a) for c, a in grants.items()},
+        limits=limits,
+        services=services,
+        apis=apis,
     )
 
 

@@ -64,8 +64,7 @@ def _setup_logging(data_dir: Path) -> None:
         fh.setFormatter(fmt)
         root.addHandler(fh)
     except OSError as exc:
-        print(f"aigw: warning: cannot write {data_dir / GATEWAY_LOG}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"aigw: warning: cannot write {data_dir / GATEWAY_LOG}: {exc.strerror}", file=sys.stderr)
     if sys.stderr.isatty():
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
@@ -109,19 +108,23 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
         try:
             await admin.start(ahost, aport)
         except OSError as exc:
-            raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") \
-                from None
+            raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") from None
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, _freeze_heap)
-        log.info("aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d",
-                 os.getpid(), listen, public, admin_listen, store.location.describe(),
-                 snapshot.revision)
+        log.info(
+            "aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d",
+            os.getpid(),
+            listen,
+            public,
+            admin_listen,
+            store.location.describe(),
+            snapshot.revision,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping: draining %d in-flight request(s) (up to %g s)", state.in_flight,
-                 DRAIN_S)
+        log.info("stopping: draining %d in-flight request(s) (up to %g s)", state.in_flight, DRAIN_S)
     finally:
         # Data plane first: stop accepting, wait for in-flight requests, then flush records
         # (its cleanup), which also ends the /events streams the admin runner waits for.

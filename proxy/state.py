@@ -36,8 +36,9 @@ class GatewayState:
     ``snapshot`` is replaced by one assignment; a request reads it once at its start.
     """
 
-    def __init__(self, store: Store, snapshot: Snapshot, info: ListenInfo, admin_token: str,
-                 *, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, store: Store, snapshot: Snapshot, info: ListenInfo, admin_token: str, *, limiter: Limiter | None = None
+    ) -> None:
         self.store = store
         self.snapshot = snapshot
         self.info = info
@@ -85,4 +86,3 @@ class GatewayState:
             if snap.revision != old:
                 log.info("configuration revision %d loaded (was %d)", snap.revision, old)
             return snap.revision
-

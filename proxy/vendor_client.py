@@ -83,8 +83,7 @@ def origin_of(address: str) -> Origin:
     port = parts.port or default
     shown = f"[{host}]" if ":" in host else host
     host_hdr = shown if port == default else f"{shown}:{port}"
-    return Origin(scheme, host, port, b"host: " + host_hdr.encode("idna") + b"\r\n",
-                  parts.path.rstrip("/"))
+    return Origin(scheme, host, port, b"host: " + host_hdr.encode("idna") + b"\r\n", parts.path.rstrip("/"))
 
 
 class VendorConnection(asyncio.Protocol):
@@ -126,8 +125,9 @@ class VendorConnection(asyncio.Protocol):
         if self.head_done and not self.done and not self._framed and self._error is None:
             self._finish()  # framed by the connection's end: this is the end
         elif not self.done and self._error is None:
-            self._error = Disconnected("the vendor closed the connection" if exc is None else
-                                       f"the connection broke ({type(exc).__name__})")
+            self._error = Disconnected(
+                "the vendor closed the connection" if exc is None else f"the connection broke ({type(exc).__name__})"
+            )
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -295,8 +295,7 @@ class VendorConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.done and self.keep_alive and not self.lost and not self._chunks \
-            and self._error is None
+        return self.done and self.keep_alive and not self.lost and not self._chunks and self._error is None
 
 
 class VendorPool:
@@ -319,17 +318,22 @@ class VendorPool:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await self.loop.create_connection(
-                    lambda: VendorConnection(self, key), origin.host, origin.port,
-                    ssl=self._tls() if origin.scheme == "https" else None)
+                    lambda: VendorConnection(self, key),
+                    origin.host,
+                    origin.port,
+                    ssl=self._tls() if origin.scheme == "https" else None,
+                )
         except TimeoutError:
             raise ConnectTimeout(f"no connection within {timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"{type(exc).__name__}: {exc.strerror or exc}"
-                                if isinstance(exc, OSError) else str(exc)) from None
+            raise ConnectFailed(
+                f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+            ) from None
         return conn
 
-    async def exchange(self, origin: Origin, request: bytes, *, connect_timeout: float,
-                       read_timeout: float) -> VendorConnection:
+    async def exchange(
+        self, origin: Origin, request: bytes, *, connect_timeout: float, read_timeout: float
+    ) -> VendorConnection:
         """Send ``request`` (head and body) and return the connection once the answer's head is in.
 
         The caller reads the body from the connection, then :meth:`release` it (or ``abort``).

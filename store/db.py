@@ -167,4 +167,3 @@ def _migrate(store: Store) -> None:
                 f"knows {models.SCHEMA_VERSION} — upgrade aigw"
             )
         # Future: elif int(row.value) < SCHEMA_VERSION: run the steps in order, then bump.
-

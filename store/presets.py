@@ -47,9 +47,7 @@ PRESETS: dict[str, VendorPreset] = {
             "https://api.openai.com/v1",
             ("gpt-4.1", "gpt-4.1-mini", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"),
         ),
-        VendorPreset(
-            "deepseek", "DeepSeek", "https://api.deepseek.com/v1", ("deepseek-chat", "deepseek-reasoner")
-        ),
+        VendorPreset("deepseek", "DeepSeek", "https://api.deepseek.com/v1", ("deepseek-chat", "deepseek-reasoner")),
         VendorPreset(
             "qwen",
             "Alibaba Qwen",

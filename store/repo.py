@@ -62,9 +62,7 @@ def get_revision(session: Session) -> int:
 
 def bump_revision(session: Session) -> None:
     """Inside the caller's transaction, so the gateway never sees a half-applied change."""
-    session.execute(
-        text("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'revision'")
-    )
+    session.execute(text("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'revision'"))
 
 
 def get_meta(session: Session, key: str, default: str = "") -> str:
@@ -86,14 +84,10 @@ def set_meta(session: Session, key: str, value: str) -> None:
 # ---------------------------------------------------------------- reading
 
 
-def _ordered_names(session: Session, link: Any, owner_col: Any, target: Any, target_col: Any,
-                   owner_id: int, extra: Any = None) -> list[str]:
-    q = (
-        select(target.name)
-        .join(link, target_col == target.id)
-        .where(owner_col == owner_id)
-        .order_by(link.position)
-    )
+def _ordered_names(
+    session: Session, link: Any, owner_col: Any, target: Any, target_col: Any, owner_id: int, extra: Any = None
+) -> list[str]:
+    q = select(target.name).join(link, target_col == target.id).where(owner_col == owner_id).order_by(link.position)
     if extra is not None:
         q = q.where(extra)
     return list(session.exec(q).all())
@@ -114,15 +108,25 @@ def load_config(session: Session) -> Config:
         svc_keys.setdefault(link.service_id, []).append(key_names[link.key_id])
     for s in session.exec(select(m.ModelService).order_by(m.ModelService.name)).all():
         assert s.id is not None
-        cfg.model_services.append(ModelServiceSpec(
-            name=s.name, vendor=s.vendor, protocol=s.protocol, address=s.address,
-            keys=svc_keys.get(s.id, []), key_policy=s.key_policy, model_policy=s.model_policy,
-            default_model=s.default_model, models=list(s.models or []),
-            unlisted_model=s.unlisted_model, timeout_s=s.timeout_s,
-            prices={k: Price(float(v.get("input", 0)), float(v.get("output", 0)))
-                    for k, v in (s.prices or {}).items()},
-            description=s.description,
-        ))
+        cfg.model_services.append(
+            ModelServiceSpec(
+                name=s.name,
+                vendor=s.vendor,
+                protocol=s.protocol,
+                address=s.address,
+                keys=svc_keys.get(s.id, []),
+                key_policy=s.key_policy,
+                model_policy=s.model_policy,
+                default_model=s.default_model,
+                models=list(s.models or []),
+                unlisted_model=s.unlisted_model,
+                timeout_s=s.timeout_s,
+                prices={
+                    k: Price(float(v.get("input", 0)), float(v.get("output", 0))) for k, v in (s.prices or {}).items()
+                },
+                description=s.description,
+            )
+        )
 
     svc_names = {s.id: s.name for s in session.exec(select(m.ModelService)).all()}
     primaries: dict[int, list[tuple[str, int | None]]] = {}
@@ -136,24 +140,39 @@ def load_config(session: Session) -> Config:
         assert a.id is not None
         prim = primaries.get(a.id, [])
         weights = [w for _, w in prim if w is not None]
-        cfg.model_apis.append(ModelApiSpec(
-            name=a.name, scenario=a.scenario, protocol=a.protocol, routes=list(a.routes or []),
-            base_path=a.base_path, path_simplification=a.path_simplification,
-            service_type=a.service_type, services=[n for n, _ in prim], routing=a.routing,
-            weights=weights if len(weights) == len(prim) and weights else [],
-            fallback_services=fallbacks.get(a.id, []), description=a.description,
-        ))
+        cfg.model_apis.append(
+            ModelApiSpec(
+                name=a.name,
+                scenario=a.scenario,
+                protocol=a.protocol,
+                routes=list(a.routes or []),
+                base_path=a.base_path,
+                path_simplification=a.path_simplification,
+                service_type=a.service_type,
+                services=[n for n, _ in prim],
+                routing=a.routing,
+                weights=weights if len(weights) == len(prim) and weights else [],
+                fallback_services=fallbacks.get(a.id, []),
+                description=a.description,
+            )
+        )
 
     hashes: dict[int, list[str]] = {}
     for ck in session.exec(select(m.ConsumerKey).order_by(m.ConsumerKey.key_hash)).all():
         hashes.setdefault(ck.consumer_id, []).append("sha256:" + ck.key_hash)
     for c in session.exec(select(m.Consumer).order_by(m.Consumer.name)).all():
         assert c.id is not None
-        cfg.consumers.append(ConsumerSpec(
-            name=c.name, enabled=c.enabled, api_key_hashes=hashes.get(c.id, []),
-            quota=c.quota, quota_unit=c.quota_unit, quota_period=c.quota_period,
-            description=c.description,
-        ))
+        cfg.consumers.append(
+            ConsumerSpec(
+                name=c.name,
+                enabled=c.enabled,
+                api_key_hashes=hashes.get(c.id, []),
+                quota=c.quota,
+                quota_unit=c.quota_unit,
+                quota_period=c.quota_period,
+                description=c.description,
+            )
+        )
 
     consumer_names = {c.id: c.name for c in session.exec(select(m.Consumer)).all()}
     api_names = {a.id: a.name for a in session.exec(select(m.ModelApi)).all()}
@@ -165,11 +184,16 @@ def load_config(session: Session) -> Config:
         grants.setdefault(gg.group_id, []).append(api_names[gg.api_id])
     for g in session.exec(select(m.ConsumerGroup).order_by(m.ConsumerGroup.name)).all():
         assert g.id is not None
-        cfg.consumer_groups.append(ConsumerGroupSpec(
-            name=g.name, consumers=members.get(g.id, []), model_apis=grants.get(g.id, []),
-            requests_per_minute=g.requests_per_minute, tokens_per_minute=g.tokens_per_minute,
-            description=g.description,
-        ))
+        cfg.consumer_groups.append(
+            ConsumerGroupSpec(
+                name=g.name,
+                consumers=members.get(g.id, []),
+                model_apis=grants.get(g.id, []),
+                requests_per_minute=g.requests_per_minute,
+                tokens_per_minute=g.tokens_per_minute,
+                description=g.description,
+            )
+        )
     return cfg
 
 
@@ -223,9 +247,12 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
     cls = ROW_CLASS[table]
     row = session.exec(select(cls).where(cls.name == (original or spec.name))).first()
     if row is None:
-        row = cls(name=spec.name, **({"credential": ""} if table == "model_keys" else {}),
-                  **({"vendor": "", "address": ""} if table == "model_services" else {}),
-                  **({"base_path": spec.base_path} if table == "model_apis" else {}))
+        row = cls(
+            name=spec.name,
+            **({"credential": ""} if table == "model_keys" else {}),
+            **({"vendor": "", "address": ""} if table == "model_services" else {}),
+            **({"base_path": spec.base_path} if table == "model_apis" else {}),
+        )
     row.name = spec.name
     row.description = spec.description
     row.updated_at = m.utcnow()
@@ -233,8 +260,7 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
         if spec.credential is not None:
             row.credential = spec.credential
     elif table == "model_services":
-        for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model",
-                  "unlisted_model"):
+        for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model", "unlisted_model"):
             setattr(row, f, getattr(spec, f))
         row.timeout_s = float(spec.timeout_s)
         row.models = list(spec.models)
@@ -270,8 +296,10 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
         plain = {hash_key(k): k for k in spec.api_keys}
         if spec.api_key_hashes is not None or plain:
             wanted_hex = {h.removeprefix("sha256:") for h in wanted} | set(plain)
-            have = {ck.key_hash: ck for ck in session.exec(
-                select(m.ConsumerKey).where(m.ConsumerKey.consumer_id == rid)).all()}
+            have = {
+                ck.key_hash: ck
+                for ck in session.exec(select(m.ConsumerKey).where(m.ConsumerKey.consumer_id == rid)).all()
+            }
             for h, ck in have.items():
                 if h not in wanted_hex:
                     session.delete(ck)
@@ -334,8 +362,9 @@ def save(session: Session, table: str, spec: Spec, *, original: str | None = Non
     spec = copy.deepcopy(spec)
     if original is None:
         if find(cfg, table, spec.name) is not None:
-            raise StoreError(FieldError(table, spec.name, "name",
-                                        f"a {LABEL[table]} named {spec.name!r} already exists"))
+            raise StoreError(
+                FieldError(table, spec.name, "name", f"a {LABEL[table]} named {spec.name!r} already exists")
+            )
         items.append(spec)
     else:
         current = find(cfg, table, original)
@@ -343,8 +372,9 @@ def save(session: Session, table: str, spec: Spec, *, original: str | None = Non
             raise NotFoundError(FieldError(table, original, "", f"{LABEL[table]} {original!r} does not exist"))
         if spec.name != original:
             if find(cfg, table, spec.name) is not None:
-                raise StoreError(FieldError(table, spec.name, "name",
-                                            f"a {LABEL[table]} named {spec.name!r} already exists"))
+                raise StoreError(
+                    FieldError(table, spec.name, "name", f"a {LABEL[table]} named {spec.name!r} already exists")
+                )
             _rename_refs(cfg, table, original, spec.name)
         if table == "model_keys" and spec.credential is None:  # type: ignore[union-attr]
             spec.credential = current.credential  # type: ignore[union-attr]
@@ -364,10 +394,14 @@ def delete_entity(session: Session, table: str, name: str) -> None:
         raise NotFoundError(FieldError(table, name, "", f"{LABEL[table]} {name!r} does not exist"))
     users = referrers(cfg, table, name)
     if users:
-        raise ReferencedError(FieldError(
-            table, name, "",
-            f"cannot delete {LABEL[table]} {name!r}: it is used by {', '.join(users)}",
-        ))
+        raise ReferencedError(
+            FieldError(
+                table,
+                name,
+                "",
+                f"cannot delete {LABEL[table]} {name!r}: it is used by {', '.join(users)}",
+            )
+        )
     _transaction(session, lambda: _delete_row(session, table, name))
 
 
@@ -379,7 +413,10 @@ def save_gateway(session: Session, gw: GatewaySpec) -> GatewaySpec:
     def work() -> None:
         row = session.get(m.GatewaySettings, 1) or m.GatewaySettings(id=1)
         row.listen, row.public_url, row.admin_listen = (
-            cfg.gateway.listen, cfg.gateway.public_url, cfg.gateway.admin_listen)
+            cfg.gateway.listen,
+            cfg.gateway.public_url,
+            cfg.gateway.admin_listen,
+        )
         row.updated_at = m.utcnow()
         session.add(row)
 
@@ -411,8 +448,11 @@ def revoke_consumer_key(session: Session, consumer: str, key_id: int) -> None:
 
 def consumer_for_key(session: Session, key: str) -> str | None:
     """The consumer a plain key belongs to (console "Try it" and tests; the gateway uses its snapshot)."""
-    q = select(m.Consumer.name).join(m.ConsumerKey, m.ConsumerKey.consumer_id == m.Consumer.id).where(
-        m.ConsumerKey.key_hash == hash_key(key))
+    q = (
+        select(m.Consumer.name)
+        .join(m.ConsumerKey, m.ConsumerKey.consumer_id == m.Consumer.id)
+        .where(m.ConsumerKey.key_hash == hash_key(key))
+    )
     return session.exec(q).first()
 
 
@@ -423,8 +463,9 @@ def spec_fields(spec: Any) -> dict[str, Any]:
     return {f.name: copy.deepcopy(getattr(spec, f.name)) for f in fields(spec)}
 
 
-def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune: bool,
-                 dry_run: bool) -> dict[str, dict[str, list[str]]]:
+def apply_config(
+    session: Session, incoming: Config, *, has_gateway: bool, prune: bool, dry_run: bool
+) -> dict[str, dict[str, list[str]]]:
     """Merge ``incoming`` into the store; all or nothing. Returns the plan.
 
     The plan maps ``table`` → ``{"create": [...], "change": [...], "delete": [...]}``.
@@ -487,7 +528,10 @@ def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune
         if gw_changed:
             row = session.get(m.GatewaySettings, 1) or m.GatewaySettings(id=1)
             row.listen, row.public_url, row.admin_listen = (
-                merged.gateway.listen, merged.gateway.public_url, merged.gateway.admin_listen)
+                merged.gateway.listen,
+                merged.gateway.public_url,
+                merged.gateway.admin_listen,
+            )
             session.add(row)
         _release_unique(session, writes, deletes)
         for table, spec, original in writes:
@@ -500,8 +544,9 @@ def apply_config(session: Session, incoming: Config, *, has_gateway: bool, prune
     return plan
 
 
-def _release_unique(session: Session, writes: list[tuple[str, Any, str | None]],
-                    deletes: list[tuple[str, str]]) -> None:
+def _release_unique(
+    session: Session, writes: list[tuple[str, Any, str | None]], deletes: list[tuple[str, str]]
+) -> None:
     """Free the unique values (base paths, consumer key digests) that changed or pruned rows hold.
 
     The merged config is valid as a whole, but rows are written one at a time: two APIs
@@ -509,8 +554,9 @@ def _release_unique(session: Session, writes: list[tuple[str, Any, str | None]],
     consumers would otherwise hit the UNIQUE constraints half-way through.
     """
     api_rows = [_row(session, "model_apis", name) for table, name in deletes if table == "model_apis"]
-    api_rows += [_row(session, "model_apis", orig) for table, _, orig in writes
-                 if table == "model_apis" and orig is not None]
+    api_rows += [
+        _row(session, "model_apis", orig) for table, _, orig in writes if table == "model_apis" and orig is not None
+    ]
     for row in api_rows:
         row.base_path = f"\x00releasing:{row.id}"
         session.add(row)

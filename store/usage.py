@@ -21,9 +21,7 @@ from sqlmodel import Session, col, select
 
 from .models import RequestRecord
 
-RECORD_FIELDS: tuple[str, ...] = tuple(
-    name for name in RequestRecord.model_fields if name != "id"
-)
+RECORD_FIELDS: tuple[str, ...] = tuple(name for name in RequestRecord.model_fields if name != "id")
 GROUPS = ("consumer", "api", "model", "service")
 
 
@@ -67,15 +65,17 @@ def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """
     mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
     if mark is None:
-        conn.execute(insert(RequestRecord.__table__),  # type: ignore[attr-defined]
-                     [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows])
+        conn.execute(
+            insert(RequestRecord.__table__),  # type: ignore[attr-defined]
+            [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows],
+        )
         return
     size = _rows_per_statement(conn)
     start, total = 0, len(rows)
     while start < total:
         while size > total - start:
             size //= 2
-        chunk = rows[start:start + size]
+        chunk = rows[start : start + size]
         conn.exec_driver_sql(_insert_sql(mark, size), tuple(itertools.chain.from_iterable(chunk)))
         start += size
 
@@ -167,16 +167,18 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
         q = q.where(RequestRecord.ts >= since)
     out = []
     for name, n, pt, ct, cost, errors, estimated in session.exec(q).all():
-        out.append({
-            by: name or "",
-            "requests": int(n),
-            "errors": int(errors),
-            "prompt_tokens": int(pt),
-            "completion_tokens": int(ct),
-            "total_tokens": int(pt) + int(ct),
-            "cost": round(float(cost), 10),
-            "estimated_requests": int(estimated),
-        })
+        out.append(
+            {
+                by: name or "",
+                "requests": int(n),
+                "errors": int(errors),
+                "prompt_tokens": int(pt),
+                "completion_tokens": int(ct),
+                "total_tokens": int(pt) + int(ct),
+                "cost": round(float(cost), 10),
+                "estimated_requests": int(estimated),
+            }
+        )
     out.sort(key=lambda r: (-r["cost"], -r["total_tokens"], r[by]))
     return out
 
@@ -207,8 +209,7 @@ def period_end(period: str, now: float | None = None) -> float | None:
     return None
 
 
-def quota_used(session: Session, consumer: str, unit: str, since: float,
-               until: float | None = None) -> float:
+def quota_used(session: Session, consumer: str, unit: str, since: float, until: float | None = None) -> float:
     """What ``consumer`` has used since ``since`` (and before ``until``) in ``unit``.
 
     ``requests`` counts only requests forwarded to a vendor (``service`` set): a request

@@ -62,10 +62,7 @@ def check_name(value: str) -> str | None:
     if len(value) > 64:
         return f"name is {len(value)} characters long; at most 64"
     if not NAME_RE.fullmatch(value):
-        return (
-            f"{value!r} is not a valid name: use a-z, 0-9, '-', '_' or '.', "
-            "starting with a letter or digit"
-        )
+        return f"{value!r} is not a valid name: use a-z, 0-9, '-', '_' or '.', starting with a letter or digit"
     return None
 
 
@@ -170,8 +167,9 @@ def model_matches(model: str, patterns: list[str]) -> bool:
     return any(p == model or fnmatch.fnmatchcase(model, p) for p in patterns)
 
 
-def check_number(value: object, *, lo: float, hi: float | None = None, integer: bool = False,
-                 lo_open: bool = False) -> str | None:
+def check_number(
+    value: object, *, lo: float, hi: float | None = None, integer: bool = False, lo_open: bool = False
+) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{value!r} is not a number"
     if integer and not isinstance(value, int):
@@ -260,8 +258,7 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
     allowed = SCENARIO_ROUTES.get(a.scenario, ())
     for r in a.routes:
         if allowed and r not in allowed:
-            err.add(t, n, "routes", f"route {r!r} is not offered by scenario {a.scenario!r}; "
-                    f"use {', '.join(allowed)}")
+            err.add(t, n, "routes", f"route {r!r} is not offered by scenario {a.scenario!r}; use {', '.join(allowed)}")
     for d in _dups(a.routes):
         err.add(t, n, "routes", f"route {d!r} is listed twice")
     if m := check_base_path(a.base_path):
@@ -278,8 +275,12 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
         err.add(t, n, "routing", m)
     if a.service_type == "multi" and a.routing == "weight":
         if len(a.weights) != len(a.services):
-            err.add(t, n, "weights", f"routing 'weight' needs one weight per service "
-                    f"({len(a.services)}), got {len(a.weights)}")
+            err.add(
+                t,
+                n,
+                "weights",
+                f"routing 'weight' needs one weight per service ({len(a.services)}), got {len(a.weights)}",
+            )
         for w in a.weights:
             if m := check_number(w, lo=1, hi=100, integer=True):
                 err.add(t, n, "weights", f"weight {w!r}: {m}")
@@ -397,8 +398,7 @@ def validate_config(cfg: Config) -> None:
             other = seen_paths.setdefault(path, a.name)
             if other != a.name:
                 fld = "base_path"
-                err.add("model_apis", a.name, fld,
-                        f"request path {path!r} is already served by model API {other!r}")
+                err.add("model_apis", a.name, fld, f"request path {path!r} is already served by model API {other!r}")
                 break
 
     owners: dict[str, str] = {}
@@ -432,8 +432,7 @@ def referrers(cfg: Config, table: str, name: str) -> list[str]:
     if table == "model_keys":
         out = [f"model service {s.name!r}" for s in cfg.model_services if name in s.keys]
     elif table == "model_services":
-        out = [f"model API {a.name!r}" for a in cfg.model_apis
-               if name in a.services or name in a.fallback_services]
+        out = [f"model API {a.name!r}" for a in cfg.model_apis if name in a.services or name in a.fallback_services]
     elif table == "model_apis":
         out = [f"consumer group {g.name!r}" for g in cfg.consumer_groups if name in g.model_apis]
     elif table == "consumers":

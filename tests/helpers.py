@@ -50,12 +50,12 @@ class Polls:
 
     def failure(self) -> AssertionError:
         last = self.last_exc
-        return AssertionError(f"timed out after {self.timeout}s waiting for {self.what}"
-                              + (f": {last!r}" if last else ""))
+        return AssertionError(
+            f"timed out after {self.timeout}s waiting for {self.what}" + (f": {last!r}" if last else "")
+        )
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
     """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds."""
     polls = Polls(cond, timeout, what)
     for value in polls:
@@ -93,9 +93,22 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "--db", str(self.db), "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            [
+                sys.executable,
+                "-m",
+                "tui.cli",
+                "--db",
+                str(self.db),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--admin-listen",
+                f"127.0.0.1:{self.admin_port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         out.close()
 

@@ -185,8 +185,9 @@ class MockVendor:
         finally:
             rec.finished = time.time()
 
-    async def _answer(self, request: web.Request, rec: Recorded, b: Behaviour,
-                      body: dict[str, Any]) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, rec: Recorded, b: Behaviour, body: dict[str, Any]
+    ) -> web.StreamResponse:
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.close:
@@ -198,46 +199,77 @@ class MockVendor:
         if key in self.reject_keys:
             status = self.reject_keys[key]
             return web.json_response(
-                {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                           "code": "invalid_api_key"}}, status=status)
+                {
+                    "error": {
+                        "message": "Incorrect API key provided.",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+                status=status,
+            )
         if b.body is not None or b.status != 200:
-            payload = b.body if b.body is not None else {
-                "error": {"message": f"mock vendor error {b.status}", "type": "server_error", "code": None}}
+            payload = (
+                b.body
+                if b.body is not None
+                else {"error": {"message": f"mock vendor error {b.status}", "type": "server_error", "code": None}}
+            )
             if isinstance(payload, dict | list):
                 return web.json_response(payload, status=b.status, headers=b.headers)
-            return web.Response(body=payload.encode() if isinstance(payload, str) else payload,
-                                status=b.status, content_type=b.content_type, headers=b.headers)
+            return web.Response(
+                body=payload.encode() if isinstance(payload, str) else payload,
+                status=b.status,
+                content_type=b.content_type,
+                headers=b.headers,
+            )
         path = request.path
         model = body.get("model", "mock-model")
         if path.endswith("/models"):
-            return web.json_response({"object": "list", "data": [
-                {"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]})
+            return web.json_response(
+                {"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]}
+            )
         if path.endswith("/embeddings"):
             inputs = body.get("input", "")
             n = len(inputs) if isinstance(inputs, list) else 1
-            return web.json_response({
-                "object": "list", "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
-                "usage": {"prompt_tokens": b.prompt_tokens, "total_tokens": b.prompt_tokens},
-            }, headers=b.headers)
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
+                    "usage": {"prompt_tokens": b.prompt_tokens, "total_tokens": b.prompt_tokens},
+                },
+                headers=b.headers,
+            )
         if body.get("stream"):
             return await self._stream(request, rec, b, body, model)
         text = f"Hello from mock ({model})."
-        usage = {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens,
-                 "total_tokens": b.prompt_tokens + b.completion_tokens}
+        usage = {
+            "prompt_tokens": b.prompt_tokens,
+            "completion_tokens": b.completion_tokens,
+            "total_tokens": b.prompt_tokens + b.completion_tokens,
+        }
         answer: dict[str, Any] = {
-            "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         }
         if path.endswith("/completions") and not path.endswith("/chat/completions"):
-            answer = {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()), "model": model,
-                      "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+            answer = {
+                "id": "cmpl-mock",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            }
         if b.usage != "none":
             answer["usage"] = usage
         return web.json_response(answer, headers=b.headers)
 
-    async def _stream(self, request: web.Request, rec: Recorded, b: Behaviour, body: dict[str, Any],
-                      model: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, rec: Recorded, b: Behaviour, body: dict[str, Any], model: str
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **b.headers})
         await resp.prepare(request)
         include = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -248,30 +280,52 @@ class MockVendor:
                 request.transport.close()
                 raise ConnectionResetError("mock broke the stream")
             chunk: dict[str, Any] = {
-                "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "id": "chatcmpl-mock",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
                 "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
             }
             if b.usage == "cumulative":
                 done = min(i + 1, b.completion_tokens)
-                chunk["usage"] = {"prompt_tokens": b.prompt_tokens, "completion_tokens": done,
-                                  "total_tokens": b.prompt_tokens + done}
+                chunk["usage"] = {
+                    "prompt_tokens": b.prompt_tokens,
+                    "completion_tokens": done,
+                    "total_tokens": b.prompt_tokens + done,
+                }
             elif include and b.usage == "final":
                 chunk["usage"] = None
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             i += 1
             if b.chunk_delay:
                 await asyncio.sleep(b.chunk_delay)
-        last = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        last = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
         if b.usage == "cumulative":
-            last["usage"] = {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens,
-                             "total_tokens": b.prompt_tokens + b.completion_tokens}
+            last["usage"] = {
+                "prompt_tokens": b.prompt_tokens,
+                "completion_tokens": b.completion_tokens,
+                "total_tokens": b.prompt_tokens + b.completion_tokens,
+            }
         await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
         if (include and b.usage == "final") or b.usage == "always":
-            usage_chunk = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
-                           "model": model, "choices": [],
-                           "usage": {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens,
-                                     "total_tokens": b.prompt_tokens + b.completion_tokens}}
+            usage_chunk = {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": b.prompt_tokens,
+                    "completion_tokens": b.completion_tokens,
+                    "total_tokens": b.prompt_tokens + b.completion_tokens,
+                },
+            }
             await resp.write(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

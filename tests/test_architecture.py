@@ -37,6 +37,10 @@ def test_ruff_is_clean() -> None:
     """The whole tree passes the project's lint rules (config in pyproject.toml)."""
     pytest.importorskip("ruff")
     root = Path(__file__).resolve().parent.parent
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", "store", "proxy", "tui", "tests"],
-                         cwd=root, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--quiet", "store", "proxy", "tui", "tests"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]

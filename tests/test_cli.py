@@ -179,8 +179,13 @@ def file_bytes(db: str) -> bytes:
 def test_spec_example_imports_verbatim(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
     r = aigw("import", SPEC_EXAMPLE, "--db", db)
     assert r.rc == 0, r.err
-    for entry in ("model_keys[hunyuan-key]", "model_services[hunyuan-service]", "model_apis[hunyuan-api]",
-                  "consumers[my-app]", "consumer_groups[my-apps]"):
+    for entry in (
+        "model_keys[hunyuan-key]",
+        "model_services[hunyuan-service]",
+        "model_apis[hunyuan-api]",
+        "consumers[my-app]",
+        "consumer_groups[my-apps]",
+    ):
         assert f"+ {entry}" in r.out
     st = open_store(db)
     try:
@@ -292,29 +297,59 @@ def test_plain_consumer_key_not_in_database_after_import(aigw, db: str, tmp_path
 
 BAD_FILES = [
     ("syntax", '[[model_keys]\nname = "x"\n', "invalid TOML"),
-    ("unknown field", '[[model_keys]]\nname = "new-key"\ncredential = "env:X"\ncolour = "red"\n',
-     "model_keys[new-key].colour"),
+    (
+        "unknown field",
+        '[[model_keys]]\nname = "new-key"\ncredential = "env:X"\ncolour = "red"\n',
+        "model_keys[new-key].colour",
+    ),
     ("unknown table", '[[model_keyz]]\nname = "x"\n', "model_keyz"),
-    ("wrong type", '[[consumer_groups]]\nname = "g"\nrequests_per_minute = "600"\n',
-     "consumer_groups[g].requests_per_minute"),
+    (
+        "wrong type",
+        '[[consumer_groups]]\nname = "g"\nrequests_per_minute = "600"\n',
+        "consumer_groups[g].requests_per_minute",
+    ),
     ("wrong type bool", '[[consumers]]\nname = "c"\nenabled = "yes"\n', "consumers[c].enabled"),
-    ("broken reference", '[[model_apis]]\nname = "x-api"\nbase_path = "/x"\nservices = ["ghost"]\n',
-     "model_apis[x-api].services"),
-    ("duplicate name", '[[consumers]]\nname = "twin"\n\n[[consumers]]\nname = "twin"\n',
-     "consumers[twin].name"),
-    ("bad enum", '[[model_services]]\nname = "hunyuan-service"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
-     'key_policy = "sometimes"\ndefault_model = "hunyuan-lite"\n', "model_services[hunyuan-service].key_policy"),
-    ("dotdot base path", '[[model_apis]]\nname = "hunyuan-api"\nbase_path = "/a/../b"\n'
-     'services = ["hunyuan-service"]\n', "model_apis[hunyuan-api].base_path"),
+    (
+        "broken reference",
+        '[[model_apis]]\nname = "x-api"\nbase_path = "/x"\nservices = ["ghost"]\n',
+        "model_apis[x-api].services",
+    ),
+    ("duplicate name", '[[consumers]]\nname = "twin"\n\n[[consumers]]\nname = "twin"\n', "consumers[twin].name"),
+    (
+        "bad enum",
+        '[[model_services]]\nname = "hunyuan-service"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
+        'key_policy = "sometimes"\ndefault_model = "hunyuan-lite"\n',
+        "model_services[hunyuan-service].key_policy",
+    ),
+    (
+        "dotdot base path",
+        '[[model_apis]]\nname = "hunyuan-api"\nbase_path = "/a/../b"\nservices = ["hunyuan-service"]\n',
+        "model_apis[hunyuan-api].base_path",
+    ),
     ("missing name", '[[model_keys]]\ncredential = "env:X"\n', "model_keys[#2].name"),
-    ("price field", '[[model_services]]\nname = "p"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
-     'default_model = "m"\n[model_services.prices.m]\ninput = 1\ncached = 2\n', "model_services[p].prices.m.cached"),
-    ("negative price", '[[model_services]]\nname = "p"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
-     'default_model = "m"\n[model_services.prices.m]\ninput = -1\n', "model_services[p].prices.m.input"),
-    ("weights", '[[model_apis]]\nname = "w"\nbase_path = "/w"\nservice_type = "multi"\nrouting = "weight"\n'
-     'services = ["hunyuan-service"]\nweights = [0]\n', "model_apis[w].weights"),
-    ("base path taken", '[[model_apis]]\nname = "dup"\nbase_path = "hunyuan/"\nservices = ["hunyuan-service"]\n',
-     "'dup'"),
+    (
+        "price field",
+        '[[model_services]]\nname = "p"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
+        'default_model = "m"\n[model_services.prices.m]\ninput = 1\ncached = 2\n',
+        "model_services[p].prices.m.cached",
+    ),
+    (
+        "negative price",
+        '[[model_services]]\nname = "p"\nvendor = "hunyuan"\nkeys = ["hunyuan-key"]\n'
+        'default_model = "m"\n[model_services.prices.m]\ninput = -1\n',
+        "model_services[p].prices.m.input",
+    ),
+    (
+        "weights",
+        '[[model_apis]]\nname = "w"\nbase_path = "/w"\nservice_type = "multi"\nrouting = "weight"\n'
+        'services = ["hunyuan-service"]\nweights = [0]\n',
+        "model_apis[w].weights",
+    ),
+    (
+        "base path taken",
+        '[[model_apis]]\nname = "dup"\nbase_path = "hunyuan/"\nservices = ["hunyuan-service"]\n',
+        "'dup'",
+    ),
     ("gateway", '[gateway]\nlisten = "nowhere"\n', "gateway.listen"),
 ]
 
@@ -355,8 +390,7 @@ def test_wrong_type_error_never_echoes_credential(aigw, db: str, tmp_path: Path)
 def test_dry_run_prints_plan_and_changes_nothing(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
     before, rev = export(aigw, db), revision(db)
-    changed = SPEC_EXAMPLE.read_text(encoding="utf-8").replace("requests_per_minute = 600",
-                                                                "requests_per_minute = 60")
+    changed = SPEC_EXAMPLE.read_text(encoding="utf-8").replace("requests_per_minute = 600", "requests_per_minute = 60")
     changed += '\n[[model_keys]]\nname = "extra"\ncredential = "env:EXTRA"\n'
     path = write(tmp_path, "next.toml", changed)
     r = aigw("--db", db, "import", "--dry-run", path)
@@ -382,15 +416,20 @@ def test_prune(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untype
     assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
     assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
     both = export(aigw, db)
-    assert "name = \"alpha\"" in both and "name = \"hunyuan-service\"" in both  # absent = kept
+    assert 'name = "alpha"' in both and 'name = "hunyuan-service"' in both  # absent = kept
     rev = revision(db)
     r = aigw("--db", db, "import", "--prune", "--dry-run", SPEC_EXAMPLE)
     assert r.rc == 0 and "- model_services[alpha]" in r.out and "- consumers[app]" in r.out
     assert export(aigw, db) == both and revision(db) == rev
     r = aigw("--db", db, "import", "--prune", SPEC_EXAMPLE)
     assert r.rc == 0, r.err
-    for gone in ("model_keys[literal-key]", "model_services[alpha]", "model_apis[chat]", "consumers[off]",
-                 "consumer_groups[team]"):
+    for gone in (
+        "model_keys[literal-key]",
+        "model_services[alpha]",
+        "model_apis[chat]",
+        "consumers[off]",
+        "consumer_groups[team]",
+    ):
         assert f"- {gone}" in r.out
     assert revision(db) == rev + 1
     other = str(tmp_path / "o" / "aigw.db")
@@ -420,14 +459,18 @@ def test_prune_refuses_when_kept_entity_references_pruned(aigw, db: str, tmp_pat
 def test_import_swaps_and_moves_unique_values(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Valid as a whole but not row by row: base paths swapped, a key moved, a path reused."""
     assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
-    swapped = (RICH.replace('base_path = "chat/"', 'base_path = "TMP"')
-               .replace('base_path = "/emb"', 'base_path = "/chat"').replace('"TMP"', '"/emb"'))
+    swapped = (
+        RICH.replace('base_path = "chat/"', 'base_path = "TMP"')
+        .replace('base_path = "/emb"', 'base_path = "/chat"')
+        .replace('"TMP"', '"/emb"')
+    )
     swapped = swapped.replace(f'api_keys = ["{PLAIN_KEY}"]', "api_key_hashes = []").replace(
-        f'api_key_hashes = ["sha256:{"ab" * 32}"]', f'api_keys = ["{PLAIN_KEY}"]')
+        f'api_key_hashes = ["sha256:{"ab" * 32}"]', f'api_keys = ["{PLAIN_KEY}"]'
+    )
     r = aigw("--db", db, "import", write(tmp_path, "swap.toml", swapped))
     assert r.rc == 0, r.err
     text = export(aigw, db)
-    chat = text[text.index('name = "chat"'):]
+    chat = text[text.index('name = "chat"') :]
     assert 'base_path = "/emb"' in chat.split("[[", 1)[0]
     st = open_store(db)
     try:
@@ -438,9 +481,10 @@ def test_import_swaps_and_moves_unique_values(aigw, db: str, tmp_path: Path) -> 
     # prune one API and give its base path to another in the same import
     reused = swapped.replace('base_path = "/chat"', 'base_path = "/gone"')
     cut = reused.index('[[model_apis]]\nname = "emb"')
-    reused = reused[:cut] + reused[reused.index("[[consumers]]"):]
+    reused = reused[:cut] + reused[reused.index("[[consumers]]") :]
     reused = reused.replace('model_apis = ["chat", "emb"]', 'model_apis = ["chat"]').replace(
-        'base_path = "/emb"', 'base_path = "/chat"')
+        'base_path = "/emb"', 'base_path = "/chat"'
+    )
     r = aigw("--db", db, "import", "--prune", write(tmp_path, "reuse.toml", reused))
     assert r.rc == 0, r.err
     assert 'base_path = "/chat"' in export(aigw, db)
@@ -618,13 +662,30 @@ def records_db(db: str) -> str:
     st = open_store(db)
     try:
         with st.session() as s:
-            usage.insert_records(s, [
-                {"ts": NOW - age, "request_id": f"req-{i}", "path": "/chat/v1/chat/completions",
-                 "consumer": c, "api": a, "service": "alpha", "model": m, "status": st_, "latency_ms": 12.5,
-                 "prompt_tokens": p, "completion_tokens": ct, "total_tokens": p + ct, "cost": cost,
-                 "stream": i % 2 == 0, "estimated": i == 3, "error": "upstream_error" if st_ >= 500 else ""}
-                for i, (age, c, a, m, st_, p, ct, cost) in enumerate(RECORDS)
-            ])
+            usage.insert_records(
+                s,
+                [
+                    {
+                        "ts": NOW - age,
+                        "request_id": f"req-{i}",
+                        "path": "/chat/v1/chat/completions",
+                        "consumer": c,
+                        "api": a,
+                        "service": "alpha",
+                        "model": m,
+                        "status": st_,
+                        "latency_ms": 12.5,
+                        "prompt_tokens": p,
+                        "completion_tokens": ct,
+                        "total_tokens": p + ct,
+                        "cost": cost,
+                        "stream": i % 2 == 0,
+                        "estimated": i == 3,
+                        "error": "upstream_error" if st_ >= 500 else "",
+                    }
+                    for i, (age, c, a, m, st_, p, ct, cost) in enumerate(RECORDS)
+                ],
+            )
     finally:
         st.dispose()
     return db
@@ -713,8 +774,12 @@ def test_usage_text(aigw, records_db: str) -> None:  # type: ignore[no-untyped-d
 def aigw_process(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tui.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
 
 

@@ -72,17 +72,24 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 
 
 def test_usage_json_by_consumer_matches_vendor_tokens_and_prices(
-        traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
+    traffic: Traffic, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = run_json(capsys, "--db", str(traffic.db), "usage", "--by", "consumer", "--json")
     assert out["by"] == "consumer" and out["since"] is None
     rows = {r["consumer"]: r for r in out["rows"]}
     app, team = rows["app"], rows["team"]
     assert (app["requests"], app["prompt_tokens"], app["completion_tokens"]) == (
-        N_APP, N_APP * PROMPT, N_APP * COMPLETION)
+        N_APP,
+        N_APP * PROMPT,
+        N_APP * COMPLETION,
+    )
     assert app["total_tokens"] == N_APP * (PROMPT + COMPLETION) and app["errors"] == 0
     # streamed requests are counted from the usage chunk the gateway asked the vendor for
     assert (team["requests"], team["prompt_tokens"], team["completion_tokens"]) == (
-        N_TEAM_STREAM, N_TEAM_STREAM * PROMPT, N_TEAM_STREAM * COMPLETION)
+        N_TEAM_STREAM,
+        N_TEAM_STREAM * PROMPT,
+        N_TEAM_STREAM * COMPLETION,
+    )
     assert team["estimated_requests"] == 0
     assert round(app["cost"], 2) == round(N_APP * request_cost(), 2)
     assert app["cost"] == pytest.approx(N_APP * request_cost(), rel=1e-9)
@@ -181,7 +188,11 @@ class Lines:
 def test_logs_follow_prints_new_records_and_survives_a_restart(traffic: Traffic) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "--db", str(traffic.db), "logs", "-n", "1", "--follow", "--json"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = Lines(proc)
         first = json.loads(Lines.wait(lines.out, lambda ln: ln.strip()))  # the listing (-n 1)
@@ -223,8 +234,10 @@ def test_event_source_close_wakes_a_blocked_read() -> None:
         with conn:
             conn.recv(65536)
             body = b'data: {"request_id": "one", "ts": 1.0}\n\n'
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+            )
             release.wait(30)  # then silence: no heartbeat, no end
 
     threading.Thread(target=serve, daemon=True).start()

@@ -42,19 +42,32 @@ def configure(db: Path, vendor: MockVendor) -> dict[str, str]:
     st = open_store(str(db))
     try:
         with st.session() as s:
-            repo.save_gateway(s, GatewaySpec(listen=f"127.0.0.1:{free_port()}",
-                                             admin_listen=f"127.0.0.1:{free_port()}"))
+            repo.save_gateway(
+                s, GatewaySpec(listen=f"127.0.0.1:{free_port()}", admin_listen=f"127.0.0.1:{free_port()}")
+            )
             repo.save(s, "model_keys", ModelKeySpec("k1", "sk-vendor-usage-secret-1"))
-            repo.save(s, "model_services", ModelServiceSpec(
-                "main", vendor="custom", address=vendor.url, keys=["k1"], default_model=MODEL,
-                prices={MODEL: Price(input=PRICE_IN, output=PRICE_OUT)}))
+            repo.save(
+                s,
+                "model_services",
+                ModelServiceSpec(
+                    "main",
+                    vendor="custom",
+                    address=vendor.url,
+                    keys=["k1"],
+                    default_model=MODEL,
+                    prices={MODEL: Price(input=PRICE_IN, output=PRICE_OUT)},
+                ),
+            )
             repo.save(s, "model_apis", ModelApiSpec("hunyuan-api", base_path="/hunyuan", services=["main"]))
             repo.save(s, "consumers", ConsumerSpec("app"))
             repo.save(s, "consumers", ConsumerSpec("team", quota=1000, quota_unit="tokens", quota_period="day"))
             repo.save(s, "consumers", ConsumerSpec("ops"))
             keys = {name: repo.create_consumer_key(s, name) for name in ("app", "team", "ops")}
-            repo.save(s, "consumer_groups", ConsumerGroupSpec("apps", consumers=["app", "team", "ops"],
-                                                              model_apis=["hunyuan-api"]))
+            repo.save(
+                s,
+                "consumer_groups",
+                ConsumerGroupSpec("apps", consumers=["app", "team", "ops"], model_apis=["hunyuan-api"]),
+            )
     finally:
         st.dispose()
     return keys

@@ -38,8 +38,14 @@ class AigwApp(App[int]):
     VERTICAL_BREAKPOINTS: ClassVar = [(0, "-short"), (36, "-tall")]
     """``-short`` below 36 rows: dialogs scroll their fields and keep their buttons visible."""
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True, id="quit",
-                tooltip="Quit the console (asks whether to leave a running gateway up)"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            priority=True,
+            id="quit",
+            tooltip="Quit the console (asks whether to leave a running gateway up)",
+        ),
     ]
 
     gateway_status: reactive[GatewayStatus] = reactive(GatewayStatus, always_update=True)
@@ -52,8 +58,14 @@ class AigwApp(App[int]):
             super().__init__()
             self.status = status
 
-    def __init__(self, store: Store, *, start_section: str = "instance",
-                 gateway: GatewayController | None = None, poll_interval: float | None = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        start_section: str = "instance",
+        gateway: GatewayController | None = None,
+        poll_interval: float | None = 1.0,
+    ) -> None:
         super().__init__()
         self.store = store
         self.gateway = gateway or GatewayController(store)
@@ -100,8 +112,9 @@ class AigwApp(App[int]):
         previous = self.gateway_status
         self.gateway_status = message.status
         if message.status.state == CRASHED and previous.state != CRASHED:
-            self.notify(message.status.message or "the gateway stopped unexpectedly",
-                        title="Gateway crashed", severity="error")
+            self.notify(
+                message.status.message or "the gateway stopped unexpectedly", title="Gateway crashed", severity="error"
+            )
 
     def action_gateway_start(self) -> None:
         self._gateway_do("start")
@@ -117,9 +130,15 @@ class AigwApp(App[int]):
 
     @work(thread=True, exclusive=True, group="gateway-control", exit_on_error=False)
     def _gateway_do(self, what: str) -> GatewayStatus:
-        self.post_message(self.GatewayObserved(GatewayStatus(
-            state=STARTING if what != "stop" else "stopping",
-            listen=self.gateway_status.listen, admin_listen=self.gateway_status.admin_listen)))
+        self.post_message(
+            self.GatewayObserved(
+                GatewayStatus(
+                    state=STARTING if what != "stop" else "stopping",
+                    listen=self.gateway_status.listen,
+                    admin_listen=self.gateway_status.admin_listen,
+                )
+            )
+        )
         status: GatewayStatus = getattr(self.gateway, what)()
         self.post_message(self.GatewayObserved(status))
         return status
@@ -145,8 +164,7 @@ class AigwApp(App[int]):
         """Every failed worker ends here (``StateChanged`` does not bubble: screens and
         dialogs forward theirs), shown as one error notification in the user's words."""
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.notify(user_message(event.worker.error), title="Something went wrong",
-                        severity="error", timeout=8)
+            self.notify(user_message(event.worker.error), title="Something went wrong", severity="error", timeout=8)
 
     # ------------------------------------------------------------- quitting
 

@@ -72,8 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("usage", help="token and cost totals")
     u.add_argument("--by", choices=("consumer", "api", "model", "service"), default="consumer")
-    u.add_argument("--since", metavar="DATE|7d|30d", type=_since, default=None,
-                   help="YYYY-MM-DD, an ISO time, or a span like 24h, 7d, 30d (default: all time)")
+    u.add_argument(
+        "--since",
+        metavar="DATE|7d|30d",
+        type=_since,
+        default=None,
+        help="YYYY-MM-DD, an ISO time, or a span like 24h, 7d, 30d (default: all time)",
+    )
     u.add_argument("--json", action="store_true", help="JSON output")
     _add_db(u)
     return p
@@ -97,15 +102,20 @@ def _since(v: str) -> float:
     try:
         if m := _SPAN.match(v.strip()):
             n, unit = int(m.group(1)), m.group(2)
-            delta = {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n),
-                     "w": timedelta(weeks=n)}[unit]
+            delta = {
+                "m": timedelta(minutes=n),
+                "h": timedelta(hours=n),
+                "d": timedelta(days=n),
+                "w": timedelta(weeks=n),
+            }[unit]
             ts = time.time() - delta.total_seconds()
         else:
             try:
                 dt = datetime.fromisoformat(v.strip())
             except ValueError:
                 raise argparse.ArgumentTypeError(
-                    f"{v!r} is not a date (YYYY-MM-DD), an ISO time, or a span like 7d or 24h") from None
+                    f"{v!r} is not a date (YYYY-MM-DD), an ISO time, or a span like 7d or 24h"
+                ) from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
             ts = dt.timestamp()
@@ -173,8 +183,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     parsed = config_io.read_file(args.file)  # parse before touching the store
     store = _open(args)
     with store.session() as s:
-        plan = repo.apply_config(s, parsed.config, has_gateway=parsed.has_gateway,
-                                 prune=args.prune, dry_run=args.dry_run)
+        plan = repo.apply_config(
+            s, parsed.config, has_gateway=parsed.has_gateway, prune=args.prune, dry_run=args.dry_run
+        )
     lines = []
     for table, p in plan.items():
         for verb, sign in (("create", "+"), ("change", "~"), ("delete", "-")):
@@ -213,9 +224,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _record_line(d: dict) -> str:  # type: ignore[type-arg]
     tokens = f"{d['prompt_tokens']}+{d['completion_tokens']}{'~' if d['estimated'] else ''}"
     err = f"  {d['error']}" if d.get("error") else ""
-    return (f"{d['time']}  {d['status']:>3}  {d['latency_ms']:>8.1f}ms  {d['consumer'] or '-':<16} "
-            f"{d['api'] or '-':<16} {d['model'] or '-':<28} {tokens:>11}  ${d['cost']:.6f}"
-            f"{'  stream' if d['stream'] else ''}  {d['request_id']}{err}")
+    return (
+        f"{d['time']}  {d['status']:>3}  {d['latency_ms']:>8.1f}ms  {d['consumer'] or '-':<16} "
+        f"{d['api'] or '-':<16} {d['model'] or '-':<28} {tokens:>11}  ${d['cost']:.6f}"
+        f"{'  stream' if d['stream'] else ''}  {d['request_id']}{err}"
+    )
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -243,20 +256,34 @@ def cmd_usage(args: argparse.Namespace) -> int:
     store = _open(args)
     with store.session() as s:
         rows = usage.totals(s, by=args.by, since=args.since)
-    total = {k: sum(r[k] for r in rows) for k in
-             ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
-              "estimated_requests")}
+    total = {
+        k: sum(r[k] for r in rows)
+        for k in (
+            "requests",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost",
+            "estimated_requests",
+        )
+    }
     total["cost"] = round(total["cost"], 10)
     if args.json:
-        since = (datetime.fromtimestamp(args.since, UTC).isoformat().replace("+00:00", "Z")
-                 if args.since is not None else None)
+        since = (
+            datetime.fromtimestamp(args.since, UTC).isoformat().replace("+00:00", "Z")
+            if args.since is not None
+            else None
+        )
         print(json.dumps({"by": args.by, "since": since, "rows": rows, "total": total}, indent=2))
         return 0
     head = f"{args.by:<24} {'requests':>9} {'errors':>7} {'prompt':>12} {'completion':>12} {'total':>12} {'cost':>12}"
     print(head)
     for r in [*rows, {args.by: "TOTAL", **total}]:
-        print(f"{str(r[args.by]) or '-':<24} {r['requests']:>9} {r['errors']:>7} {r['prompt_tokens']:>12} "
-              f"{r['completion_tokens']:>12} {r['total_tokens']:>12} {r['cost']:>12.6f}")
+        print(
+            f"{str(r[args.by]) or '-':<24} {r['requests']:>9} {r['errors']:>7} {r['prompt_tokens']:>12} "
+            f"{r['completion_tokens']:>12} {r['total_tokens']:>12} {r['cost']:>12.6f}"
+        )
     if total["estimated_requests"]:
         print(f"~ {total['estimated_requests']} request(s) counted with estimated tokens (the vendor sent no usage)")
     return 0

@@ -43,5 +43,4 @@ class ConsoleCommands(Provider):
         for title, help_text, action in console_commands():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), partial(self.app.run_action, action),
-                          help=help_text)
+                yield Hit(score, matcher.highlight(title), partial(self.app.run_action, action), help=help_text)

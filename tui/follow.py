@@ -91,8 +91,9 @@ class EventSource:
             if self._closed.is_set():
                 return
             if resp.status_code in (401, 403):
-                raise TokenRefused(f"the gateway at {self.base} refused this store's admin token "
-                                   "(is it another store's gateway?)")
+                raise TokenRefused(
+                    f"the gateway at {self.base} refused this store's admin token (is it another store's gateway?)"
+                )
             resp.raise_for_status()
             if on_open is not None:
                 on_open()
@@ -161,9 +162,15 @@ def _finished_since(store: Store, cutoff: float) -> list[dict[str, Any]]:
     return [r for r in rows if r["ts"] + (r["latency_ms"] or 0) / 1000 >= cutoff]
 
 
-def follow_events(store: Store, *, as_json: bool, line: Callable[[dict[str, Any]], str],
-                  max_seconds: float | None = None, listed: list[dict[str, Any]] | None = None,
-                  listed_at: float | None = None) -> int:
+def follow_events(
+    store: Store,
+    *,
+    as_json: bool,
+    line: Callable[[dict[str, Any]], str],
+    max_seconds: float | None = None,
+    listed: list[dict[str, Any]] | None = None,
+    listed_at: float | None = None,
+) -> int:
     """Print records as requests finish, until interrupted (or ``max_seconds``).
 
     ``listed`` are the records already printed (read from the store at ``listed_at``).
@@ -176,8 +183,12 @@ def follow_events(store: Store, *, as_json: bool, line: Callable[[dict[str, Any]
     printer = _Printer(as_json, line)
     for rec in listed or ():
         printer.mark(rec)
-    state: dict[str, Any] = {"away": False, "first": True, "base": store_admin_base(store),
-                             "cutoff": (listed_at or time.time()) - 1.0}
+    state: dict[str, Any] = {
+        "away": False,
+        "first": True,
+        "base": store_admin_base(store),
+        "cutoff": (listed_at or time.time()) - 1.0,
+    }
 
     def opened() -> None:
         if state["first"]:

@@ -25,7 +25,13 @@ from store.spec import GatewaySpec
 from .admin_client import AdminClient, Health
 
 STOPPED, STARTING, RUNNING, ATTACHED, STOPPING, CRASHED = (
-    "stopped", "starting", "running", "attached", "stopping", "crashed")
+    "stopped",
+    "starting",
+    "running",
+    "attached",
+    "stopping",
+    "crashed",
+)
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 12
@@ -120,8 +126,11 @@ class GatewayController:
     def status(self) -> GatewayStatus:
         settings = read_settings(self.store)
         health = self.admin(settings).health()
-        base = {"listen": settings.listen, "admin_listen": settings.admin_listen,
-                "public_url": settings.effective_public_url()}
+        base = {
+            "listen": settings.listen,
+            "admin_listen": settings.admin_listen,
+            "public_url": settings.effective_public_url(),
+        }
         with self._lock:
             if self._busy:
                 return GatewayStatus(state=self._busy, **base)
@@ -133,27 +142,44 @@ class GatewayController:
             if health is None and self.proc is not None:
                 # Ours and alive, but silent on the admin address: still starting, or the
                 # admin address was changed since it started (a restart applies it).
-                return GatewayStatus(state=STARTING, pid=self.proc.pid, log_tail=tail(self.log_path),
-                                     message="the gateway process runs but does not answer on "
-                                             f"{settings.admin_listen}", **base)
+                return GatewayStatus(
+                    state=STARTING,
+                    pid=self.proc.pid,
+                    log_tail=tail(self.log_path),
+                    message=f"the gateway process runs but does not answer on {settings.admin_listen}",
+                    **base,
+                )
             if health is None:
                 self._last = None
                 self._attached_pid = None
                 if self._crash is not None:
                     code, log = self._crash
-                    return GatewayStatus(state=CRASHED, exit_code=code, log_tail=log,
-                                         message=f"the gateway exited with status {code}", **base)
+                    return GatewayStatus(
+                        state=CRASHED,
+                        exit_code=code,
+                        log_tail=log,
+                        message=f"the gateway exited with status {code}",
+                        **base,
+                    )
                 return GatewayStatus(state=STOPPED, **base)
             self._crash = None
             rate = self._rate(health.requests_total)
             owned = self.proc is not None and health.pid == self.proc.pid
             if not owned:
                 self._attached_pid = health.pid
-            base.update(listen=health.listen or settings.listen,
-                        public_url=(health.public_url or settings.effective_public_url()).rstrip("/"))
-            return GatewayStatus(state=RUNNING if owned else ATTACHED, pid=health.pid,
-                                 version=health.version, requests_total=health.requests_total,
-                                 rate=rate, health=health, **base)
+            base.update(
+                listen=health.listen or settings.listen,
+                public_url=(health.public_url or settings.effective_public_url()).rstrip("/"),
+            )
+            return GatewayStatus(
+                state=RUNNING if owned else ATTACHED,
+                pid=health.pid,
+                version=health.version,
+                requests_total=health.requests_total,
+                rate=rate,
+                health=health,
+                **base,
+            )
 
     def _rate(self, total: int) -> float | None:
         now = time.monotonic()
@@ -178,8 +204,12 @@ class GatewayController:
                 self.proc = self._spawn()
             except OSError as exc:
                 self._busy = None
-                return GatewayStatus(state=CRASHED, message=f"cannot start the gateway: {exc}",
-                                     listen=settings.listen, admin_listen=settings.admin_listen)
+                return GatewayStatus(
+                    state=CRASHED,
+                    message=f"cannot start the gateway: {exc}",
+                    listen=settings.listen,
+                    admin_listen=settings.admin_listen,
+                )
         try:
             deadline = time.monotonic() + timeout
             admin = self.admin(settings)
@@ -200,8 +230,11 @@ class GatewayController:
         try:
             return subprocess.Popen(
                 [self.python, "-m", "tui.cli", "--db", self.db_argument(), "serve"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         finally:
             log.close()

@@ -44,15 +44,19 @@ def access_urls(gateway: GatewaySpec, api: ModelApiSpec) -> list[str]:
     return [base + r for r in api.routes]
 
 
-def curl_command(url: str, model: str, api_key: str = "<API_KEY>",
-                 message: str = DEFAULT_MESSAGE) -> str:
+def curl_command(url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE) -> str:
     """The seed's curl with real values (the key stays a placeholder unless given)."""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": message}],
-                       "stream": False}, ensure_ascii=False, indent=2)
-    return (f"curl -i -X POST {shlex.quote(url)} \\\n"
-            f"  -H \"Content-Type: application/json\" \\\n"
-            f"  -H \"Authorization: Bearer {api_key}\" \\\n"
-            f"  -d {shlex.quote(body)}")
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": message}], "stream": False},
+        ensure_ascii=False,
+        indent=2,
+    )
+    return (
+        f"curl -i -X POST {shlex.quote(url)} \\\n"
+        f'  -H "Content-Type: application/json" \\\n'
+        f'  -H "Authorization: Bearer {api_key}" \\\n'
+        f"  -d {shlex.quote(body)}"
+    )
 
 
 def request_body(url: str, model: str, message: str) -> dict[str, Any]:
@@ -97,16 +101,25 @@ def diagnose(status: int, message: str, *, key_known: bool | None = None) -> tup
     if status == 401 and "disabled" in message.lower():
         return "This consumer is disabled: enable it in Consumers" + said, "consumers"
     if status == 401 and key_known is not False and (key_known or "vendor" in message.lower()):
-        return ("The vendor rejected the model key: check the credential in Key Management "
-                "(or the environment variable it names)" + said, "model_keys")
+        return (
+            "The vendor rejected the model key: check the credential in Key Management "
+            "(or the environment variable it names)" + said,
+            "model_keys",
+        )
     if status == 401:
-        return ("The gateway does not accept this API key: use a key created for the consumer "
-                "(Consumers → Create Key), and check the consumer is enabled" + said, "consumers")
+        return (
+            "The gateway does not accept this API key: use a key created for the consumer "
+            "(Consumers → Create Key), and check the consumer is enabled" + said,
+            "consumers",
+        )
     if status == 403:
         if key_known and "vendor" in message.lower():
             return "The vendor refused the request with the model key" + said, "model_keys"
-        return ("This consumer is not authorized for this API: add the API to one of its "
-                "consumer groups (Consumer Groups → Authorized Model APIs)" + said, "consumer_groups")
+        return (
+            "This consumer is not authorized for this API: add the API to one of its "
+            "consumer groups (Consumer Groups → Authorized Model APIs)" + said,
+            "consumer_groups",
+        )
     if status == 404:
         if "model" in message.lower():
             return "The model is not offered by this API's services" + said, "model_services"
@@ -114,11 +127,15 @@ def diagnose(status: int, message: str, *, key_known: bool | None = None) -> tup
     if status == 429:
         if "quota" in message.lower():
             return "The consumer's quota is used up for this period" + said, "consumers"
-        return ("Rate limited: the group's requests/tokens per minute (or the vendor's own limit)"
-                + said, "consumer_groups")
+        return (
+            "Rate limited: the group's requests/tokens per minute (or the vendor's own limit)" + said,
+            "consumer_groups",
+        )
     if status == 502:
-        return ("The gateway cannot reach the vendor: check the service address and that this "
-                "machine can reach it" + said, "model_services")
+        return (
+            "The gateway cannot reach the vendor: check the service address and that this machine can reach it" + said,
+            "model_services",
+        )
     if status == 504:
         return "The vendor did not answer in time (the service's timeout)" + said, "model_services"
     if status in (400, 413, 422):
@@ -128,30 +145,57 @@ def diagnose(status: int, message: str, *, key_known: bool | None = None) -> tup
     return f"Unexpected status {status}" + said, None
 
 
-def send_chat(url: str, api_key: str, model: str, *, message: str = DEFAULT_MESSAGE,
-              store: Store | None = None, timeout: float = TIMEOUT_S) -> InvokeResult:
+def send_chat(
+    url: str,
+    api_key: str,
+    model: str,
+    *,
+    message: str = DEFAULT_MESSAGE,
+    store: Store | None = None,
+    timeout: float = TIMEOUT_S,
+) -> InvokeResult:
     """POST the seed's request to ``url`` with ``api_key``; never raises for network trouble."""
     key_known: bool | None = None
     if store is not None and api_key:
         with store.session() as s:
             key_known = repo.consumer_for_key(s, api_key) is not None
     if not api_key:
-        return InvokeResult(False, None, 0.0, diagnosis="Paste a consumer API key first "
-                            "(Consumers → Create Key shows a new one once)", step="consumers")
+        return InvokeResult(
+            False,
+            None,
+            0.0,
+            diagnosis="Paste a consumer API key first (Consumers → Create Key shows a new one once)",
+            step="consumers",
+        )
     body = request_body(url, model, message)
     started = time.perf_counter()
     try:
         r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout)
     except httpx.ConnectError:
-        return InvokeResult(False, None, (time.perf_counter() - started) * 1000,
-                            diagnosis=f"The gateway is not running: nothing answers at {url}. "
-                                      "Start it with ctrl+g (or Instance Info → Start)", step="gateway")
+        return InvokeResult(
+            False,
+            None,
+            (time.perf_counter() - started) * 1000,
+            diagnosis=f"The gateway is not running: nothing answers at {url}. "
+            "Start it with ctrl+g (or Instance Info → Start)",
+            step="gateway",
+        )
     except httpx.TimeoutException:
-        return InvokeResult(False, None, (time.perf_counter() - started) * 1000,
-                            diagnosis=f"No answer within {timeout:g} s", step="model_services")
+        return InvokeResult(
+            False,
+            None,
+            (time.perf_counter() - started) * 1000,
+            diagnosis=f"No answer within {timeout:g} s",
+            step="model_services",
+        )
     except httpx.HTTPError as exc:
-        return InvokeResult(False, None, (time.perf_counter() - started) * 1000,
-                            diagnosis=f"The request failed: {type(exc).__name__}", step="gateway")
+        return InvokeResult(
+            False,
+            None,
+            (time.perf_counter() - started) * 1000,
+            diagnosis=f"The request failed: {type(exc).__name__}",
+            step="gateway",
+        )
     latency = (time.perf_counter() - started) * 1000
     text = r.text[:4000]
     try:
@@ -161,9 +205,14 @@ def send_chat(url: str, api_key: str, model: str, *, message: str = DEFAULT_MESS
     rid = r.headers.get("x-request-id", "")
     if r.status_code == 200:
         answer = _answer(data)
-        return InvokeResult(True, 200, latency, answer=answer or text, model=str(
-            (data or {}).get("model", model)) if isinstance(data, dict) else model,
-            request_id=rid, body=text)
+        return InvokeResult(
+            True,
+            200,
+            latency,
+            answer=answer or text,
+            model=str((data or {}).get("model", model)) if isinstance(data, dict) else model,
+            request_id=rid,
+            body=text,
+        )
     diagnosis, step = diagnose(r.status_code, _error_message(data), key_known=key_known)
-    return InvokeResult(False, r.status_code, latency, diagnosis=diagnosis, step=step,
-                        request_id=rid, body=text)
+    return InvokeResult(False, r.status_code, latency, diagnosis=diagnosis, step=step, request_id=rid, body=text)

@@ -43,29 +43,63 @@ def build_demo_store(directory: Path = DEMO_DIR) -> Store:
     with store.session() as s:
         # Nothing listens on port 1: the console shows a stopped gateway, never a real one.
         repo.save_gateway(s, GatewaySpec(listen="127.0.0.1:8080", admin_listen="127.0.0.1:1"))
-        repo.save(s, "model_keys", ModelKeySpec("hunyuan-key", "sk-hunyuan-demo-credential",
-                                                description="Hunyuan API key"))
-        repo.save(s, "model_keys", ModelKeySpec("lkeap-key", "env:LKEAP_API_KEY",
-                                                description="read from the environment"))
-        repo.save(s, "model_services", ModelServiceSpec(
-            "hunyuan-service", vendor="hunyuan", keys=["hunyuan-key"],
-            default_model="hunyuan-2.0-instruct-20251111",
-            prices={"hunyuan-2.0-instruct-20251111": Price(0.8, 2.0)}))
-        repo.save(s, "model_services", ModelServiceSpec(
-            "deepseek-service", vendor="lkeap", keys=["lkeap-key"], model_policy="passthrough",
-            default_model="deepseek-v3.1", models=["deepseek-*"]))
-        repo.save(s, "model_apis", ModelApiSpec("hunyuan-api", base_path="/hunyuan",
-                                                services=["hunyuan-service"],
-                                                description="Text generation with Hunyuan"))
-        repo.save(s, "model_apis", ModelApiSpec("deepseek-api", base_path="/deepseek",
-                                                services=["deepseek-service"]))
-        repo.save(s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY],
-                                               description="the seed's application"))
-        repo.save(s, "consumers", ConsumerSpec("batch-jobs", quota=5_000_000, quota_unit="tokens",
-                                               quota_period="month"))
-        repo.save(s, "consumer_groups", ConsumerGroupSpec(
-            "my-apps", consumers=["my-app", "batch-jobs"], model_apis=["hunyuan-api", "deepseek-api"],
-            requests_per_minute=600, tokens_per_minute=200_000))
+        repo.save(
+            s, "model_keys", ModelKeySpec("hunyuan-key", "sk-hunyuan-demo-credential", description="Hunyuan API key")
+        )
+        repo.save(
+            s, "model_keys", ModelKeySpec("lkeap-key", "env:LKEAP_API_KEY", description="read from the environment")
+        )
+        repo.save(
+            s,
+            "model_services",
+            ModelServiceSpec(
+                "hunyuan-service",
+                vendor="hunyuan",
+                keys=["hunyuan-key"],
+                default_model="hunyuan-2.0-instruct-20251111",
+                prices={"hunyuan-2.0-instruct-20251111": Price(0.8, 2.0)},
+            ),
+        )
+        repo.save(
+            s,
+            "model_services",
+            ModelServiceSpec(
+                "deepseek-service",
+                vendor="lkeap",
+                keys=["lkeap-key"],
+                model_policy="passthrough",
+                default_model="deepseek-v3.1",
+                models=["deepseek-*"],
+            ),
+        )
+        repo.save(
+            s,
+            "model_apis",
+            ModelApiSpec(
+                "hunyuan-api",
+                base_path="/hunyuan",
+                services=["hunyuan-service"],
+                description="Text generation with Hunyuan",
+            ),
+        )
+        repo.save(s, "model_apis", ModelApiSpec("deepseek-api", base_path="/deepseek", services=["deepseek-service"]))
+        repo.save(
+            s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY], description="the seed's application")
+        )
+        repo.save(
+            s, "consumers", ConsumerSpec("batch-jobs", quota=5_000_000, quota_unit="tokens", quota_period="month")
+        )
+        repo.save(
+            s,
+            "consumer_groups",
+            ConsumerGroupSpec(
+                "my-apps",
+                consumers=["my-app", "batch-jobs"],
+                model_apis=["hunyuan-api", "deepseek-api"],
+                requests_per_minute=600,
+                tokens_per_minute=200_000,
+            ),
+        )
         for ck in s.exec(select(models.ConsumerKey)).all():
             ck.created_at = DEMO_DATE
             s.add(ck)
@@ -119,8 +153,15 @@ def ready(app: Any) -> Callable[[], bool]:
     return lambda: getattr(app.screen, "config", True) is not None
 
 
-async def take(store: Store, name: str, section: str, keys: tuple[str, ...], out: Path,
-               size: tuple[int, int] = SIZE, before: Callable[[Any], Awaitable[None]] | None = None) -> Path:
+async def take(
+    store: Store,
+    name: str,
+    section: str,
+    keys: tuple[str, ...],
+    out: Path,
+    size: tuple[int, int] = SIZE,
+    before: Callable[[Any], Awaitable[None]] | None = None,
+) -> Path:
     app = demo_app(store, section)
     async with app.run_test(size=size) as pilot:
         await settle(pilot, app, ready(app))

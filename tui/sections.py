@@ -17,24 +17,45 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("instance", "Instance Info", "Gateway address, admin address, database and process",
-            "tui.screens.instance:InstanceScreen"),
-    Section("quickstart", "Quick Start", "Six guided steps from a vendor key to a first answer",
-            "tui.screens.quickstart:QuickStartScreen"),
-    Section("model-keys", "Key Management", "Vendor API keys the gateway uses (model keys)",
-            "tui.screens.model_keys:ModelKeysScreen"),
-    Section("model-services", "Model Services", "LLM vendors: address, keys, models, prices",
-            "tui.screens.model_services:ModelServicesScreen"),
-    Section("model-apis", "Model APIs", "Endpoints clients call: base path, routes, services",
-            "tui.screens.model_apis:ModelApisScreen"),
-    Section("consumers", "Consumers", "Callers and their gateway API keys",
-            "tui.screens.consumers:ConsumersScreen"),
-    Section("consumer-groups", "Consumer Groups", "Members, authorized model APIs, rate limits",
-            "tui.screens.consumer_groups:ConsumerGroupsScreen"),
-    Section("traffic", "Traffic", "Live requests through the gateway",
-            "tui.screens.traffic:TrafficScreen"),
-    Section("usage", "Usage", "Tokens and cost by consumer, API and model",
-            "tui.screens.usage:UsageScreen"),
+    Section(
+        "instance",
+        "Instance Info",
+        "Gateway address, admin address, database and process",
+        "tui.screens.instance:InstanceScreen",
+    ),
+    Section(
+        "quickstart",
+        "Quick Start",
+        "Six guided steps from a vendor key to a first answer",
+        "tui.screens.quickstart:QuickStartScreen",
+    ),
+    Section(
+        "model-keys",
+        "Key Management",
+        "Vendor API keys the gateway uses (model keys)",
+        "tui.screens.model_keys:ModelKeysScreen",
+    ),
+    Section(
+        "model-services",
+        "Model Services",
+        "LLM vendors: address, keys, models, prices",
+        "tui.screens.model_services:ModelServicesScreen",
+    ),
+    Section(
+        "model-apis",
+        "Model APIs",
+        "Endpoints clients call: base path, routes, services",
+        "tui.screens.model_apis:ModelApisScreen",
+    ),
+    Section("consumers", "Consumers", "Callers and their gateway API keys", "tui.screens.consumers:ConsumersScreen"),
+    Section(
+        "consumer-groups",
+        "Consumer Groups",
+        "Members, authorized model APIs, rate limits",
+        "tui.screens.consumer_groups:ConsumerGroupsScreen",
+    ),
+    Section("traffic", "Traffic", "Live requests through the gateway", "tui.screens.traffic:TrafficScreen"),
+    Section("usage", "Usage", "Tokens and cost by consumer, API and model", "tui.screens.usage:UsageScreen"),
 )
 
 BY_ID: dict[str, Section] = {s.id: s for s in SECTIONS}

@@ -20,9 +20,12 @@ UPSTREAM = web.AppKey("upstream", str)
 async def relay(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     session = request.app[SESSION]
-    async with session.request(request.method, request.app[UPSTREAM] + request.path_qs, data=body,
-                               headers={"Content-Type": "application/json",
-                                        "Authorization": "Bearer sk-bench-vendor"}) as resp:
+    async with session.request(
+        request.method,
+        request.app[UPSTREAM] + request.path_qs,
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench-vendor"},
+    ) as resp:
         ctype = resp.headers.get("Content-Type", "application/json")
         if ctype.startswith("text/event-stream"):
             out = web.StreamResponse(status=resp.status, headers={"Content-Type": ctype})
@@ -36,8 +39,9 @@ async def relay(request: web.Request) -> web.StreamResponse:
 
 
 async def _session(app: web.Application):  # type: ignore[no-untyped-def]
-    app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-                                         timeout=aiohttp.ClientTimeout(total=None))
+    app[SESSION] = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), timeout=aiohttp.ClientTimeout(total=None)
+    )
     yield
     await app[SESSION].close()
 
@@ -54,8 +58,16 @@ def main() -> None:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096, shutdown_timeout=1.0,
-                loop=loop_factory() if loop_factory else None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        backlog=4096,
+        shutdown_timeout=1.0,
+        loop=loop_factory() if loop_factory else None,
+    )
 
 
 if __name__ == "__main__":

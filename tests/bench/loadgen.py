@@ -26,9 +26,20 @@ class Target:
 
     def request(self, body: bytes) -> bytes:
         auth = b"Authorization: Bearer " + self.key.encode() + b"\r\n" if self.key else b""
-        return (b"POST " + self.path.encode() + b" HTTP/1.1\r\nHost: " + self.host.encode()
-                + b":" + str(self.port).encode() + b"\r\nContent-Type: application/json\r\n" + auth
-                + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        return (
+            b"POST "
+            + self.path.encode()
+            + b" HTTP/1.1\r\nHost: "
+            + self.host.encode()
+            + b":"
+            + str(self.port).encode()
+            + b"\r\nContent-Type: application/json\r\n"
+            + auth
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
 
 
 @dataclass
@@ -49,8 +60,7 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> Connection:
-        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port,
-                                                                 limit=1 << 20)
+        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port, limit=1 << 20)
         return self
 
     def close(self) -> None:
@@ -58,8 +68,7 @@ class Connection:
             self.writer.close()
             self.writer = None
 
-    async def send(self, data: bytes, *, on_first: Callable[[], None] | None = None,
-                   keep: bool = False) -> Answer:
+    async def send(self, data: bytes, *, on_first: Callable[[], None] | None = None, keep: bool = False) -> Answer:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
@@ -92,7 +101,7 @@ class Connection:
                 self.close()
             else:
                 j = low.find(b"\r\n", i)
-                n = int(low[i + 15:j])
+                n = int(low[i + 15 : j])
                 if n:
                     parts.append(await reader.readexactly(n))
             ttfb = time.perf_counter() - t0
@@ -170,8 +179,9 @@ class OpenStreams:
     sampled: float = 0.0
 
 
-async def hold_streams(target: Target, body: bytes, n: int, sample: Callable[[], Awaitable[float]],
-                       connect_at_once: int = 100) -> OpenStreams:
+async def hold_streams(
+    target: Target, body: bytes, n: int, sample: Callable[[], Awaitable[float]], connect_at_once: int = 100
+) -> OpenStreams:
     """Open ``n`` streams that the vendor holds after their first chunk; sample while all are open."""
     data = target.request(body)
     res = OpenStreams(n)

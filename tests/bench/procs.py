@@ -74,17 +74,23 @@ def post_once(port: int, path: str, body: bytes, key: str | None, timeout: float
 class Proc:
     """A child process we started: pinned, measured, stopped by pid."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, *, cpu: int | None, log: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], port: int, *, cpu: int | None, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.port = port
         self.log = log
         #: Count the RSS of the process's children too (a multi-process server).
         self.tree = False
         with open(log, "ab") as out:
-            self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                          cwd=ROOT)
+            self.popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env or os.environ.copy(),
+                cwd=ROOT,
+            )
         self.started = time.perf_counter()
         if cpu is not None:
             with contextlib.suppress(OSError):
@@ -102,8 +108,9 @@ class Proc:
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.popen.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited {self.popen.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 status = post_once(self.port, path, body, key)
             except OSError:
@@ -129,8 +136,9 @@ class Proc:
 
 def start_upstream(workdir: Path, cpu: int | None) -> Proc:
     port = free_port()
-    p = Proc("upstream", [sys.executable, str(HERE / "upstream.py"), str(port)], port, cpu=cpu,
-             log=workdir / "upstream.log")
+    p = Proc(
+        "upstream", [sys.executable, str(HERE / "upstream.py"), str(port)], port, cpu=cpu, log=workdir / "upstream.log"
+    )
     p.wait_answer("/v1/chat/completions", b"{}", None)
     return p
 
@@ -139,8 +147,7 @@ def start_upstream(workdir: Path, cpu: int | None) -> Proc:
 LITELLM_PATH = "/v1/chat/completions"
 
 
-def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str,
-                  workers: int = 2) -> Proc:
+def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str, workers: int = 2) -> Proc:
     """LiteLLM's proxy as the issue measured it: ``workers`` uvicorn workers, no database,
     one model routed to the same benchmark vendor (its own install: ``pip install 'litellm[proxy]'``).
     Its master key is the benchmark's consumer key, so it authenticates every request as aigw does."""
@@ -155,22 +162,37 @@ def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key:
         "litellm_settings:\n"
         "  telemetry: false\n"
         "general_settings:\n"
-        f"  master_key: {key}\n")
+        f"  master_key: {key}\n"
+    )
     port = free_port()
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no fetch of the cost map at start
+    env = {
+        **os.environ,
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }  # no fetch of the cost map at start
     env.pop("DATABASE_URL", None)
-    p = Proc("litellm", [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-                         "--num_workers", str(workers)], port, cpu=cpu, log=workdir / "litellm.log", env=env)
+    p = Proc(
+        "litellm",
+        [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
+        port,
+        cpu=cpu,
+        log=workdir / "litellm.log",
+        env=env,
+    )
     p.tree = True
     return p
 
 
 def start_relay(workdir: Path, upstream: Proc, cpu: int | None) -> Proc:
     port = free_port()
-    return Proc("bare relay", [sys.executable, str(HERE / "bare_relay.py"), str(port),
-                               f"http://127.0.0.1:{upstream.port}"], port, cpu=cpu,
-                log=workdir / "relay.log")
+    return Proc(
+        "bare relay",
+        [sys.executable, str(HERE / "bare_relay.py"), str(port), f"http://127.0.0.1:{upstream.port}"],
+        port,
+        cpu=cpu,
+        log=workdir / "relay.log",
+    )
 
 
 def gateway_toml(upstream_port: int, consumer_key: str) -> str:
@@ -231,9 +253,13 @@ class Gateway:
 
     def start(self, cpu: int | None) -> Proc:
         port, self.admin_port = free_port(), free_port()
-        return Proc("aigw", self._aigw("serve", "--listen", f"127.0.0.1:{port}",
-                                       "--admin-listen", f"127.0.0.1:{self.admin_port}"),
-                    port, cpu=cpu, log=self.workdir / "serve.out")
+        return Proc(
+            "aigw",
+            self._aigw("serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"),
+            port,
+            cpu=cpu,
+            log=self.workdir / "serve.out",
+        )
 
     def health(self) -> dict[str, object]:
         conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)

@@ -65,10 +65,25 @@ def main(argv: list[str] | None = None) -> int:
             target = Target("aigw", "127.0.0.1", aigw.port, API_PATH, gw.key)
             body = STREAM_BODY if args.stream else BODY
             raw = work / "stacks.txt"
-            spy = subprocess.Popen([spy_exe, "record", "--pid", str(aigw.pid), "--format", "raw",
-                                    "--rate", "250", "--nonblocking", "--duration",
-                                    str(int(args.seconds)), "--output", str(raw)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            spy = subprocess.Popen(
+                [
+                    spy_exe,
+                    "record",
+                    "--pid",
+                    str(aigw.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--output",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             result: list[float] = []
 
             def load() -> None:

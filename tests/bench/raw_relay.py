@@ -21,8 +21,13 @@ async def main(port: int, upstream: str) -> None:
     origin = origin_of(upstream)
 
     async def relay(req: Request) -> None:
-        head = (b"POST " + origin.base_path.encode() + b"/chat/completions HTTP/1.1\r\n" + origin.host_line
-                + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(req.body))
+        head = (
+            b"POST "
+            + origin.base_path.encode()
+            + b"/chat/completions HTTP/1.1\r\n"
+            + origin.host_line
+            + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(req.body)
+        )
         conn = await pool.exchange(origin, head + req.body, connect_timeout=10, read_timeout=60)
         try:
             if conn.header(b"content-type").startswith(b"text/event-stream"):

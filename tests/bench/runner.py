@@ -55,12 +55,40 @@ class Settings:
     connections: int = 32
 
 
-FULL = Settings("full", duration=5, latency_duration=4, reps=3, ttfb_streams=300,
-                open_streams=1000, hold_s=10, soak_s=120, startup_reps=3)
-QUICK = Settings("quick", duration=2, latency_duration=2, reps=1, ttfb_streams=100,
-                 open_streams=1000, hold_s=6, soak_s=20, startup_reps=1)
-SMOKE = Settings("smoke", duration=0.5, latency_duration=0.5, reps=1, ttfb_streams=10,
-                 open_streams=20, hold_s=3.0, soak_s=1.0, startup_reps=1, connections=4)
+FULL = Settings(
+    "full",
+    duration=5,
+    latency_duration=4,
+    reps=3,
+    ttfb_streams=300,
+    open_streams=1000,
+    hold_s=10,
+    soak_s=120,
+    startup_reps=3,
+)
+QUICK = Settings(
+    "quick",
+    duration=2,
+    latency_duration=2,
+    reps=1,
+    ttfb_streams=100,
+    open_streams=1000,
+    hold_s=6,
+    soak_s=20,
+    startup_reps=1,
+)
+SMOKE = Settings(
+    "smoke",
+    duration=0.5,
+    latency_duration=0.5,
+    reps=1,
+    ttfb_streams=10,
+    open_streams=20,
+    hold_s=3.0,
+    soak_s=1.0,
+    startup_reps=1,
+    connections=4,
+)
 
 
 @dataclass
@@ -131,8 +159,16 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 class Bench:
-    def __init__(self, settings: Settings, *, use_wrk: bool, pin: bool, workdir: Path,
-                 log: Callable[[str], None], litellm: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        use_wrk: bool,
+        pin: bool,
+        workdir: Path,
+        log: Callable[[str], None],
+        litellm: str | None = None,
+    ) -> None:
         self.s = settings
         self.litellm = litellm
         self.use_wrk = use_wrk
@@ -210,9 +246,11 @@ class Bench:
         assert relay is not None and aigw is not None
         procs = {"direct": upstream, "bare relay": relay, "aigw": aigw}
         try:
-            targets = [Target("direct", "127.0.0.1", upstream.port, API_PATH, key),
-                       Target("bare relay", "127.0.0.1", relay.port, API_PATH, key),
-                       Target("aigw", "127.0.0.1", aigw.port, API_PATH, key)]
+            targets = [
+                Target("direct", "127.0.0.1", upstream.port, API_PATH, key),
+                Target("bare relay", "127.0.0.1", relay.port, API_PATH, key),
+                Target("aigw", "127.0.0.1", aigw.port, API_PATH, key),
+            ]
             for t in targets:  # warm-up: connection pools, code paths
                 self.throughput(t, BODY, s.connections, min(1.0, s.duration))
                 self.throughput(t, STREAM_BODY, s.connections, min(1.0, s.duration))
@@ -260,66 +298,95 @@ class Bench:
             rps = self.repeat([t], lambda t: self.throughput(t, BODY, n, s.duration))["litellm"]
             lat = self.repeat([t], lambda t: self.latency(t, BODY, s.latency_duration))["litellm"]
             sps = self.repeat([t], lambda t: self.throughput(t, STREAM_BODY, n, s.duration))["litellm"]
-            ttfb = self.repeat([t], lambda t: _median([x * 1000 for x in _arun(
-                loadgen.first_byte_times(t, STREAM_BODY, min(s.ttfb_streams, 100)))]) or 0.0)["litellm"]
+            ttfb = self.repeat(
+                [t],
+                lambda t: (
+                    _median(
+                        [x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, min(s.ttfb_streams, 100)))]
+                    )
+                    or 0.0
+                ),
+            )["litellm"]
         finally:
             lite.stop()
-        values = {f"non-streaming, {n} connections": _median(rps),
-                  "latency p50, 1 connection": _median([v[0] for v in lat]),
-                  "latency p99, 1 connection": _median([v[1] for v in lat]),
-                  f"streaming 20 chunks, {n} connections": _median(sps),
-                  "stream time to first byte p50": _median(ttfb),
-                  "idle RSS": idle, "start-up until the first answer": up}
+        values = {
+            f"non-streaming, {n} connections": _median(rps),
+            "latency p50, 1 connection": _median([v[0] for v in lat]),
+            "latency p99, 1 connection": _median([v[1] for v in lat]),
+            f"streaming 20 chunks, {n} connections": _median(sps),
+            "stream time to first byte p50": _median(ttfb),
+            "idle RSS": idle,
+            "start-up until the first answer": up,
+        }
         for row in report.rows:
             row.litellm = values.get(row.case)
             if row.litellm is not None and row.kind == "rate" and "25× LiteLLM" in row.target:
                 row.met = bool(row.met) and (row.ratio(row.litellm) or 0.0) >= 25.0
 
-    def _measure(self, report: Report, targets: list[Target], procs: dict[str, Proc],
-                 relay_up: list[float], aigw_up: list[float], idle: dict[str, float],
-                 gw: Gateway) -> None:
+    def _measure(
+        self,
+        report: Report,
+        targets: list[Target],
+        procs: dict[str, Proc],
+        relay_up: list[float],
+        aigw_up: list[float],
+        idle: dict[str, float],
+        gw: Gateway,
+    ) -> None:
         s = self.s
         n = s.connections
         add = report.rows.append
 
         self.log(f"non-streaming, {n} connections")
         rps = self.repeat(targets, lambda t: self.throughput(t, BODY, n, s.duration))
-        row = Row(f"non-streaming, {n} connections", "req/s", *self._meds(rps), kind="rate",
-                  target="≥ 80% of bare relay, ≥ 25% of direct, ≥ 25× LiteLLM")
+        row = Row(
+            f"non-streaming, {n} connections",
+            "req/s",
+            *self._meds(rps),
+            kind="rate",
+            target="≥ 80% of bare relay, ≥ 25% of direct, ≥ 25× LiteLLM",
+        )
         row.met = _ge(row.ratio(row.relay), 0.8) and _ge(row.ratio(row.direct), 0.25)
         add(row)
 
         self.log("non-streaming, 1 connection: latency")
         lat = self.repeat(targets, lambda t: self.latency(t, BODY, s.latency_duration))
         p50 = {k: [v[0] for v in vs] for k, vs in lat.items()}
-        row = Row("latency p50, 1 connection", "ms", *self._meds(p50), kind="time",
-                  target="added ≤ 0.5 ms")
+        row = Row("latency p50, 1 connection", "ms", *self._meds(p50), kind="time", target="added ≤ 0.5 ms")
         row.met = _le(row.added, 0.5)
         add(row)
         p99 = {k: [v[1] for v in vs] for k, vs in lat.items()}
-        row = Row("latency p99, 1 connection", "ms", *self._meds(p99), kind="time",
-                  target="added ≤ 2 ms")
+        row = Row("latency p99, 1 connection", "ms", *self._meds(p99), kind="time", target="added ≤ 2 ms")
         row.met = _le(row.added, 2.0)
         add(row)
 
         self.log(f"streaming 20 chunks, {n} connections")
         sps = self.repeat(targets, lambda t: self.throughput(t, STREAM_BODY, n, s.duration))
-        row = Row(f"streaming 20 chunks, {n} connections", "streams/s", *self._meds(sps),
-                  kind="rate", target="≥ 80% of bare relay, ≥ 25× LiteLLM")
+        row = Row(
+            f"streaming 20 chunks, {n} connections",
+            "streams/s",
+            *self._meds(sps),
+            kind="rate",
+            target="≥ 80% of bare relay, ≥ 25× LiteLLM",
+        )
         row.met = _ge(row.ratio(row.relay), 0.8)
         add(row)
 
         self.log("time to first byte of a stream, 1 connection")
-        ttfb = self.repeat(targets, lambda t: _median(
-            [x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, s.ttfb_streams))]) or 0.0)
-        row = Row("stream time to first byte p50", "ms", *self._meds(ttfb), kind="time",
-                  target="added ≤ 0.5 ms")
+        ttfb = self.repeat(
+            targets,
+            lambda t: (
+                _median([x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, s.ttfb_streams))]) or 0.0
+            ),
+        )
+        row = Row("stream time to first byte p50", "ms", *self._meds(ttfb), kind="time", target="added ≤ 0.5 ms")
         row.met = _le(row.added, 0.5)
         add(row)
 
         self.log(f"{s.open_streams} streams open at once")
-        hold_body = json.dumps({"model": "bench-model", "messages": PROMPT, "stream": True,
-                                "bench_hold_s": s.hold_s}).encode()
+        hold_body = json.dumps(
+            {"model": "bench-model", "messages": PROMPT, "stream": True, "bench_hold_s": s.hold_s}
+        ).encode()
         held: dict[str, float | None] = {}
         for t in targets:
             proc = procs[t.name]
@@ -332,19 +399,34 @@ class Bench:
             if not ok:
                 self._count_errors(t, s.open_streams - min(res.max_open, res.completed))
             held[t.name] = res.sampled if ok else None
-            self.log(f"  {t.name}: {res.max_open} open at once after {res.all_open_after:.2f} s, "
-                     f"{res.completed} completed, RSS {res.sampled:.1f} MB")
-        row = Row(f"{s.open_streams} open streams: RSS", "MB", None, held["bare relay"], held["aigw"],
-                  kind="size", target="≤ 150 MB")
+            self.log(
+                f"  {t.name}: {res.max_open} open at once after {res.all_open_after:.2f} s, "
+                f"{res.completed} completed, RSS {res.sampled:.1f} MB"
+            )
+        row = Row(
+            f"{s.open_streams} open streams: RSS",
+            "MB",
+            None,
+            held["bare relay"],
+            held["aigw"],
+            kind="size",
+            target="≤ 150 MB",
+        )
         row.met = _le(row.aigw, 150.0)
         add(row)
 
-        row = Row("idle RSS", "MB", None, idle["bare relay"], idle["aigw"], kind="size",
-                  target="≤ 80 MB")
+        row = Row("idle RSS", "MB", None, idle["bare relay"], idle["aigw"], kind="size", target="≤ 80 MB")
         row.met = _le(row.aigw, 80.0)
         add(row)
-        row = Row("start-up until the first answer", "s", None, _median(relay_up), _median(aigw_up),
-                  kind="size", target="≤ 1.5 s")
+        row = Row(
+            "start-up until the first answer",
+            "s",
+            None,
+            _median(relay_up),
+            _median(aigw_up),
+            kind="size",
+            target="≤ 1.5 s",
+        )
         row.met = _le(row.aigw, 1.5)
         add(row)
 
@@ -363,15 +445,29 @@ class Bench:
         report.soak_samples = samples
         half = [rss for t, rss in samples if t >= s.soak_s / 2] or [samples[-1][1]]
         growth = samples[-1][1] - half[0]
-        row = Row(f"RSS growth, 2nd half of a {s.soak_s:g} s run", "MB", None, None, growth,
-                  kind="size", target="flat (≤ 2 MB)")
+        row = Row(
+            f"RSS growth, 2nd half of a {s.soak_s:g} s run",
+            "MB",
+            None,
+            None,
+            growth,
+            kind="size",
+            target="flat (≤ 2 MB)",
+        )
         row.met = growth <= 2.0
         add(row)
         # The record writer keeping up: a backlog that grows is memory that grows, then records
         # dropped (the buffer is bounded). One second of traffic is what a healthy writer holds.
         second = min(rates) if rates else 0.0
-        row = Row("records waiting to be written, at most", "records", None, None, backlog,
-                  kind="size", target=f"≤ 1 s of traffic ({second:,.0f})")
+        row = Row(
+            "records waiting to be written, at most",
+            "records",
+            None,
+            None,
+            backlog,
+            kind="size",
+            target=f"≤ 1 s of traffic ({second:,.0f})",
+        )
         row.met = backlog <= second
         add(row)
 
@@ -405,21 +501,47 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 def table(report: Report) -> str:
     lite = any(r.litellm is not None for r in report.rows)
-    head = ["case", "unit", "direct", *(["LiteLLM"] if lite else []), "bare relay", "aigw",
-            "aigw − direct", "aigw/direct", *(["aigw/LiteLLM"] if lite else []), "aigw/relay",
-            "target", "met"]
+    head = [
+        "case",
+        "unit",
+        "direct",
+        *(["LiteLLM"] if lite else []),
+        "bare relay",
+        "aigw",
+        "aigw − direct",
+        "aigw/direct",
+        *(["aigw/LiteLLM"] if lite else []),
+        "aigw/relay",
+        "target",
+        "met",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         rd, rr, rl = r.ratio(r.direct), r.ratio(r.relay), r.ratio(r.litellm)
-        cells = [r.case, r.unit, _fmt(r.direct, r.unit),
-                 *([_fmt(r.litellm, r.unit)] if lite else []),
-                 _fmt(r.relay, r.unit), _fmt(r.aigw, r.unit),
-                 _fmt(r.added, r.unit) if r.added is not None else "—",
-                 f"{rd:.2f}" if rd is not None and r.kind == "rate" else "—",
-                 *([f"{rl:.1f}" if rl is not None and r.kind == "rate" else
-                    f"{1 / rl:.1f}× less" if rl and r.kind != "rate" else "—"] if lite else []),
-                 f"{rr:.2f}" if rr is not None and r.kind != "time" else "—",
-                 r.target, {True: "yes", False: "**no**", None: "—"}[r.met]]
+        cells = [
+            r.case,
+            r.unit,
+            _fmt(r.direct, r.unit),
+            *([_fmt(r.litellm, r.unit)] if lite else []),
+            _fmt(r.relay, r.unit),
+            _fmt(r.aigw, r.unit),
+            _fmt(r.added, r.unit) if r.added is not None else "—",
+            f"{rd:.2f}" if rd is not None and r.kind == "rate" else "—",
+            *(
+                [
+                    f"{rl:.1f}"
+                    if rl is not None and r.kind == "rate"
+                    else f"{1 / rl:.1f}× less"
+                    if rl and r.kind != "rate"
+                    else "—"
+                ]
+                if lite
+                else []
+            ),
+            f"{rr:.2f}" if rr is not None and r.kind != "time" else "—",
+            r.target,
+            {True: "yes", False: "**no**", None: "—"}[r.met],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -427,15 +549,17 @@ def table(report: Report) -> str:
 def summary(report: Report) -> str:
     s = report.settings
     errs = ", ".join(f"{k}: {v}" for k, v in report.errors.items()) or "none"
-    return "\n".join([
-        f"machine: {report.machine}; load average before: {report.load_before}",
-        f"mode: {s.name} (medians of {s.reps} run(s), {s.duration:g} s each; latency runs "
-        f"{s.latency_duration:g} s; TTFB over {s.ttfb_streams} streams); load: {report.load_tool}; "
-        f"{report.pinning}",
-        f"aigw requests_total {report.requests_total}, request records stored "
-        f"{report.records_stored}; failed requests: {errs}; took {report.seconds:.0f} s",
-        *report.notes,
-    ])
+    return "\n".join(
+        [
+            f"machine: {report.machine}; load average before: {report.load_before}",
+            f"mode: {s.name} (medians of {s.reps} run(s), {s.duration:g} s each; latency runs "
+            f"{s.latency_duration:g} s; TTFB over {s.ttfb_streams} streams); load: {report.load_tool}; "
+            f"{report.pinning}",
+            f"aigw requests_total {report.requests_total}, request records stored "
+            f"{report.records_stored}; failed requests: {errs}; took {report.seconds:.0f} s",
+            *report.notes,
+        ]
+    )
 
 
 def _machine() -> str:
@@ -457,18 +581,31 @@ def _loadavg() -> str:
         return "?"
 
 
-def run(settings: Settings, *, use_wrk: bool | None = None, pin: bool = True,
-        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-        litellm: str | None = None) -> Report:
+def run(
+    settings: Settings,
+    *,
+    use_wrk: bool | None = None,
+    pin: bool = True,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    litellm: str | None = None,
+) -> Report:
     """Run every case once through; the report holds the table's rows."""
     use = wrk.available() if use_wrk is None else use_wrk and wrk.available()
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
         bench = Bench(settings, use_wrk=use, pin=pin, workdir=Path(tmp), log=log, litellm=litellm)
-        pinning = (f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
-                   f"generator on CPU {bench.aux_cpu} (load generator on CPU {bench.proxy_cpu} for direct)"
-                   if bench.pinned else "not pinned")
-        report = Report(settings, "wrk (1 thread)" if use else "async generator (tests/bench/loadgen.py)",
-                        pinning, _machine(), _loadavg())
+        pinning = (
+            f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
+            f"generator on CPU {bench.aux_cpu} (load generator on CPU {bench.proxy_cpu} for direct)"
+            if bench.pinned
+            else "not pinned"
+        )
+        report = Report(
+            settings,
+            "wrk (1 thread)" if use else "async generator (tests/bench/loadgen.py)",
+            pinning,
+            _machine(),
+            _loadavg(),
+        )
         if bench.pinned:
             os.sched_setaffinity(0, {bench.aux_cpu})  # type: ignore[arg-type]
         try:
@@ -488,22 +625,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--soak", type=float, help="seconds of the memory run (default 120, quick 20)")
     p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
-    p.add_argument("--litellm", nargs="?", const="litellm", metavar="EXE",
-                   help="also run LiteLLM's proxy (its `litellm` command; install it apart: "
-                        "pip install 'litellm[proxy]')")
+    p.add_argument(
+        "--litellm",
+        nargs="?",
+        const="litellm",
+        metavar="EXE",
+        help="also run LiteLLM's proxy (its `litellm` command; install it apart: pip install 'litellm[proxy]')",
+    )
     args = p.parse_args(argv)
     exe = None
     if args.litellm:
         exe = shutil.which(args.litellm)
         if exe is None:
-            print(f"python -m tests.bench: error: {args.litellm!r} not found; install LiteLLM "
-                  "(pip install 'litellm[proxy]') or pass its path", file=sys.stderr)
+            print(
+                f"python -m tests.bench: error: {args.litellm!r} not found; install LiteLLM "
+                "(pip install 'litellm[proxy]') or pass its path",
+                file=sys.stderr,
+            )
             return 2
     settings = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.soak:
         settings = Settings(**{**asdict(settings), "soak_s": args.soak})
-    report = run(settings, use_wrk=not args.async_load and not args.smoke, pin=not args.no_pin,
-                 litellm=exe)
+    report = run(settings, use_wrk=not args.async_load and not args.smoke, pin=not args.no_pin, litellm=exe)
     print(table(report))
     print()
     print(summary(report))

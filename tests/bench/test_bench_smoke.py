@@ -52,15 +52,13 @@ def test_the_table_shows_each_target_and_ratio(report: Report) -> None:
     assert "open streams" in text
 
 
-def test_a_litellm_that_never_answers_costs_only_its_columns(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_litellm_that_never_answers_costs_only_its_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full run is 15 minutes: LiteLLM failing to start must not throw the table away."""
     fake = tmp_path / "litellm"
     fake.write_text("#!/bin/sh\necho 'loading the proxy, slowly'\nexec sleep 60\n")
     fake.chmod(0o755)
     monkeypatch.setattr(runner, "LITELLM_START_S", 0.5)
-    bench = runner.Bench(SMOKE, use_wrk=False, pin=False, workdir=tmp_path, log=lambda _m: None,
-                         litellm=str(fake))
+    bench = runner.Bench(SMOKE, use_wrk=False, pin=False, workdir=tmp_path, log=lambda _m: None, litellm=str(fake))
     report = Report(SMOKE, "async", "not pinned", "test", "0")
     report.rows.append(runner.Row("non-streaming, 4 connections", "req/s", 100.0, 50.0, 60.0, kind="rate"))
     bench._litellm_phase(report, SimpleNamespace(port=9), "sk-test")  # type: ignore[arg-type]

@@ -19,13 +19,26 @@ import sys
 CHUNKS = 20
 MODEL = "bench-model"
 
-ANSWER = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content":
-                 "Hello! I am a benchmark vendor. I answer every request at once with this text."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
-}, separators=(",", ":")).encode()
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Hello! I am a benchmark vendor. I answer every request at once with this text.",
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+    },
+    separators=(",", ":"),
+).encode()
 
 
 def _event(obj: object) -> bytes:
@@ -33,16 +46,30 @@ def _event(obj: object) -> bytes:
 
 
 def _chunk(delta: dict[str, str], finish: str | None) -> bytes:
-    return _event({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-                   "model": MODEL, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    return _event(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 EVENTS = [_chunk({"role": "assistant", "content": "word0 "}, None)]
 EVENTS += [_chunk({"content": f"word{i} "}, None) for i in range(1, CHUNKS - 1)]
 EVENTS += [_chunk({"content": "end."}, "stop")]
-USAGE_EVENT = _event({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-                      "model": MODEL, "choices": [],
-                      "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS}})
+USAGE_EVENT = _event(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS},
+    }
+)
 DONE = b"data: [DONE]\n\n"
 
 
@@ -50,17 +77,20 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-JSON_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-             % len(ANSWER))
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(ANSWER)
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 FIRST = SSE_HEAD + _http_chunk(EVENTS[0])
 REST_NO_USAGE = b"".join(_http_chunk(e) for e in [*EVENTS[1:], DONE]) + b"0\r\n\r\n"
 REST_USAGE = b"".join(_http_chunk(e) for e in [*EVENTS[1:], USAGE_EVENT, DONE]) + b"0\r\n\r\n"
-MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
-                                                  "owned_by": "bench"}]}).encode()
-MODELS_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-               % len(MODELS)) + MODELS
+MODELS = json.dumps(
+    {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+).encode()
+MODELS_RESP = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(MODELS)
+) + MODELS
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot found"
 
 
@@ -94,18 +124,18 @@ class VendorProtocol(asyncio.Protocol):
             i = low.find(b"\r\ncontent-length:")
             if i >= 0:
                 j = low.find(b"\r\n", i + 2)
-                length = int(low[i + 17:j if j >= 0 else len(low)])
+                length = int(low[i + 17 : j if j >= 0 else len(low)])
             if len(buf) < end + 4 + length:
                 break
-            body = buf[end + 4:end + 4 + length]
-            buf = buf[end + 4 + length:]
+            body = buf[end + 4 : end + 4 + length]
+            buf = buf[end + 4 + length :]
             self._answer(head, body)
         self.buf = buf
 
     def _answer(self, head: bytes, body: bytes) -> None:
         t = self.transport
         assert t is not None
-        line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
+        line = head[: head.find(b"\r\n")] if b"\r\n" in head else head
         target = line.split(b" ")[1] if line.count(b" ") >= 2 else b""
         path = target.split(b"?")[0]
         if line.startswith(b"GET ") and path.endswith(b"/models"):

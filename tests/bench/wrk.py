@@ -32,8 +32,7 @@ def lua_script(target: Target, body: bytes) -> str:
     text = body.decode()
     if "]==]" in text:
         raise ValueError("body cannot be quoted for Lua")
-    lines = ['wrk.method = "POST"', f"wrk.body = [==[{text}]==]",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = ['wrk.method = "POST"', f"wrk.body = [==[{text}]==]", 'wrk.headers["Content-Type"] = "application/json"']
     if target.key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {target.key}"')
     return "\n".join(lines) + "\n"
@@ -53,15 +52,31 @@ def parse(out: str) -> WrkResult:
     return WrkResult(float(m.group(1)), int(n.group(1)), errors, pct)
 
 
-def run(target: Target, body: bytes, connections: int, duration: float, *, latency: bool = False,
-        cpu: int | None = None, threads: int = 1) -> WrkResult:
+def run(
+    target: Target,
+    body: bytes,
+    connections: int,
+    duration: float,
+    *,
+    latency: bool = False,
+    cpu: int | None = None,
+    threads: int = 1,
+) -> WrkResult:
     """One wrk run (``threads`` threads, pinned to ``cpu`` when given)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua_script(target, body))
         script = Path(f.name)
     try:
-        cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}",
-               f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script)]
+        cmd = [
+            "wrk",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+        ]
         if latency:
             cmd.append("--latency")
         cmd.append(f"http://{target.host}:{target.port}{target.path}")

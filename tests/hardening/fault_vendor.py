@@ -17,12 +17,25 @@ import time
 from dataclasses import dataclass, field
 
 CHUNK = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok "}}]}\n\n'
-HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
-             b"</h1></center><hr><center>nginx</center></body></html>\n")
+HTML_PAGE = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    b"</h1></center><hr><center>nginx</center></body></html>\n"
+)
 #: The modes (what the vendor does after reading the request).
-MODES = ("reset_before_answer", "truncated_json", "reset_mid_stream", "broken_sse", "garbage_sse",
-         "stall_mid_stream", "endless", "slow_first_byte", "html_502", "html_200", "hop_headers",
-         "garbage_status")
+MODES = (
+    "reset_before_answer",
+    "truncated_json",
+    "reset_mid_stream",
+    "broken_sse",
+    "garbage_sse",
+    "stall_mid_stream",
+    "endless",
+    "slow_first_byte",
+    "html_502",
+    "html_200",
+    "hop_headers",
+    "garbage_status",
+)
 
 
 @dataclass
@@ -102,8 +115,7 @@ class FaultVendor:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _answer(self, seen: Seen, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> bool:
+    async def _answer(self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Misbehave; True if the connection may carry another request."""
         mode = seen.mode
         if mode == "reset_before_answer":
@@ -111,30 +123,34 @@ class FaultVendor:
             return False
         if mode == "truncated_json":
             body = b'{"id":"chatcmpl-x","object":"chat.completion","choices":[{"index":0,"mess'
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
-                         + body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n" + body)
             await writer.drain()
             writer.close()
             return False
         if mode in ("html_502", "html_200"):
             status = b"502 Bad Gateway" if mode == "html_502" else b"200 OK"
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/html\r\nServer: nginx\r\n"
-                         b"Set-Cookie: vendor_session=abc123; Path=/\r\nConnection: keep-alive\r\n"
-                         b"Keep-Alive: timeout=5\r\nX-Vendor-Trace: t-1\r\n"
-                         b"Content-Length: " + str(len(HTML_PAGE)).encode() + b"\r\n\r\n" + HTML_PAGE)
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: text/html\r\nServer: nginx\r\n"
+                b"Set-Cookie: vendor_session=abc123; Path=/\r\nConnection: keep-alive\r\n"
+                b"Keep-Alive: timeout=5\r\nX-Vendor-Trace: t-1\r\n"
+                b"Content-Length: " + str(len(HTML_PAGE)).encode() + b"\r\n\r\n" + HTML_PAGE
+            )
             await writer.drain()
             return True
         if mode == "hop_headers":  # a good answer wrapped in every header a proxy must not pass on
-            body = (b'{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":'
-                    b'"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,'
-                    b'"completion_tokens":1,"total_tokens":2}}')
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Set-Cookie: vendor_session=abc123; Path=/\r\nSet-Cookie: other=1\r\n"
-                         b"Connection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: hop-only\r\n"
-                         b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic realm=x\r\n"
-                         b"Trailer: X-Checksum\r\nUpgrade: h2c\r\nServer: vendor-httpd\r\n"
-                         b"X-Vendor-Trace: t-1\r\nContent-Length: " + str(len(body)).encode()
-                         + b"\r\n\r\n" + body)
+            body = (
+                b'{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":'
+                b'"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,'
+                b'"completion_tokens":1,"total_tokens":2}}'
+            )
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Set-Cookie: vendor_session=abc123; Path=/\r\nSet-Cookie: other=1\r\n"
+                b"Connection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: hop-only\r\n"
+                b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic realm=x\r\n"
+                b"Trailer: X-Checksum\r\nUpgrade: h2c\r\nServer: vendor-httpd\r\n"
+                b"X-Vendor-Trace: t-1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             await writer.drain()
             return True
         if mode == "garbage_status":
@@ -147,8 +163,10 @@ class FaultVendor:
             writer.close()
             return False
         # streaming modes: chunked framing, as vendors stream
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         writer.write(_chunk(CHUNK) + _chunk(CHUNK))
         await writer.drain()
         seen.chunks_sent = 2

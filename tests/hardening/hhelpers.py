@@ -49,8 +49,9 @@ class HGw:
         return {"Authorization": f"Bearer {key or self.keys.app}"}
 
 
-def start_gateway(tmp: Path, vendor: MockVendor, fault: FaultVendor, *,
-                  env: dict[str, str] | None = None, db: Path | None = None) -> HGw:
+def start_gateway(
+    tmp: Path, vendor: MockVendor, fault: FaultVendor, *, env: dict[str, str] | None = None, db: Path | None = None
+) -> HGw:
     """Import the hardening configuration into a fresh store and start ``aigw serve`` on it."""
     db = db or tmp / "data" / "aigw.db"
     keys = Keys()
@@ -155,7 +156,7 @@ def _dechunk(data: bytes) -> bytes | None:
         if len(data) < size + 2:
             return None
         out.append(data[:size])
-        data = data[size + 2:]
+        data = data[size + 2 :]
 
 
 # ------------------------------------------------------------------ checks
@@ -164,8 +165,9 @@ def _dechunk(data: bytes) -> bytes | None:
 def assert_error_shape(status: int, content_type: str, body: bytes, *, what: str = "") -> dict[str, Any]:
     """The answer is an OpenAI-shaped JSON error with a non-empty message, and no traceback."""
     assert b"Traceback" not in body and b'File "' not in body, f"traceback in body {what}: {body[:500]!r}"
-    assert content_type.startswith("application/json"), \
+    assert content_type.startswith("application/json"), (
         f"error {status} {what} is {content_type!r}, not JSON: {body[:300]!r}"
+    )
     obj = orjson.loads(body)
     assert isinstance(obj, dict) and isinstance(obj.get("error"), dict), f"{what}: {body[:300]!r}"
     err = obj["error"]
@@ -176,8 +178,7 @@ def assert_error_shape(status: int, content_type: str, body: bytes, *, what: str
 
 def records_by_id(st: Store, prefix: str = "") -> dict[str, dict[str, Any]]:
     with st.session() as s:
-        return {r.request_id: usage.record_dict(r) for r in usage.recent(s, 100_000)
-                if r.request_id.startswith(prefix)}
+        return {r.request_id: usage.record_dict(r) for r in usage.recent(s, 100_000) if r.request_id.startswith(prefix)}
 
 
 def count_records(st: Store) -> int:

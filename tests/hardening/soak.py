@@ -47,8 +47,7 @@ from store.db import open_store  # noqa: E402
 from tui.cli import main as aigw_main  # noqa: E402
 
 #: (path, is chat) the load spreads over.
-TARGETS = [("/alpha" + CHAT, True), ("/hunyuan" + CHAT, True), ("/poll" + CHAT, True),
-           ("/emb/v1/embeddings", False)]
+TARGETS = [("/alpha" + CHAT, True), ("/hunyuan" + CHAT, True), ("/poll" + CHAT, True), ("/emb/v1/embeddings", False)]
 
 
 @dataclass
@@ -89,8 +88,9 @@ def worker(i: int, gw: GatewayProcess, key: str, stop: threading.Event, stats: S
                 if stream:
                     with c.stream("POST", gw.url + path, json=body, headers=headers) as r:
                         data = r.read()
-                    good = r.status_code == 200 and data.rstrip().endswith(b"data: [DONE]") \
-                        and b"event: error" not in data
+                    good = (
+                        r.status_code == 200 and data.rstrip().endswith(b"data: [DONE]") and b"event: error" not in data
+                    )
                 else:
                     r = c.post(gw.url + path, json=body, headers=headers)
                     data = r.content
@@ -104,19 +104,21 @@ def worker(i: int, gw: GatewayProcess, key: str, stop: threading.Event, stats: S
                 stats.error(f"{rid} {path}: {r.status_code} {data[:200]!r}")
 
 
-def changer(db: Path, base_toml: str, every: float, gw: GatewayProcess, stop: threading.Event,
-            log: list[dict[str, Any]]) -> None:
+def changer(
+    db: Path, base_toml: str, every: float, gw: GatewayProcess, stop: threading.Event, log: list[dict[str, Any]]
+) -> None:
     """``aigw import`` a changed configuration every ``every`` s; check it is live within 2 s."""
     n = 0
     cfg = db.parent.parent / "change.toml"
     while not stop.wait(every):
         n += 1
-        extra = [f'\n[[consumers]]\nname = "soak-extra-{j}"\napi_keys = ["sk-aigw-soak-{j}-'
-                 f'{secrets.token_urlsafe(24)}"]\n' for j in range(n % 4)]
-        toml = (base_toml.replace('default_model = "alpha-model"',
-                                  f'default_model = "alpha-model"\ndescription = "change {n}"')
-                .replace('name = "g-alpha"', f'name = "g-alpha"\nrequests_per_minute = {100000 + n}')
-                + "".join(extra))
+        extra = [
+            f'\n[[consumers]]\nname = "soak-extra-{j}"\napi_keys = ["sk-aigw-soak-{j}-{secrets.token_urlsafe(24)}"]\n'
+            for j in range(n % 4)
+        ]
+        toml = base_toml.replace(
+            'default_model = "alpha-model"', f'default_model = "alpha-model"\ndescription = "change {n}"'
+        ).replace('name = "g-alpha"', f'name = "g-alpha"\nrequests_per_minute = {100000 + n}') + "".join(extra)
         cfg.write_text(toml)
         before = _revision(gw)
         t0 = time.monotonic()
@@ -132,9 +134,15 @@ def changer(db: Path, base_toml: str, every: float, gw: GatewayProcess, stop: th
                     live = time.monotonic() - imported
                     break
                 time.sleep(0.05)
-        log.append({"n": n, "rc": rc, "import_s": round(imported - t0, 2),
-                    "live_after_s": None if live is None else round(live, 2),
-                    "stderr": err.getvalue().strip()[-300:]})
+        log.append(
+            {
+                "n": n,
+                "rc": rc,
+                "import_s": round(imported - t0, 2),
+                "live_after_s": None if live is None else round(live, 2),
+                "stderr": err.getvalue().strip()[-300:],
+            }
+        )
 
 
 def _revision(gw: GatewayProcess) -> int:
@@ -163,23 +171,40 @@ def run(duration: float, workers: int, change_every: float, sample_every: float)
     stop = threading.Event()
     changes: list[dict[str, Any]] = []
     samples: list[dict[str, float]] = []
-    threads = [threading.Thread(target=worker, args=(i, gw, keys.app, stop, stats), daemon=True)
-               for i in range(workers)]
-    threads.append(threading.Thread(target=changer, args=(db, base, change_every, gw, stop, changes),
-                                    daemon=True))
+    threads = [
+        threading.Thread(target=worker, args=(i, gw, keys.app, stop, stats), daemon=True) for i in range(workers)
+    ]
+    threads.append(threading.Thread(target=changer, args=(db, base, change_every, gw, stop, changes), daemon=True))
     t0 = time.monotonic()
     for t in threads:
         t.start()
     try:
         while (elapsed := time.monotonic() - t0) < duration:
-            samples.append({"t": round(elapsed, 1), "rss_kib": rss_kib(pid), "fds": fd_count(pid),
-                            "ok": stats.ok, "errors": len(stats.errors)})
-            print(f"[soak] {elapsed:6.0f}s ok={stats.ok} streams={stats.streams} errors={len(stats.errors)} "
-                  f"rss={samples[-1]['rss_kib'] / 1024:.1f}MiB fds={samples[-1]['fds']} changes={len(changes)}",
-                  file=sys.stderr, flush=True)
+            samples.append(
+                {
+                    "t": round(elapsed, 1),
+                    "rss_kib": rss_kib(pid),
+                    "fds": fd_count(pid),
+                    "ok": stats.ok,
+                    "errors": len(stats.errors),
+                }
+            )
+            print(
+                f"[soak] {elapsed:6.0f}s ok={stats.ok} streams={stats.streams} errors={len(stats.errors)} "
+                f"rss={samples[-1]['rss_kib'] / 1024:.1f}MiB fds={samples[-1]['fds']} changes={len(changes)}",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(min(sample_every, max(0.1, duration - elapsed)))
-        samples.append({"t": round(time.monotonic() - t0, 1), "rss_kib": rss_kib(pid), "fds": fd_count(pid),
-                        "ok": stats.ok, "errors": len(stats.errors)})
+        samples.append(
+            {
+                "t": round(time.monotonic() - t0, 1),
+                "rss_kib": rss_kib(pid),
+                "fds": fd_count(pid),
+                "ok": stats.ok,
+                "errors": len(stats.errors),
+            }
+        )
     finally:
         stop.set()
         for t in threads:
@@ -199,19 +224,35 @@ def run(duration: float, workers: int, change_every: float, sample_every: float)
     fds_warm, fds_end = warm[0]["fds"], samples[-1]["fds"]
     bad_changes = [c for c in changes if c["rc"] != 0 or c["live_after_s"] is None or c["live_after_s"] > 2.0]
     result = {
-        "duration_s": round(wall, 1), "workers": workers, "requests_ok": stats.ok, "streams_ok": stats.streams,
-        "requests_per_s": round(stats.ok / wall, 1), "errors": len(stats.errors),
-        "first_errors": stats.errors[:10], "latency_p50_ms": round(statistics.median(lat) * 1000, 1),
+        "duration_s": round(wall, 1),
+        "workers": workers,
+        "requests_ok": stats.ok,
+        "streams_ok": stats.streams,
+        "requests_per_s": round(stats.ok / wall, 1),
+        "errors": len(stats.errors),
+        "first_errors": stats.errors[:10],
+        "latency_p50_ms": round(statistics.median(lat) * 1000, 1),
         "latency_p99_ms": round(lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0] * 1000, 1),
-        "config_changes": len(changes), "config_changes_late_or_failed": bad_changes[:5],
+        "config_changes": len(changes),
+        "config_changes_late_or_failed": bad_changes[:5],
         "config_change_every_s": change_every,
         "config_live_max_s": max((c["live_after_s"] or 0 for c in changes), default=None),
-        "records_answered": len(stats.answered), "records_stored": len(stored & stats.answered),
-        "records_lost": lost, "sigterm_exit": rc,
-        "rss_mib": {"start": round(samples[0]["rss_kib"] / 1024, 1), "after_warmup": round(rss_warm / 1024, 1),
-                    "end": round(rss_end / 1024, 1), "max": round(max(s["rss_kib"] for s in samples) / 1024, 1)},
-        "fds": {"start": samples[0]["fds"], "after_warmup": fds_warm, "end": fds_end,
-                "max": max(s["fds"] for s in samples)},
+        "records_answered": len(stats.answered),
+        "records_stored": len(stored & stats.answered),
+        "records_lost": lost,
+        "sigterm_exit": rc,
+        "rss_mib": {
+            "start": round(samples[0]["rss_kib"] / 1024, 1),
+            "after_warmup": round(rss_warm / 1024, 1),
+            "end": round(rss_end / 1024, 1),
+            "max": round(max(s["rss_kib"] for s in samples) / 1024, 1),
+        },
+        "fds": {
+            "start": samples[0]["fds"],
+            "after_warmup": fds_warm,
+            "end": fds_end,
+            "max": max(s["fds"] for s in samples),
+        },
         "samples": samples,
         "data_dir": str(db.parent),
     }

@@ -32,8 +32,9 @@ SLACK_S = 12
 
 @pytest.fixture(scope="module")
 def agw(vendor: MockVendor, fault: FaultVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HGw]:
-    gw = start_gateway(tmp_path_factory.mktemp("abuse"), vendor, fault,
-                       env={"AIGW_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S)})
+    gw = start_gateway(
+        tmp_path_factory.mktemp("abuse"), vendor, fault, env={"AIGW_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S)}
+    )
     try:
         yield gw
     finally:
@@ -125,8 +126,10 @@ def test_slow_headers_are_cut(agw: HGw) -> None:
                 if _closed_by_peer(socks[i]):
                     open_.discard(i)
             time.sleep(0.5)
-        assert not open_, f"{len(open_)} of 50 slowloris connections still open after " \
-                          f"{CLIENT_TIMEOUT_S + SLACK_S}s (header lines sent: {trickled})"
+        assert not open_, (
+            f"{len(open_)} of 50 slowloris connections still open after "
+            f"{CLIENT_TIMEOUT_S + SLACK_S}s (header lines sent: {trickled})"
+        )
         figures.add("abuse.slowloris_connections_cut", len(socks))
     finally:
         for s in socks:
@@ -141,9 +144,12 @@ def test_slow_bodies_are_cut(agw: HGw, vendor: MockVendor) -> None:
     answers: dict[int, bytes] = {}
     try:
         for s in socks:
-            s.send(b"POST /alpha/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                      + agw.keys.app.encode() + b"\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100000\r\n\r\n{\"messages\": [")
+            s.send(
+                b"POST /alpha/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + agw.keys.app.encode()
+                + b"\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100000\r\n\r\n{"messages": ['
+            )
         open_ = set(range(len(socks)))
         deadline = time.monotonic() + CLIENT_TIMEOUT_S + SLACK_S
         while open_ and time.monotonic() < deadline:
@@ -166,19 +172,31 @@ def test_slow_bodies_are_cut(agw: HGw, vendor: MockVendor) -> None:
                 if not data or b"\r\n\r\n" in answers[i]:
                     open_.discard(i)
             time.sleep(0.5)
-        assert not open_, f"{len(open_)} of 20 slow bodies still being waited for after " \
-                          f"{CLIENT_TIMEOUT_S + SLACK_S}s"
+        assert not open_, f"{len(open_)} of 20 slow bodies still being waited for after {CLIENT_TIMEOUT_S + SLACK_S}s"
         for raw in answers.values():
             if not raw:
                 continue
             head, _, body = raw.partition(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
             assert status == 408, raw[:300]
-            ctype = next((ln.split(b":", 1)[1].strip().decode() for ln in head.split(b"\r\n")
-                          if ln.lower().startswith(b"content-type:")), "")
+            ctype = next(
+                (
+                    ln.split(b":", 1)[1].strip().decode()
+                    for ln in head.split(b"\r\n")
+                    if ln.lower().startswith(b"content-type:")
+                ),
+                "",
+            )
             with contextlib.suppress(ValueError):
-                body = body[:int(next(ln.split(b":", 1)[1] for ln in head.split(b"\r\n")
-                                      if ln.lower().startswith(b"content-length:")))]
+                body = body[
+                    : int(
+                        next(
+                            ln.split(b":", 1)[1]
+                            for ln in head.split(b"\r\n")
+                            if ln.lower().startswith(b"content-length:")
+                        )
+                    )
+                ]
             assert_error_shape(status, ctype, body, what="slow body")
         figures.add("abuse.slow_bodies_cut", len(socks))
     finally:
@@ -191,9 +209,14 @@ def test_slow_bodies_are_cut(agw: HGw, vendor: MockVendor) -> None:
 def test_idle_keep_alive_is_closed(agw: HGw) -> None:
     body = orjson.dumps({"messages": MSG})
     with socket.create_connection(("127.0.0.1", agw.port), timeout=10) as s:
-        s.sendall(b"POST /alpha/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                  + agw.keys.app.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s.sendall(
+            b"POST /alpha/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + agw.keys.app.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             buf += s.recv(65536)
@@ -224,8 +247,12 @@ def test_a_thousand_idle_connections(agw: HGw) -> None:
         time.sleep(1.0)  # let the prober run while all of them are open
         prober.finish("idle_1000")
         # The gateway closes them itself (idle past the client timeout) and gives the fds back.
-        wait_for(lambda: connections_of(pid, agw.port) <= 5, CLIENT_TIMEOUT_S + SLACK_S + 10, 0.5,
-                 what="the gateway to close the idle connections")
+        wait_for(
+            lambda: connections_of(pid, agw.port) <= 5,
+            CLIENT_TIMEOUT_S + SLACK_S + 10,
+            0.5,
+            what="the gateway to close the idle connections",
+        )
         closed = sum(_closed_by_peer(s) for s in socks)
         assert closed == n, f"only {closed} of {n} idle connections closed by the gateway"
         wait_for(lambda: fd_count(pid) <= base_fds + 10, 10, 0.2, what="the gateway's fds to come back")

@@ -63,14 +63,20 @@ class Load:
                 stream = n % 3 == 0
                 try:
                     if stream:
-                        with c.stream("POST", self.gw.url + "/alpha" + CHAT,
-                                      json={"messages": MSG, "stream": True},
-                                      headers={**self.gw.auth(), "x-request-id": rid}) as r:
+                        with c.stream(
+                            "POST",
+                            self.gw.url + "/alpha" + CHAT,
+                            json={"messages": MSG, "stream": True},
+                            headers={**self.gw.auth(), "x-request-id": rid},
+                        ) as r:
                             body = r.read()
                         ok = r.status_code == 200 and b"[DONE]" in body
                     else:
-                        r = c.post(self.gw.url + "/alpha" + CHAT, json={"messages": MSG},
-                                   headers={**self.gw.auth(), "x-request-id": rid})
+                        r = c.post(
+                            self.gw.url + "/alpha" + CHAT,
+                            json={"messages": MSG},
+                            headers={**self.gw.auth(), "x-request-id": rid},
+                        )
                         ok = r.status_code == 200
                     if ok:
                         self.answered[rid] = time.time()
@@ -119,8 +125,9 @@ def _log(gw: HGw) -> str:
 # ------------------------------------------------------------------ locked store
 
 
-def test_store_locked_by_a_long_write(vendor: MockVendor, fault: FaultVendor, tmp_path: Path,
-                                      gw_factory: list[HGw]) -> None:
+def test_store_locked_by_a_long_write(
+    vendor: MockVendor, fault: FaultVendor, tmp_path: Path, gw_factory: list[HGw]
+) -> None:
     """A console holding a write transaction for seconds: traffic is served all along, the
     records wait and land afterwards. (Past the 10 s busy timeout the batch write fails and is
     retried — the read-only and disk-full tests below take that path.)"""
@@ -142,8 +149,12 @@ def test_store_locked_by_a_long_write(vendor: MockVendor, fault: FaultVendor, tm
         load.finish()
         assert not load.failures, load.failures[:5]
         assert len(load.answered) >= 20, len(load.answered)
-        wait_for(lambda: len(records_by_id(st, load.prefix)) >= len(load.answered), 30, 0.3,
-                 what="the records written while the store was locked")
+        wait_for(
+            lambda: len(records_by_id(st, load.prefix)) >= len(load.answered),
+            30,
+            0.3,
+            what="the records written while the store was locked",
+        )
         figures.put("home.locked_store.held_s", held)
         figures.add("home.locked_store.requests_served", len(load.answered))
         figures.add("home.records_lost", len(set(load.answered) - set(records_by_id(st, load.prefix))))
@@ -178,8 +189,9 @@ def _chattr_works(tmp: Path) -> bool:
 @contextlib.contextmanager
 def _tmpfs(path: Path, size: str) -> Iterator[bool]:
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                       capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True
+    )
     try:
         yield r.returncode == 0
     finally:
@@ -187,8 +199,9 @@ def _tmpfs(path: Path, size: str) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def _records_unwritable_then_back(gw: HGw, st: Store, break_it: Callable[[], object],
-                                  heal: Callable[[], object], what: str) -> None:
+def _records_unwritable_then_back(
+    gw: HGw, st: Store, break_it: Callable[[], object], heal: Callable[[], object], what: str
+) -> None:
     """Shared body: break the store, serve traffic, check the operator is told, heal, records land."""
     before = set(records_by_id(st))
     break_it()
@@ -197,15 +210,23 @@ def _records_unwritable_then_back(gw: HGw, st: Store, break_it: Callable[[], obj
         load = Load(gw, threads=3).start()
         wait_for(lambda: len(load.answered) >= 30, 30, 0.1, what="requests served while records fail")
         # The operator is told: a metric now, and gateway.log (when the log itself can be written).
-        wait_for(lambda: _metric(gw, "aigw_record_write_errors_total") >= 1, 10, 0.2,
-                 what="aigw_record_write_errors_total to count the failed writes")
+        wait_for(
+            lambda: _metric(gw, "aigw_record_write_errors_total") >= 1,
+            10,
+            0.2,
+            what="aigw_record_write_errors_total to count the failed writes",
+        )
         assert _metric(gw, "aigw_records_pending") > 0
         load.finish()
         assert not load.failures, load.failures[:5]
         heal()
         healed = True
-        wait_for(lambda: set(load.answered) <= set(records_by_id(st, load.prefix)), 30, 0.3,
-                 what=f"the records kept while {what} to be written")
+        wait_for(
+            lambda: set(load.answered) <= set(records_by_id(st, load.prefix)),
+            30,
+            0.3,
+            what=f"the records kept while {what} to be written",
+        )
         wait_for(lambda: _metric(gw, "aigw_records_pending") == 0, 10, 0.2, what="pending records to drain")
         assert _metric(gw, "aigw_records_dropped_total") == 0
         figures.add(f"home.{what}.requests_served", len(load.answered))
@@ -216,8 +237,9 @@ def _records_unwritable_then_back(gw: HGw, st: Store, break_it: Callable[[], obj
     assert before <= set(records_by_id(st))
 
 
-def test_database_read_only_while_records_are_written(vendor: MockVendor, fault: FaultVendor, tmp_path: Path,
-                                                      gw_factory: list[HGw]) -> None:
+def test_database_read_only_while_records_are_written(
+    vendor: MockVendor, fault: FaultVendor, tmp_path: Path, gw_factory: list[HGw]
+) -> None:
     if not _chattr_works(tmp_path):
         pytest.skip("chattr +i is not available here (needs root and a filesystem that supports it)")
     gw = start_gateway(tmp_path, vendor, fault)
@@ -225,8 +247,9 @@ def test_database_read_only_while_records_are_written(vendor: MockVendor, fault:
     st = open_store(str(gw.db))
     files = [gw.db, gw.db.with_name(gw.db.name + "-wal")]  # not -shm: it is mmapped (SIGBUS)
     try:
-        _records_unwritable_then_back(gw, st, lambda: _readonly(files, True), lambda: _readonly(files, False),
-                                      "read_only_db")
+        _records_unwritable_then_back(
+            gw, st, lambda: _readonly(files, True), lambda: _readonly(files, False), "read_only_db"
+        )
         log = _log(gw)
         assert "cannot write request records" in log and "request records written again" in log, log[-2000:]
     finally:
@@ -234,8 +257,9 @@ def test_database_read_only_while_records_are_written(vendor: MockVendor, fault:
         st.dispose()
 
 
-def test_disk_full_while_records_are_written(vendor: MockVendor, fault: FaultVendor, tmp_path: Path,
-                                             gw_factory: list[HGw]) -> None:
+def test_disk_full_while_records_are_written(
+    vendor: MockVendor, fault: FaultVendor, tmp_path: Path, gw_factory: list[HGw]
+) -> None:
     data = tmp_path / "data"
     with _tmpfs(data, "24m") as mounted:
         if not mounted:
@@ -268,8 +292,9 @@ def test_disk_full_while_records_are_written(vendor: MockVendor, fault: FaultVen
 # ------------------------------------------------------------------ process death
 
 
-def test_kill_9_loses_at_most_the_last_second(vendor: MockVendor, fault: FaultVendor, tmp_path: Path,
-                                              gw_factory: list[HGw]) -> None:
+def test_kill_9_loses_at_most_the_last_second(
+    vendor: MockVendor, fault: FaultVendor, tmp_path: Path, gw_factory: list[HGw]
+) -> None:
     gw = start_gateway(tmp_path, vendor, fault)
     gw_factory.append(gw)
     st = open_store(str(gw.db))
@@ -293,8 +318,9 @@ def test_kill_9_loses_at_most_the_last_second(vendor: MockVendor, fault: FaultVe
         st.dispose()
 
 
-def test_sigterm_under_load_loses_nothing(vendor: MockVendor, fault: FaultVendor, tmp_path: Path,
-                                          gw_factory: list[HGw]) -> None:
+def test_sigterm_under_load_loses_nothing(
+    vendor: MockVendor, fault: FaultVendor, tmp_path: Path, gw_factory: list[HGw]
+) -> None:
     gw = start_gateway(tmp_path, vendor, fault)
     gw_factory.append(gw)
     st = open_store(str(gw.db))
@@ -332,10 +358,29 @@ def test_record_buffer_is_bounded_and_retried(tmp_path: Path) -> None:
     assert files[0] is not None
 
     def rec(i: int) -> tuple[object, ...]:
-        return usage.record_row({"ts": time.time(), "request_id": f"bounded-{i}", "method": "POST", "path": "/x",
-                "consumer": "c", "api": "a", "service": "s", "model": "m", "key_name": "k", "status": 200,
-                "latency_ms": 1.0, "ttfb_ms": 1.0, "prompt_tokens": 1, "completion_tokens": 1,
-                "total_tokens": 2, "cost": 0.0, "stream": False, "estimated": False, "error": ""})
+        return usage.record_row(
+            {
+                "ts": time.time(),
+                "request_id": f"bounded-{i}",
+                "method": "POST",
+                "path": "/x",
+                "consumer": "c",
+                "api": "a",
+                "service": "s",
+                "model": "m",
+                "key_name": "k",
+                "status": 200,
+                "latency_ms": 1.0,
+                "ttfb_ms": 1.0,
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "total_tokens": 2,
+                "cost": 0.0,
+                "stream": False,
+                "estimated": False,
+                "error": "",
+            }
+        )
 
     async def run() -> tuple[int, int, int]:
         metrics = Metrics()

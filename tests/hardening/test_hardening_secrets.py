@@ -36,8 +36,13 @@ WRONG_KEY = "sk-aigw-WRONG-but-plausible-" + "Zq" * 16
 
 
 def _aigw(gw: HGw, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "--db", str(gw.db), *args], capture_output=True,
-                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--db", str(gw.db), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout + out.stderr
 
@@ -51,9 +56,12 @@ class EventsReader(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(60, read=2)) as c, c.stream(
-                "GET", self.gw.proc.admin_url + "/events",
-                headers={"Authorization": f"Bearer {self.gw.proc.token}"}) as r:
+        with (
+            httpx.Client(timeout=httpx.Timeout(60, read=2)) as c,
+            c.stream(
+                "GET", self.gw.proc.admin_url + "/events", headers={"Authorization": f"Bearer {self.gw.proc.token}"}
+            ) as r,
+        ):
             self.ready.set()
             while not self.stop.is_set():
                 try:
@@ -74,14 +82,21 @@ def test_no_secret_in_any_output(hgw: HGw, vendor: MockVendor, fault: FaultVendo
     answers: list[bytes] = []
     rids: list[str] = []
 
-    def go(path: str, *, key: str | None = None, stream: bool = False, header: str = "Authorization",
-           body: object = None) -> httpx.Response:
+    def go(
+        path: str, *, key: str | None = None, stream: bool = False, header: str = "Authorization", body: object = None
+    ) -> httpx.Response:
         rid = f"secret-{uuid.uuid4().hex}"
         rids.append(rid)
         value = f"Bearer {key or hgw.keys.app}" if header == "Authorization" else (key or hgw.keys.app)
-        with httpx.Client(timeout=30) as c, c.stream(
-                "POST", hgw.url + path, json=body if body is not None else {"messages": MSG, "stream": stream},
-                headers={header: value, "x-request-id": rid}) as r:
+        with (
+            httpx.Client(timeout=30) as c,
+            c.stream(
+                "POST",
+                hgw.url + path,
+                json=body if body is not None else {"messages": MSG, "stream": stream},
+                headers={header: value, "x-request-id": rid},
+            ) as r,
+        ):
             data = r.read()
         answers.append(b"%d\n" % r.status_code + str(r.headers).encode() + b"\n" + data)
         return r
@@ -99,9 +114,18 @@ def test_no_secret_in_any_output(hgw: HGw, vendor: MockVendor, fault: FaultVendo
     # vendor 401 echoing the key it was sent (some do), plain and streamed
     for cred, path in ((CRED["k1"], "/secret"), (ENV_VALUE, "/env")):
         for stream in (False, True):
-            vendor.queue(Behaviour(status=401, body={"error": {
-                "message": f"Incorrect API key provided: {cred}.", "type": "invalid_request_error",
-                "code": "invalid_api_key"}}))
+            vendor.queue(
+                Behaviour(
+                    status=401,
+                    body={
+                        "error": {
+                            "message": f"Incorrect API key provided: {cred}.",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
+            )
             assert go(path + CHAT, stream=stream).status_code == 401
     # vendor down, vendor timeout, env variable missing, model key rejected by failover
     assert go("/down" + CHAT).status_code == 502
@@ -125,8 +149,12 @@ def test_no_secret_in_any_output(hgw: HGw, vendor: MockVendor, fault: FaultVendo
     assert go("/secret" + CHAT, stream=True).status_code == 200
 
     wait_for(lambda: all(rid.encode() in events.data for rid in rids), 10, what="every record on /events")
-    commands = {"aigw logs --json": ("logs", "-n", "1000", "--json"), "aigw logs": ("logs", "-n", "1000"),
-                "aigw usage --json": ("usage", "--json"), "aigw export": ("export",)}
+    commands = {
+        "aigw logs --json": ("logs", "-n", "1000", "--json"),
+        "aigw logs": ("logs", "-n", "1000"),
+        "aigw usage --json": ("usage", "--json"),
+        "aigw export": ("export",),
+    }
     with ThreadPoolExecutor(4) as pool:  # four CLI processes at once: each pays Python's start-up
         futures = {name: pool.submit(_aigw, hgw, *args) for name, args in commands.items()}
         outputs: dict[str, str] = {name: f.result() for name, f in futures.items()}
@@ -143,8 +171,7 @@ def test_no_secret_in_any_output(hgw: HGw, vendor: MockVendor, fault: FaultVendo
         outputs[f"screenshots/{svg.name}"] = svg.read_text(errors="replace")
     # the literal credentials are the export's to omit; names and env: references stay
     assert 'credential = "env:AIGW_TEST_VENDOR_KEY"' in outputs["aigw export"]
-    leaks = [(where, s[:14] + "…") for where, text in outputs.items() for s in [*secrets, hgw.proc.token]
-             if s in text]
+    leaks = [(where, s[:14] + "…") for where, text in outputs.items() for s in [*secrets, hgw.proc.token] if s in text]
     assert not leaks, f"secrets found in outputs: {leaks}"
     # The presented wrong key is not echoed either (it may be someone's real key elsewhere).
     assert not [w for w, t in outputs.items() if WRONG_KEY in t]
@@ -157,10 +184,16 @@ def test_admin_token_checked_in_constant_time(hgw: HGw) -> None:
     src = inspect.getsource(admin_token.check)
     assert "hmac.compare_digest" in src and "==" not in src.replace("!=", "")
     token = hgw.proc.token
-    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong"},
-                    {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer {token[:-1]}"},
-                    {"Authorization": f"Basic {token}"}, {"Authorization": token},
-                    {"Authorization": ("Bearer " + "é" * 10).encode()}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {token}x"},
+        {"Authorization": f"Bearer {token[:-1]}"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": token},
+        {"Authorization": ("Bearer " + "é" * 10).encode()},
+    ):
         for method, path in (("GET", "/events"), ("POST", "/reload"), ("GET", "/limits")):
             r = httpx.request(method, hgw.proc.admin_url + path, headers=headers, timeout=10)
             assert r.status_code == 401, (path, headers, r.status_code)
@@ -173,8 +206,7 @@ def test_data_folder_0700_and_files_0600(hgw: HGw) -> None:
     # Every file that exists by now: the db (and its WAL/SHM), the token, the log.
     assert stat.S_IMODE(hgw.data_dir.stat().st_mode) == 0o700
     names = ["aigw.db", "admin.token", GATEWAY_LOG, "aigw.db-wal", "aigw.db-shm"]
-    modes = {n: oct(stat.S_IMODE((hgw.data_dir / n).stat().st_mode)) for n in names
-             if (hgw.data_dir / n).exists()}
+    modes = {n: oct(stat.S_IMODE((hgw.data_dir / n).stat().st_mode)) for n in names if (hgw.data_dir / n).exists()}
     assert set(names[:3]) <= set(modes), modes
     wrong = {n: m for n, m in modes.items() if m != oct(0o600)}
     assert not wrong, f"files not 0600: {wrong}"
@@ -196,9 +228,10 @@ def test_vendor_cookies_and_hop_by_hop_headers_not_passed_on(hgw: HGw, fault: Fa
 def test_set_cookie_dropped_from_streams_and_answers(hgw: HGw, vendor: MockVendor, stream: bool) -> None:
     vendor.reset()
     vendor.behave(headers={"Set-Cookie": "vendor_session=s3cr3t; Path=/", "X-Vendor-Note": "ok"})
-    with httpx.Client(timeout=30) as c, c.stream("POST", hgw.url + "/secret" + CHAT,
-                                                 json={"messages": MSG, "stream": stream},
-                                                 headers=hgw.auth()) as r:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream("POST", hgw.url + "/secret" + CHAT, json={"messages": MSG, "stream": stream}, headers=hgw.auth()) as r,
+    ):
         r.read()
     assert r.status_code == 200
     assert "set-cookie" not in r.headers and r.headers.get("x-vendor-note") == "ok"

@@ -21,8 +21,9 @@ from hhelpers import CHAT, MSG, HGw, assert_error_shape
 from store.db import Store
 
 
-def call(gw: HGw, path: str, *, stream: bool = False, rid: str | None = None,
-         timeout: float = 30) -> tuple[httpx.Response, bytes, str]:
+def call(
+    gw: HGw, path: str, *, stream: bool = False, rid: str | None = None, timeout: float = 30
+) -> tuple[httpx.Response, bytes, str]:
     rid = rid or f"fault-{uuid.uuid4().hex}"
     headers = {**gw.auth(), "x-request-id": rid}
     body = {"messages": MSG, "stream": stream}
@@ -42,7 +43,7 @@ def expect_sse_error(r: httpx.Response, data: bytes, code: str | tuple[str, ...]
     assert r.status_code == 200, data[:300]
     assert data.count(b"data: ") >= 2, data[:300]  # what the vendor sent before it broke was relayed
     assert b"event: error\ndata: " in data, data[-500:]
-    tail = data[data.rindex(b"event: error\ndata: ") + len(b"event: error\ndata: "):].strip()
+    tail = data[data.rindex(b"event: error\ndata: ") + len(b"event: error\ndata: ") :].strip()
     err = httpx.Response(200, content=tail).json()["error"]
     codes = (code,) if isinstance(code, str) else code
     assert err["code"] in codes and err["message"], err
@@ -93,14 +94,18 @@ def test_slow_first_byte_is_504_after_timeout(hgw: HGw, hstore: Store, fault: Fa
     survived(f"slow_first_byte_{'stream' if stream else 'plain'}")
 
 
-@pytest.mark.parametrize(("mode", "code"), [
-    ("reset_mid_stream", "upstream_error"),
-    # aiohttp's C parser stalls on bad chunk framing instead of raising: then timeout_s ends it
-    ("broken_sse", ("upstream_error", "upstream_timeout")),
-    ("stall_mid_stream", "upstream_timeout"),
-])
-def test_stream_broken_midway_ends_with_sse_error(hgw: HGw, hstore: Store, fault: FaultVendor,
-                                                  mode: str, code: str | tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("reset_mid_stream", "upstream_error"),
+        # aiohttp's C parser stalls on bad chunk framing instead of raising: then timeout_s ends it
+        ("broken_sse", ("upstream_error", "upstream_timeout")),
+        ("stall_mid_stream", "upstream_timeout"),
+    ],
+)
+def test_stream_broken_midway_ends_with_sse_error(
+    hgw: HGw, hstore: Store, fault: FaultVendor, mode: str, code: str | tuple[str, ...]
+) -> None:
     fault.mode = mode
     r, data, rid = call(hgw, "/faulty" + CHAT, stream=True, timeout=FAULT_TIMEOUT_S + 15)
     expect_sse_error(r, data, code)
@@ -151,9 +156,15 @@ def test_endless_stream_flows_until_the_client_leaves(hgw: HGw, hstore: Store, f
     rid = f"endless-{uuid.uuid4().hex}"
     got = 0
     t0 = time.monotonic()
-    with httpx.Client(timeout=30) as c, c.stream("POST", hgw.url + "/faulty" + CHAT,
-                                                 json={"messages": MSG, "stream": True},
-                                                 headers={**hgw.auth(), "x-request-id": rid}) as r:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream(
+            "POST",
+            hgw.url + "/faulty" + CHAT,
+            json={"messages": MSG, "stream": True},
+            headers={**hgw.auth(), "x-request-id": rid},
+        ) as r,
+    ):
         assert r.status_code == 200
         for chunk in r.iter_bytes():
             got += chunk.count(b"data: ")
@@ -171,7 +182,7 @@ def test_endless_stream_flows_until_the_client_leaves(hgw: HGw, hstore: Store, f
 
 def test_faults_counted_in_metrics(hgw: HGw) -> None:
     text = httpx.get(hgw.proc.admin_url + "/metrics", timeout=10).text
-    lines = [ln for ln in text.splitlines() if ln.startswith("aigw_upstream_errors_total{service=\"fault-svc\"")]
+    lines = [ln for ln in text.splitlines() if ln.startswith('aigw_upstream_errors_total{service="fault-svc"')]
     assert lines, text[-2000:]
     total = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
     assert total >= 8, lines

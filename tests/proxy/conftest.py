@@ -35,4 +35,3 @@ def records_store(gw: Gw) -> Iterator[Store]:
     st = open_store(str(gw.db))
     yield st
     st.dispose()
-

@@ -23,42 +23,66 @@ ENV_VALUE = "sk-vendor-SECRET-ENV-5e6f44"
 ALL_SECRETS = (*CRED.values(), ENV_VALUE)
 
 
-def gateway_toml(vendor: MockVendor, dead_port: int, app_key: str, off_key: str,
-                 lonely_key: str) -> str:
+def gateway_toml(vendor: MockVendor, dead_port: int, app_key: str, off_key: str, lonely_key: str) -> str:
     url = vendor.url
     dead = f"http://127.0.0.1:{dead_port}/v1"
 
-    def svc(name: str, keys: list[str], *, address: str = url, extra: str = "",
-            policy: str = "specified", default: str = "hunyuan-turbos-latest",
-            key_policy: str = "polling") -> str:
+    def svc(
+        name: str,
+        keys: list[str],
+        *,
+        address: str = url,
+        extra: str = "",
+        policy: str = "specified",
+        default: str = "hunyuan-turbos-latest",
+        key_policy: str = "polling",
+    ) -> str:
         ks = ", ".join(f'"{k}"' for k in keys)
-        return (f'[[model_services]]\nname = "{name}"\nvendor = "custom"\naddress = "{address}"\n'
-                f'keys = [{ks}]\nkey_policy = "{key_policy}"\nmodel_policy = "{policy}"\n'
-                f'default_model = "{default}"\n{extra}\n')
+        return (
+            f'[[model_services]]\nname = "{name}"\nvendor = "custom"\naddress = "{address}"\n'
+            f'keys = [{ks}]\nkey_policy = "{key_policy}"\nmodel_policy = "{policy}"\n'
+            f'default_model = "{default}"\n{extra}\n'
+        )
 
-    def api(name: str, base: str, services: list[str], *, scenario: str = "text-generation",
-            routes: str = '["/v1/chat/completions", "/v1/completions"]', extra: str = "") -> str:
+    def api(
+        name: str,
+        base: str,
+        services: list[str],
+        *,
+        scenario: str = "text-generation",
+        routes: str = '["/v1/chat/completions", "/v1/completions"]',
+        extra: str = "",
+    ) -> str:
         ss = ", ".join(f'"{s}"' for s in services)
         if scenario == "embeddings":
             routes = '["/v1/embeddings"]'
-        return (f'[[model_apis]]\nname = "{name}"\nscenario = "{scenario}"\nroutes = {routes}\n'
-                f'base_path = "{base}"\nservices = [{ss}]\n{extra}\n')
+        return (
+            f'[[model_apis]]\nname = "{name}"\nscenario = "{scenario}"\nroutes = {routes}\n'
+            f'base_path = "{base}"\nservices = [{ss}]\n{extra}\n'
+        )
 
     parts = [
         *(f'[[model_keys]]\nname = "{k}"\ncredential = "{v}"\n\n' for k, v in CRED.items()),
         '[[model_keys]]\nname = "kenv"\ncredential = "env:AIGW_TEST_VENDOR_KEY"\n\n',
         '[[model_keys]]\nname = "kmissing"\ncredential = "env:AIGW_TEST_MISSING_KEY"\n\n',
-        svc("main", ["k1"], extra='[model_services.prices.hunyuan-turbos-latest]\n'
+        svc(
+            "main",
+            ["k1"],
+            extra="[model_services.prices.hunyuan-turbos-latest]\n"
             'input = 0.8\noutput = 2.0\n[model_services.prices."hunyuan-*"]\ninput = 1.0\n'
-            'output = 1.0\n'),
+            "output = 1.0\n",
+        ),
         svc("poll", ["k1", "k2", "k3"], policy="passthrough", default="m-default"),
         svc("fail", ["k1", "k2"], key_policy="failover"),
-        svc("plist", ["k1"], policy="passthrough", default="allowed-a",
-            extra='models = ["allowed-a", "fam-*"]\n'),
-        svc("pdef", ["k1"], policy="passthrough", default="allowed-a",
-            extra='models = ["allowed-a", "fam-*"]\nunlisted_model = "default"\n'),
-        svc("svc-a", ["k1"], policy="passthrough", default="alpha-1",
-            extra='models = ["alpha-*"]\n'),
+        svc("plist", ["k1"], policy="passthrough", default="allowed-a", extra='models = ["allowed-a", "fam-*"]\n'),
+        svc(
+            "pdef",
+            ["k1"],
+            policy="passthrough",
+            default="allowed-a",
+            extra='models = ["allowed-a", "fam-*"]\nunlisted_model = "default"\n',
+        ),
+        svc("svc-a", ["k1"], policy="passthrough", default="alpha-1", extra='models = ["alpha-*"]\n'),
         svc("svc-b", ["k2"], policy="passthrough", default="beta-1"),
         svc("svc-c", ["k1"], policy="passthrough", default="gamma", extra='models = ["gamma"]\n'),
         svc("w1", ["k1"]),
@@ -76,12 +100,11 @@ def gateway_toml(vendor: MockVendor, dead_port: int, app_key: str, off_key: str,
         api("fail", "/fail", ["fail"]),
         api("plist", "/plist", ["plist"]),
         api("pdef", "/pdef", ["pdef"]),
-        api("bymodel", "/bymodel", ["svc-b", "svc-a"], extra='service_type = "multi"\n'
-            'routing = "model"\n'),
-        api("strict", "/strict", ["svc-c", "svc-a"], extra='service_type = "multi"\n'
-            'routing = "model"\n'),
-        api("weight", "/weight", ["w1", "w2"], extra='service_type = "multi"\n'
-            'routing = "weight"\nweights = [80, 20]\n'),
+        api("bymodel", "/bymodel", ["svc-b", "svc-a"], extra='service_type = "multi"\nrouting = "model"\n'),
+        api("strict", "/strict", ["svc-c", "svc-a"], extra='service_type = "multi"\nrouting = "model"\n'),
+        api(
+            "weight", "/weight", ["w1", "w2"], extra='service_type = "multi"\nrouting = "weight"\nweights = [80, 20]\n'
+        ),
         api("fb", "/fb", ["main"], extra='fallback_services = ["backup"]\n'),
         api("fbdown", "/fbdown", ["down"], extra='fallback_services = ["backup"]\n'),
         api("fbslow", "/fbslow", ["slow"], extra='fallback_services = ["backup"]\n'),
@@ -108,9 +131,11 @@ def new_key(tag: str) -> str:
 
 def limits_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
     """One API per limit kind, each with its own consumer (so tests don't share windows)."""
-    out = [f'[[model_keys]]\nname = "k1"\ncredential = "{CRED["k1"]}"\n\n'
-           f'[[model_services]]\nname = "main"\nvendor = "custom"\naddress = "{vendor.url}"\n'
-           'keys = ["k1"]\ndefault_model = "m"\n\n']
+    out = [
+        f'[[model_keys]]\nname = "k1"\ncredential = "{CRED["k1"]}"\n\n'
+        f'[[model_services]]\nname = "main"\nvendor = "custom"\naddress = "{vendor.url}"\n'
+        'keys = ["k1"]\ndefault_model = "m"\n\n'
+    ]
     groups = {  # consumer → (api, rpm, tpm, quota line)
         "burst": ("lim", 10, 0, ""),
         "toky": ("tok", 0, 30, ""),
@@ -118,11 +143,13 @@ def limits_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
         "changing": ("chg", 1, 0, ""),
     }
     for consumer, (api, rpm, tpm, quota) in groups.items():
-        out.append(f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
-                   f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{keys[consumer]}"]\n{quota}\n'
-                   f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\n'
-                   f'model_apis = ["{api}"]\nrequests_per_minute = {rpm}\n'
-                   f'tokens_per_minute = {tpm}\n\n')
+        out.append(
+            f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
+            f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{keys[consumer]}"]\n{quota}\n'
+            f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\n'
+            f'model_apis = ["{api}"]\nrequests_per_minute = {rpm}\n'
+            f"tokens_per_minute = {tpm}\n\n"
+        )
     return "".join(out)
 
 

@@ -35,8 +35,12 @@ def _reset(vendor: MockVendor) -> None:
 
 
 def chat(gw: Gw, *, key: str | None = None, base: str = CHAT, **body: Any) -> httpx.Response:
-    return httpx.post(gw.url + base, json={"messages": MSG, **body}, timeout=30,
-                      headers={"Authorization": f"Bearer {key or gw.app_key}"})
+    return httpx.post(
+        gw.url + base,
+        json={"messages": MSG, **body},
+        timeout=30,
+        headers={"Authorization": f"Bearer {key or gw.app_key}"},
+    )
 
 
 def auth(gw: Gw) -> dict[str, str]:
@@ -45,8 +49,19 @@ def auth(gw: Gw) -> dict[str, str]:
 
 def test_healthz_shape(gw: Gw, records_store: Store) -> None:
     h = httpx.get(gw.proc.admin_url + "/healthz", timeout=5).json()
-    assert set(h) == {"status", "version", "revision", "listen", "admin_listen", "public_url",
-                      "pid", "started_at", "requests_total", "in_flight", "db"}
+    assert set(h) == {
+        "status",
+        "version",
+        "revision",
+        "listen",
+        "admin_listen",
+        "public_url",
+        "pid",
+        "started_at",
+        "requests_total",
+        "in_flight",
+        "db",
+    }
     with records_store.session() as s:
         assert h["revision"] == repo.get_revision(s)
     assert h["status"] == "ok" and h["pid"] == gw.proc.proc.pid  # type: ignore[union-attr]
@@ -81,8 +96,12 @@ def test_events_need_token_and_deliver_records(gw: Gw) -> None:
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = resp.iter_lines()
         assert next(lines).startswith(":")  # subscribed
-        httpx.post(gw.url + CHAT, json={"messages": MSG}, timeout=30,
-                   headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id})
+        httpx.post(
+            gw.url + CHAT,
+            json={"messages": MSG},
+            timeout=30,
+            headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id},
+        )
         for line in lines:
             if line.startswith("data: "):
                 event = orjson.loads(line[6:])
@@ -103,16 +122,24 @@ def test_reload_needs_token(gw: Gw, records_store: Store) -> None:
 def _import(gw: Gw, toml: str, tmp_path: Path) -> None:
     f = tmp_path / f"{uuid.uuid4().hex}.toml"
     f.write_text(toml)
-    subprocess.run([sys.executable, "-m", "tui.cli", "--db", str(gw.db), "import", str(f)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--db", str(gw.db), "import", str(f)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def test_hot_reload_new_consumer_within_2s(gw: Gw, tmp_path: Path) -> None:
     key = new_key("newbie")
     assert chat(gw, key=key).status_code == 401
-    _import(gw, f'[[consumers]]\nname = "newbie"\napi_keys = ["{key}"]\n\n'
-                '[[consumer_groups]]\nname = "newbies"\nconsumers = ["newbie"]\n'
-                'model_apis = ["hunyuan-api"]\n', tmp_path)
+    _import(
+        gw,
+        f'[[consumers]]\nname = "newbie"\napi_keys = ["{key}"]\n\n'
+        '[[consumer_groups]]\nname = "newbies"\nconsumers = ["newbie"]\n'
+        'model_apis = ["hunyuan-api"]\n',
+        tmp_path,
+    )
     deadline = time.monotonic() + 2.0
     while True:
         status = chat(gw, key=key).status_code
@@ -150,8 +177,12 @@ def test_requests_never_wait_for_the_database(gw: Gw, records_store: Store) -> N
             for _ in range(5):
                 r_id = "locked-" + uuid.uuid4().hex
                 t0 = time.monotonic()
-                r = httpx.post(gw.url + CHAT, json={"messages": MSG}, timeout=30, headers={
-                    "Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id})
+                r = httpx.post(
+                    gw.url + CHAT,
+                    json={"messages": MSG},
+                    timeout=30,
+                    headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id},
+                )
                 assert r.status_code == 200 and time.monotonic() - t0 < 3
                 ids.append(r_id)
             time.sleep(0.6)  # a batch write is attempted meanwhile (and waits or fails)
@@ -173,9 +204,23 @@ def test_no_secret_in_gateway_log(gw: Gw) -> None:
 
 def test_busy_port_exits_2(gw: Gw) -> None:
     busy = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--db", str(gw.db), "serve", "--listen",
-         f"127.0.0.1:{gw.proc.port}", "--admin-listen", f"127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "--db",
+            str(gw.db),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{gw.proc.port}",
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert busy.returncode == 2
     assert busy.stderr.strip().count("\n") == 0 and str(gw.proc.port) in busy.stderr
 
@@ -193,8 +238,12 @@ def test_sigterm_drains_in_flight_and_flushes(gw: Gw, vendor: MockVendor, record
     out: dict[str, Any] = {}
 
     def run() -> None:
-        out["r"] = httpx.post(gw.url + CHAT, json={"messages": MSG}, timeout=30, headers={
-            "Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id})
+        out["r"] = httpx.post(
+            gw.url + CHAT,
+            json={"messages": MSG},
+            timeout=30,
+            headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id},
+        )
 
     subscribed = threading.Event()
 

@@ -39,20 +39,30 @@ def rid() -> str:
     return "test-" + uuid.uuid4().hex
 
 
-def post(client: httpx.Client, gw: Gw, path: str, body: Any = None, *, key: str | None = None,
-         request_id: str | None = None, **kw: Any) -> httpx.Response:
+def post(
+    client: httpx.Client,
+    gw: Gw,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = None,
+    request_id: str | None = None,
+    **kw: Any,
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or gw.app_key}", **kw.pop("headers", {})}
     if request_id:
         headers["x-request-id"] = request_id
     if body is None and "content" not in kw:
         body = {"model": "hunyuan-turbos-latest", "messages": MSG, "stream": False}
-    return client.post(path, json=body, headers=headers, **kw) if body is not None else \
-        client.post(path, headers=headers, **kw)
+    return (
+        client.post(path, json=body, headers=headers, **kw)
+        if body is not None
+        else client.post(path, headers=headers, **kw)
+    )
 
 
 def sdk(gw: Gw, base: str = "/hunyuan", key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}{base}/v1", api_key=key or gw.app_key, max_retries=0,
-                         timeout=30)
+    return openai.OpenAI(base_url=f"{gw.url}{base}/v1", api_key=key or gw.app_key, max_retries=0, timeout=30)
 
 
 def key_of(rec: Any) -> str:
@@ -67,12 +77,25 @@ def key_of(rec: Any) -> str:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_seed_curl_verbatim(gw: Gw, vendor: MockVendor, records_store: Store) -> None:
     out = subprocess.run(
-        ["curl", "-sS", "-i", "-X", "POST", f"{gw.url}/hunyuan/v1/chat/completions",
-         "-H", "Content-Type: application/json",
-         "-H", f"Authorization: Bearer {gw.app_key}",
-         "-d", '{\n"model": "hunyuan-turbos-latest",\n"messages": [\n{"role": "user", "content": '
-               '"Hello, please introduce yourself."}\n],\n"stream": false\n}'],
-        capture_output=True, timeout=30, check=True).stdout.decode()
+        [
+            "curl",
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            f"{gw.url}/hunyuan/v1/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"Authorization: Bearer {gw.app_key}",
+            "-d",
+            '{\n"model": "hunyuan-turbos-latest",\n"messages": [\n{"role": "user", "content": '
+            '"Hello, please introduce yourself."}\n],\n"stream": false\n}',
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout.decode()
     head, _, body = out.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 200")
     assert "x-request-id:" in head.lower()
@@ -87,10 +110,26 @@ def test_seed_curl_verbatim(gw: Gw, vendor: MockVendor, records_store: Store) ->
 def test_expect_100_continue_and_other_expectations(gw: Gw, client: httpx.Client) -> None:
     big = orjson.dumps({"messages": [{"role": "user", "content": "x" * 4000}]}).decode()
     out = subprocess.run(  # curl sends "Expect: 100-continue" for bodies over 1 KiB
-        ["curl", "-sS", "-i", "-X", "POST", f"{gw.url}/hunyuan/v1/chat/completions",
-         "-H", "Content-Type: application/json", "-H", "Expect: 100-continue",
-         "-H", f"Authorization: Bearer {gw.app_key}", "-d", big],
-        capture_output=True, timeout=30, check=True).stdout.decode()
+        [
+            "curl",
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            f"{gw.url}/hunyuan/v1/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            f"Authorization: Bearer {gw.app_key}",
+            "-d",
+            big,
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout.decode()
     assert "HTTP/1.1 100 Continue" in out and "HTTP/1.1 200" in out
     r = post(client, gw, "/hunyuan" + CHAT, headers={"Expect": "something-else"})
     err = _error(r, 417)
@@ -114,7 +153,8 @@ def test_openai_sdk_chat_and_record(gw: Gw, vendor: MockVendor, records_store: S
 
 
 def test_openai_sdk_stream_hides_usage_chunk_it_did_not_ask_for(
-        gw: Gw, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, vendor: MockVendor, records_store: Store
+) -> None:
     stream = sdk(gw).chat.completions.create(model="x", messages=MSG, stream=True)  # type: ignore[arg-type]
     chunks = list(stream)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
@@ -131,14 +171,16 @@ def test_openai_sdk_stream_hides_usage_chunk_it_did_not_ask_for(
 
 def test_stream_usage_delivered_when_client_asked(gw: Gw, vendor: MockVendor) -> None:
     stream = sdk(gw).chat.completions.create(
-        model="x", messages=MSG, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
+        model="x", messages=MSG, stream=True, stream_options={"include_usage": True}
+    )  # type: ignore[arg-type]
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 18
 
 
 def test_cumulative_usage_takes_the_last_not_the_sum(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.behave(usage="cumulative", chunks=5, prompt_tokens=20, completion_tokens=9)
     r_id = rid()
     body = {"model": "m", "messages": MSG, "stream": True}
@@ -149,11 +191,11 @@ def test_cumulative_usage_takes_the_last_not_the_sum(
 
 
 def test_no_usage_from_vendor_is_estimated(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.behave(usage="none", chunks=8)
     ids = rid(), rid()
-    r = post(client, gw, "/hunyuan" + CHAT, {"model": "m", "messages": MSG, "stream": True},
-             request_id=ids[0])
+    r = post(client, gw, "/hunyuan" + CHAT, {"model": "m", "messages": MSG, "stream": True}, request_id=ids[0])
     assert r.status_code == 200 and "[DONE]" in r.text
     r = post(client, gw, "/hunyuan" + CHAT, request_id=ids[1])
     assert r.status_code == 200 and "usage" not in r.json()
@@ -184,24 +226,29 @@ def test_embeddings(gw: Gw, vendor: MockVendor) -> None:
 
 
 def test_extra_body_passes_through(gw: Gw, vendor: MockVendor) -> None:
-    sdk(gw).chat.completions.create(model="x", messages=MSG,  # type: ignore[arg-type]
-                                    extra_body={"enable_enhancement": True, "x_vendor": {"a": 1}})
+    sdk(gw).chat.completions.create(
+        model="x",
+        messages=MSG,  # type: ignore[arg-type]
+        extra_body={"enable_enhancement": True, "x_vendor": {"a": 1}},
+    )
     body = vendor.requests[0].json
     assert body["enable_enhancement"] is True and body["x_vendor"] == {"a": 1}
 
 
 def test_body_untouched_when_nothing_changes(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
     raw = b'{"model":  "m-default" ,"messages": [], "odd_field": [1, 2.50, "\\u00e9"]}'
-    r = client.post("/poll" + CHAT, content=raw, headers={
-        "Authorization": f"Bearer {gw.app_key}", "Content-Type": "application/json"})
+    r = client.post(
+        "/poll" + CHAT,
+        content=raw,
+        headers={"Authorization": f"Bearer {gw.app_key}", "Content-Type": "application/json"},
+    )
     assert r.status_code == 200
     assert vendor.requests[0].body == raw
 
 
 def test_sdk_exceptions_for_401_and_403(gw: Gw) -> None:
     with pytest.raises(openai.AuthenticationError) as e401:
-        sdk(gw, key="sk-aigw-unknown-key-000000000000000000").chat.completions.create(
-            model="x", messages=MSG)  # type: ignore[arg-type]
+        sdk(gw, key="sk-aigw-unknown-key-000000000000000000").chat.completions.create(model="x", messages=MSG)  # type: ignore[arg-type]
     assert e401.value.status_code == 401 and "not valid" in str(e401.value)
     with pytest.raises(openai.AuthenticationError, match="disabled"):
         sdk(gw, key=gw.off_key).chat.completions.create(model="x", messages=MSG)  # type: ignore[arg-type]
@@ -239,7 +286,8 @@ def test_random_uses_every_key(gw: Gw, client: httpx.Client, vendor: MockVendor)
 
 
 def test_failover_on_rejected_key_then_cool_down(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.reject_keys[CRED["k1"]] = 401
     r_id = rid()
     r = post(client, gw, "/fail" + CHAT, request_id=r_id)
@@ -316,15 +364,23 @@ def test_path_mapping(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
     post(client, gw, "/hunyuan" + CHAT)
     post(client, gw, "/hunyuan/v1/completions", {"prompt": "hi"})
     post(client, gw, "/raw" + CHAT)
-    assert [x.path for x in vendor.requests] == [
-        "/v1/chat/completions", "/v1/completions", "/raw/chat/completions"]
+    assert [x.path for x in vendor.requests] == ["/v1/chat/completions", "/v1/completions", "/raw/chat/completions"]
 
 
 def test_header_hygiene(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
     vendor.behave(headers={"Set-Cookie": "session=vendor", "X-Vendor-Trace": "abc"})
-    r = client.post("/hunyuan" + CHAT, json={"messages": MSG}, headers={
-        "Authorization": f"Bearer {gw.app_key}", "x-api-key": gw.app_key, "api-key": gw.app_key,
-        "Cookie": "a=b", "x-request-id": "my-trace-1", "X-Custom": "kept"})
+    r = client.post(
+        "/hunyuan" + CHAT,
+        json={"messages": MSG},
+        headers={
+            "Authorization": f"Bearer {gw.app_key}",
+            "x-api-key": gw.app_key,
+            "api-key": gw.app_key,
+            "Cookie": "a=b",
+            "x-request-id": "my-trace-1",
+            "X-Custom": "kept",
+        },
+    )
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "my-trace-1"
     assert "set-cookie" not in r.headers and r.headers["x-vendor-trace"] == "abc"
@@ -367,7 +423,8 @@ def test_400s(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
 
 
 def test_deeply_nested_body_rewritten_and_estimated(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     """Deeper than orjson writes (255) yet valid JSON: forwarded, and tokens estimated."""
     vendor.behave(usage="none")
     deep: Any = "deep text"
@@ -417,8 +474,7 @@ def test_502_vendor_down_and_env_missing(gw: Gw, client: httpx.Client, records_s
     assert "kmissing" in err["message"] and "AIGW_TEST_MISSING_KEY" in err["message"]
 
 
-def test_vendor_closing_without_answer_is_retried_once(
-        gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
+def test_vendor_closing_without_answer_is_retried_once(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
     vendor.queue(Behaviour(close=True))
     assert post(client, gw, "/hunyuan" + CHAT).status_code == 200
     assert len(vendor.requests) == 2
@@ -434,8 +490,9 @@ def test_504_slow_vendor(gw: Gw, client: httpx.Client, vendor: MockVendor) -> No
 
 
 def test_vendor_errors_relayed(gw: Gw, client: httpx.Client, vendor: MockVendor) -> None:
-    vendor.queue(Behaviour(status=400, body={"error": {"message": "bad temperature", "type": "x",
-                                                       "code": "vendor_code"}}))
+    vendor.queue(
+        Behaviour(status=400, body={"error": {"message": "bad temperature", "type": "x", "code": "vendor_code"}})
+    )
     r = post(client, gw, "/hunyuan" + CHAT)
     assert r.status_code == 400 and r.json()["error"]["code"] == "vendor_code"
     vendor.queue(Behaviour(status=503, body="overloaded", content_type="text/plain"))
@@ -444,7 +501,8 @@ def test_vendor_errors_relayed(gw: Gw, client: httpx.Client, vendor: MockVendor)
 
 
 def test_stream_broken_midway_ends_with_error_event(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.queue(Behaviour(chunks=6, break_after=2))
     r_id = rid()
     r = post(client, gw, "/hunyuan" + CHAT, {"messages": MSG, "stream": True}, request_id=r_id)
@@ -457,7 +515,8 @@ def test_stream_broken_midway_ends_with_error_event(
 
 
 def test_stream_idle_past_timeout_ends_with_error_event(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.queue(Behaviour(chunks=3, chunk_delay=3.5))
     r_id = rid()
     r = post(client, gw, "/slow" + CHAT, {"messages": MSG, "stream": True}, request_id=r_id)
@@ -466,11 +525,16 @@ def test_stream_idle_past_timeout_ends_with_error_event(
 
 
 def test_client_disconnect_cancels_vendor_call(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.queue(Behaviour(endless=True, chunk_delay=0.05))
     r_id = rid()
-    with client.stream("POST", "/hunyuan" + CHAT, json={"messages": MSG, "stream": True},
-                       headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id}) as r:
+    with client.stream(
+        "POST",
+        "/hunyuan" + CHAT,
+        json={"messages": MSG, "stream": True},
+        headers={"Authorization": f"Bearer {gw.app_key}", "x-request-id": r_id},
+    ) as r:
         lines = r.iter_lines()
         got = [next(lines) for _ in range(3)]
         assert got[0].startswith("data: ")
@@ -480,7 +544,8 @@ def test_client_disconnect_cancels_vendor_call(
 
 
 def test_client_timeout_cancels_a_waiting_vendor_call(
-        gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store) -> None:
+    gw: Gw, client: httpx.Client, vendor: MockVendor, records_store: Store
+) -> None:
     vendor.queue(Behaviour(delay=5))
     r_id = rid()
     with pytest.raises(httpx.ReadTimeout):

@@ -82,11 +82,14 @@ async def test_origin_keeps_the_service_path_and_host_header() -> None:
     assert origin_of("http://[::1]:8000").host_line == b"host: [::1]:8000\r\n"
 
 
-@pytest.mark.parametrize("answer", [
-    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
-    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+    ],
+)
 async def test_framed_answers_are_read_whole_and_the_connection_reused(answer: bytes) -> None:
     accepted = 0
 
@@ -194,12 +197,30 @@ class _LoopWith:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-async def test_https_vendor_verified_against_the_trust_store(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_https_vendor_verified_against_the_trust_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure"
@@ -218,8 +239,9 @@ async def test_https_vendor_verified_against_the_trust_store(tmp_path: Path,
 
 
 @contextlib.asynccontextmanager
-async def gateway(handler: Callable[[Request], Awaitable[None]], *, client_timeout: float = 5.0,
-                  max_body: int = 1024) -> AsyncIterator[int]:
+async def gateway(
+    handler: Callable[[Request], Awaitable[None]], *, client_timeout: float = 5.0, max_body: int = 1024
+) -> AsyncIterator[int]:
     server = HttpServer(handler, client_timeout=client_timeout, max_body=max_body)
     await server.start("127.0.0.1", 0)
     assert server._server is not None
@@ -231,8 +253,9 @@ async def gateway(handler: Callable[[Request], Awaitable[None]], *, client_timeo
 
 
 async def echo(req: Request) -> None:
-    req.respond(200, b"content-type: text/plain\r\n",
-                f"{req.method} {req.path} q={req.query} body={req.body.decode()}".encode())
+    req.respond(
+        200, b"content-type: text/plain\r\n", f"{req.method} {req.path} q={req.query} body={req.body.decode()}".encode()
+    )
 
 
 async def talk(port: int, data: bytes, until: int = 1, timeout: float = 5.0) -> bytes:
@@ -254,7 +277,7 @@ async def talk(port: int, data: bytes, until: int = 1, timeout: float = 5.0) -> 
 
 def _complete(raw: bytes) -> bool:
     """The last answer in ``raw`` is whole (by its Content-Length)."""
-    head, sep, rest = raw[raw.rfind(b"HTTP/1."):].partition(b"\r\n\r\n")
+    head, sep, rest = raw[raw.rfind(b"HTTP/1.") :].partition(b"\r\n\r\n")
     if not sep:
         return False
     for line in head.split(b"\r\n"):
@@ -265,8 +288,11 @@ def _complete(raw: bytes) -> bool:
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
     async with gateway(echo) as port:
-        out = await talk(port, b"POST /a?x=1 HTTP/1.1\r\nhost: g\r\ncontent-length: 2\r\n\r\nhi"
-                               b"GET /b HTTP/1.1\r\nhost: g\r\n\r\n", until=2)
+        out = await talk(
+            port,
+            b"POST /a?x=1 HTTP/1.1\r\nhost: g\r\ncontent-length: 2\r\n\r\nhiGET /b HTTP/1.1\r\nhost: g\r\n\r\n",
+            until=2,
+        )
     first, second = out.index(b"POST /a q=x=1 body=hi"), out.index(b"GET /b q= body=")
     assert first < second and out.count(b"HTTP/1.1 200 OK") == 2
 
@@ -281,8 +307,9 @@ async def test_http10_and_head() -> None:
 
 async def test_chunked_body_and_expect_continue() -> None:
     async with gateway(echo) as port:
-        out = await talk(port, b"POST /c HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n"
-                               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        out = await talk(
+            port, b"POST /c HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
         assert b"body=abcde" in out
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /e HTTP/1.1\r\nhost: g\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
@@ -296,9 +323,12 @@ async def test_chunked_body_and_expect_continue() -> None:
 async def test_h2c_upgrade_is_ignored_and_the_body_still_read() -> None:
     """curl --http2 on http:// asks for h2c: the answer is plain HTTP/1.1 with the body read."""
     async with gateway(echo) as port:
-        out = await talk(port, b"POST /u HTTP/1.1\r\nhost: g\r\nconnection: Upgrade, HTTP2-Settings\r\n"
-                               b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
-                               b"content-length: 4\r\n\r\nbody")
+        out = await talk(
+            port,
+            b"POST /u HTTP/1.1\r\nhost: g\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+            b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+            b"content-length: 4\r\n\r\nbody",
+        )
     assert out.startswith(b"HTTP/1.1 200") and b"body=body" in out
 
 
@@ -306,8 +336,10 @@ async def test_limits_and_bad_bytes_get_json_errors() -> None:
     async with gateway(echo, max_body=16) as port:
         out = await talk(port, b"POST /big HTTP/1.1\r\nhost: g\r\ncontent-length: 17\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 413") and b'"code":"request_too_large"' in out
-        out = await talk(port, b"POST /big HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n"
-                               b"20\r\n" + b"x" * 32 + b"\r\n0\r\n\r\n")
+        out = await talk(
+            port,
+            b"POST /big HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n20\r\n" + b"x" * 32 + b"\r\n0\r\n\r\n",
+        )
         assert out.startswith(b"HTTP/1.1 413")
         out = await talk(port, b"GET / HTTP/1.1\r\nx-long: " + b"v" * 9000 + b"\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 400") and b"bad_http_request" in out

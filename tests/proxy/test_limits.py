@@ -18,17 +18,21 @@ from tui.cli import main as aigw_main
 MSG = [{"role": "user", "content": "hi"}]
 CONSUMERS = ("burst", "toky", "quota-app", "changing", "tq-app", "rq-app")
 #: Quotas that concurrent bursts try to overrun: a tokens one and a requests one.
-BURST_QUOTAS = {"tq-app": ("tq", 'quota = 100\nquota_unit = "tokens"\nquota_period = "day"\n'),
-                "rq-app": ("rq", 'quota = 7\nquota_unit = "requests"\nquota_period = "week"\n')}
+BURST_QUOTAS = {
+    "tq-app": ("tq", 'quota = 100\nquota_unit = "tokens"\nquota_period = "day"\n'),
+    "rq-app": ("rq", 'quota = 7\nquota_unit = "requests"\nquota_period = "week"\n'),
+}
 
 
 def burst_quotas_toml(keys: dict[str, str]) -> str:
     out = []
     for consumer, (api, quota) in BURST_QUOTAS.items():
-        out.append(f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
-                   f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{keys[consumer]}"]\n{quota}\n'
-                   f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\n'
-                   f'model_apis = ["{api}"]\n\n')
+        out.append(
+            f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
+            f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{keys[consumer]}"]\n{quota}\n'
+            f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\n'
+            f'model_apis = ["{api}"]\n\n'
+        )
     return "".join(out)
 
 
@@ -39,9 +43,12 @@ class Lim:
         self.proc = GatewayProcess(db).start()
 
     def chat(self, api: str, consumer: str, **body: object) -> httpx.Response:
-        return httpx.post(f"{self.proc.url}/{api}/v1/chat/completions",
-                          json={"messages": MSG, **body}, timeout=30,
-                          headers={"Authorization": f"Bearer {self.keys[consumer]}"})
+        return httpx.post(
+            f"{self.proc.url}/{api}/v1/chat/completions",
+            json={"messages": MSG, **body},
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.keys[consumer]}"},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +74,25 @@ def _reset(vendor: MockVendor) -> None:
     vendor.reset()
 
 
-async def _burst(lim: Lim, n: int, api: str = "lim", consumer: str = "burst",
-                 **body: object) -> list[httpx.Response]:
+async def _burst(lim: Lim, n: int, api: str = "lim", consumer: str = "burst", **body: object) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(timeout=30, limits=limits) as c:
-        return await asyncio.gather(*(
-            c.post(f"{lim.proc.url}/{api}/v1/chat/completions", json={"messages": MSG, **body},
-                   headers={"Authorization": f"Bearer {lim.keys[consumer]}"}) for _ in range(n)))
+        return await asyncio.gather(
+            *(
+                c.post(
+                    f"{lim.proc.url}/{api}/v1/chat/completions",
+                    json={"messages": MSG, **body},
+                    headers={"Authorization": f"Bearer {lim.keys[consumer]}"},
+                )
+                for _ in range(n)
+            )
+        )
 
 
 def _quota_use(lim: Lim, consumer: str) -> dict[str, object]:
-    data = httpx.get(lim.proc.admin_url + "/limits", timeout=5,
-                     headers={"Authorization": f"Bearer {lim.proc.token}"}).json()
+    data = httpx.get(
+        lim.proc.admin_url + "/limits", timeout=5, headers={"Authorization": f"Bearer {lim.proc.token}"}
+    ).json()
     quota: dict[str, object] = data["consumers"][consumer]["quota"]
     return quota
 
@@ -125,8 +139,10 @@ def test_limits_changed_while_serving(lim: Lim, tmp_path: Path) -> None:
     assert lim.chat("chg", "changing").status_code == 200
     assert lim.chat("chg", "changing").status_code == 429
     f = tmp_path / "more.toml"
-    f.write_text('[[consumer_groups]]\nname = "g-changing"\nconsumers = ["changing"]\n'
-                 'model_apis = ["chg"]\nrequests_per_minute = 100\n')
+    f.write_text(
+        '[[consumer_groups]]\nname = "g-changing"\nconsumers = ["changing"]\n'
+        'model_apis = ["chg"]\nrequests_per_minute = 100\n'
+    )
     assert aigw_main(["--db", str(lim.db), "import", str(f)]) == 0
     deadline = time.monotonic() + 2.0
     while (status := lim.chat("chg", "changing").status_code) != 200 and time.monotonic() < deadline:
@@ -148,21 +164,18 @@ def test_quota_holds_across_a_restart(lim: Lim) -> None:
     assert again.status_code == 429 and again.json()["error"]["code"] == "insufficient_quota"
 
 
-def test_requests_quota_under_a_concurrent_burst_lets_exactly_n_through(
-        lim: Lim, vendor: MockVendor) -> None:
+def test_requests_quota_under_a_concurrent_burst_lets_exactly_n_through(lim: Lim, vendor: MockVendor) -> None:
     vendor.behave(delay=0.3)  # all 30 are in flight together: the pre-check alone lets all pass
     responses = asyncio.run(_burst(lim, 30, "rq", "rq-app"))
     ok = [r for r in responses if r.status_code == 200]
     assert len(ok) == 7 and len(vendor.requests) == 7
-    assert all(r.json()["error"]["code"] == "insufficient_quota"
-               for r in responses if r.status_code != 200)
+    assert all(r.json()["error"]["code"] == "insufficient_quota" for r in responses if r.status_code != 200)
     assert _quota_use(lim, "rq-app")["used"] == 7
     again = lim.chat("rq", "rq-app")
     assert again.status_code == 429 and "resets at" in again.json()["error"]["message"]
 
 
-def test_tokens_quota_under_concurrent_bursts_stays_within_the_bound(
-        lim: Lim, vendor: MockVendor) -> None:
+def test_tokens_quota_under_concurrent_bursts_stays_within_the_bound(lim: Lim, vendor: MockVendor) -> None:
     # The vendor ignores max_tokens (30 completion tokens for max_tokens=10): each answer
     # uses 41 tokens, more than the ~30 reserved for it. Documented bound: the quota plus
     # the last admitted request's use plus what the others in flight used beyond their

@@ -27,19 +27,32 @@ class Clock:
         return self.now
 
 
-def snapshot(*, rpm: list[int], tpm: int = 0, quota: float = 0, unit: str = "tokens",
-             period: str = "day", price: Price | None = None) -> Snapshot:
+def snapshot(
+    *,
+    rpm: list[int],
+    tpm: int = 0,
+    quota: float = 0,
+    unit: str = "tokens",
+    period: str = "day",
+    price: Price | None = None,
+) -> Snapshot:
     cfg = Config(
         model_keys=[ModelKeySpec("k", "sk-x")],
-        model_services=[ModelServiceSpec("s", address="http://127.0.0.1:1/v1", keys=["k"],
-                                         default_model="m",
-                                         prices={"m": price} if price else {})],
-        model_apis=[ModelApiSpec("a", routes=["/v1/chat/completions"], base_path="/a",
-                                 services=["s"])],
+        model_services=[
+            ModelServiceSpec(
+                "s",
+                address="http://127.0.0.1:1/v1",
+                keys=["k"],
+                default_model="m",
+                prices={"m": price} if price else {},
+            )
+        ],
+        model_apis=[ModelApiSpec("a", routes=["/v1/chat/completions"], base_path="/a", services=["s"])],
         consumers=[ConsumerSpec("c", quota=quota, quota_unit=unit, quota_period=period)],
-        consumer_groups=[ConsumerGroupSpec(f"g{i}", consumers=["c"], model_apis=["a"],
-                                           requests_per_minute=r, tokens_per_minute=tpm)
-                         for i, r in enumerate(rpm)],
+        consumer_groups=[
+            ConsumerGroupSpec(f"g{i}", consumers=["c"], model_apis=["a"], requests_per_minute=r, tokens_per_minute=tpm)
+            for i, r in enumerate(rpm)
+        ],
     )
     return compile_snapshot(cfg, [], 1)
 
@@ -171,8 +184,9 @@ def test_total_quota_never_resets() -> None:
     assert "Retry-After" in d.error.headers
 
 
-def admitted(lim: MemoryLimiter, snap: Snapshot, clock: Clock, n: int,
-             body: bytes = b'{"messages":[]}', **fields: object) -> list[RequestContext]:
+def admitted(
+    lim: MemoryLimiter, snap: Snapshot, clock: Clock, n: int, body: bytes = b'{"messages":[]}', **fields: object
+) -> list[RequestContext]:
     """Check ``n`` requests that are all in flight at once; the admitted ones."""
     out = []
     for _ in range(n):
@@ -275,8 +289,7 @@ def test_a_cancelled_request_releases_its_reservation() -> None:
     assert admitted(lim, snap, clock, 1) == []
     ctx.service = snap.services["s"]
     lim.settle(ctx, None)  # 499 before any usage arrived
-    assert lim.current_use(snap)["c"]["quota"] == {
-        **lim.current_use(snap)["c"]["quota"], "used": 0, "reserved": 0}
+    assert lim.current_use(snap)["c"]["quota"] == {**lim.current_use(snap)["c"]["quota"], "used": 0, "reserved": 0}
     assert len(admitted(lim, snap, clock, 1)) == 1
 
 
@@ -299,10 +312,21 @@ def test_windows_stay_bounded_however_fast_requests_come() -> None:
     assert w.used == 0 and not w.entries
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0.0, "0s"), (0.0004, "1ms"), (0.25, "250ms"), (1.0, "1s"), (1.2, "2s"), (59.0, "59s"),
-    (59.5, "1m0s"), (60.0, "1m0s"), (61.0, "1m1s"), (3599.2, "60m0s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0s"),
+        (0.0004, "1ms"),
+        (0.25, "250ms"),
+        (1.0, "1s"),
+        (1.2, "2s"),
+        (59.0, "59s"),
+        (59.5, "1m0s"),
+        (60.0, "1m0s"),
+        (61.0, "1m1s"),
+        (3599.2, "60m0s"),
+    ],
+)
 def test_reset_durations_in_openais_format(seconds: float, text: str) -> None:
     assert duration(seconds) == text
     assert duration_bytes(seconds) == text.encode()

@@ -22,11 +22,29 @@ from store.db import Store
 
 
 def rec(i: int) -> tuple[Any, ...]:
-    return usage.record_row({"ts": time.time(), "request_id": f"r{i}", "method": "POST", "path": "/p",
-            "consumer": "c", "api": "a", "service": "s", "model": "m", "key_name": "k",
-            "status": 200, "latency_ms": 1.0, "ttfb_ms": 0.5, "prompt_tokens": 1,
-            "completion_tokens": 2, "total_tokens": 3, "cost": 0.0, "stream": False,
-            "estimated": False, "error": ""})
+    return usage.record_row(
+        {
+            "ts": time.time(),
+            "request_id": f"r{i}",
+            "method": "POST",
+            "path": "/p",
+            "consumer": "c",
+            "api": "a",
+            "service": "s",
+            "model": "m",
+            "key_name": "k",
+            "status": 200,
+            "latency_ms": 1.0,
+            "ttfb_ms": 0.5,
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+            "total_tokens": 3,
+            "cost": 0.0,
+            "stream": False,
+            "estimated": False,
+            "error": "",
+        }
+    )
 
 
 def stored(store: Store) -> list[str]:
@@ -78,8 +96,7 @@ async def test_full_buffer_drops_and_counts(store: Store) -> None:
     assert stored(store) == ["r0", "r1", "r2"]
 
 
-async def test_slow_subscriber_loses_events_but_never_blocks(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_subscriber_loses_events_but_never_blocks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recorder_mod, "SUBSCRIBER_QUEUE", 2)
     r = Recorder(store, Metrics())
     q = r.subscribe()
@@ -98,12 +115,29 @@ async def test_slow_subscriber_loses_events_but_never_blocks(
 
 def varied(i: int) -> tuple[Any, ...]:
     """A row whose every field differs by ``i``, with the awkward values a record can hold."""
-    return usage.record_row({"ts": 1_700_000_000.0 + i / 7, "request_id": f"req-{i:05d}", "method": "POST",
-            "path": "/v1/chat/completions", "consumer": f"team-'{i % 3}'", "api": "chat", "service": "s",
-            "model": f"gpt-Ω-{i % 5}", "key_name": "k", "status": 200 + i % 300,
-            "latency_ms": i * 0.125, "ttfb_ms": None if i % 2 else i / 3, "prompt_tokens": i,
-            "completion_tokens": 2 * i, "total_tokens": 3 * i, "cost": i * 1e-7, "stream": bool(i % 2),
-            "estimated": bool(i % 3 == 0), "error": "" if i % 4 else 'vendor said "no"; DROP TABLE x'})
+    return usage.record_row(
+        {
+            "ts": 1_700_000_000.0 + i / 7,
+            "request_id": f"req-{i:05d}",
+            "method": "POST",
+            "path": "/v1/chat/completions",
+            "consumer": f"team-'{i % 3}'",
+            "api": "chat",
+            "service": "s",
+            "model": f"gpt-Ω-{i % 5}",
+            "key_name": "k",
+            "status": 200 + i % 300,
+            "latency_ms": i * 0.125,
+            "ttfb_ms": None if i % 2 else i / 3,
+            "prompt_tokens": i,
+            "completion_tokens": 2 * i,
+            "total_tokens": 3 * i,
+            "cost": i * 1e-7,
+            "stream": bool(i % 2),
+            "estimated": bool(i % 3 == 0),
+            "error": "" if i % 4 else 'vendor said "no"; DROP TABLE x',
+        }
+    )
 
 
 def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit: int | None = None) -> int:
@@ -115,8 +149,9 @@ def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit:
     engine = store.engine
     if variable_limit is not None:
         engine = create_engine(store.engine.url)
-        event.listen(engine, "connect", lambda dbapi, _rec: dbapi.setlimit(
-            sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit))
+        event.listen(
+            engine, "connect", lambda dbapi, _rec: dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+        )
     seen: list[str] = []
 
     def count(_conn: Any, _cur: Any, statement: str, *_a: Any) -> None:
@@ -137,8 +172,10 @@ def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit:
 
 def stored_rows(store: Store) -> list[tuple[Any, ...]]:
     with store.engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
-            f"SELECT {', '.join(usage.RECORD_FIELDS)} FROM request_records ORDER BY id")]
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(f"SELECT {', '.join(usage.RECORD_FIELDS)} FROM request_records ORDER BY id")
+        ]
 
 
 def test_a_large_batch_is_a_few_statements_and_every_row_intact(store: Store) -> None:

@@ -21,17 +21,24 @@ from store.spec import (
 def config() -> Config:
     return Config(
         model_keys=[ModelKeySpec("lit", "sk-literal-123"), ModelKeySpec("env", "env:AIGW_UNIT_KEY")],
-        model_services=[ModelServiceSpec(
-            "s", address="http://v.example/v1/", keys=["lit", "env"], default_model="hy-turbo",
-            prices={"hy-turbo": Price(1, 2), "*": Price(5, 6), "hy-*": Price(3, 4)})],
-        model_apis=[ModelApiSpec("a", routes=["/v1/chat/completions", "/v1/completions"],
-                                 base_path="/hy", services=["s"])],
+        model_services=[
+            ModelServiceSpec(
+                "s",
+                address="http://v.example/v1/",
+                keys=["lit", "env"],
+                default_model="hy-turbo",
+                prices={"hy-turbo": Price(1, 2), "*": Price(5, 6), "hy-*": Price(3, 4)},
+            )
+        ],
+        model_apis=[
+            ModelApiSpec("a", routes=["/v1/chat/completions", "/v1/completions"], base_path="/hy", services=["s"])
+        ],
         consumers=[ConsumerSpec("c"), ConsumerSpec("d", enabled=False)],
         consumer_groups=[
-            ConsumerGroupSpec("g1", consumers=["c"], model_apis=["a"], requests_per_minute=5,
-                              tokens_per_minute=0),
-            ConsumerGroupSpec("g2", consumers=["c", "d"], model_apis=["a"],
-                              requests_per_minute=50, tokens_per_minute=100),
+            ConsumerGroupSpec("g1", consumers=["c"], model_apis=["a"], requests_per_minute=5, tokens_per_minute=0),
+            ConsumerGroupSpec(
+                "g2", consumers=["c", "d"], model_apis=["a"], requests_per_minute=50, tokens_per_minute=100
+            ),
         ],
     )
 
@@ -73,15 +80,19 @@ def test_headers_named_by_connection_are_not_relayed() -> None:
     from proxy.context import RequestContext
     from proxy.relay import response_head
 
-    vendor = [(b"Connection", b"x-hop-secret, keep-alive"), (b"X-Hop-Secret", b"s"),
-              (b"Keep-Alive", b"timeout=5"), (b"Set-Cookie", b"a=b"), (b"X-Vendor-Trace", b"t-1"),
-              (b"Content-Type", b"application/json"), (b"x-ratelimit-limit-requests", b"999")]
+    vendor = [
+        (b"Connection", b"x-hop-secret, keep-alive"),
+        (b"X-Hop-Secret", b"s"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Set-Cookie", b"a=b"),
+        (b"X-Vendor-Trace", b"t-1"),
+        (b"Content-Type", b"application/json"),
+        (b"x-ratelimit-limit-requests", b"999"),
+    ]
     ctx = RequestContext(compile_snapshot(config(), [], 1), "rid-1", "POST", "/hy/v1/chat/completions")
     ctx.limit_headers = b"x-ratelimit-limit-requests: 5\r\n"
     lines = response_head(vendor, ctx).decode().split("\r\n")[:-1]
     out = dict(line.split(": ", 1) for line in lines)
-    assert {k.lower() for k in out} == {"x-vendor-trace", "content-type", "x-request-id",
-                                        "x-ratelimit-limit-requests"}
+    assert {k.lower() for k in out} == {"x-vendor-trace", "content-type", "x-request-id", "x-ratelimit-limit-requests"}
     assert out["x-request-id"] == "rid-1"
     assert out["x-ratelimit-limit-requests"] == "5", "the gateway's limits replace the vendor's"
-

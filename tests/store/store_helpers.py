@@ -27,8 +27,14 @@ def base_config() -> Config:
             ModelKeySpec("k2", "env:VENDOR_KEY"),
         ],
         model_services=[
-            ModelServiceSpec("s1", vendor="custom", address="http://127.0.0.1:9/v1", keys=["k1"],
-                             default_model="m1", prices={"m1": Price(1.0, 2.0)}),
+            ModelServiceSpec(
+                "s1",
+                vendor="custom",
+                address="http://127.0.0.1:9/v1",
+                keys=["k1"],
+                default_model="m1",
+                prices={"m1": Price(1.0, 2.0)},
+            ),
             ModelServiceSpec("s2", vendor="hunyuan", keys=["k2", "k1"], default_model="hunyuan-lite"),
         ],
         model_apis=[ModelApiSpec("a1", base_path="/a1", services=["s1"])],

@@ -82,10 +82,14 @@ def test_save_refuses_duplicate_and_invalid(filled: Session) -> None:
     with pytest.raises(StoreError, match=r"model_keys\[k1\]\.name: .*already exists"):
         repo.save(filled, "model_keys", ModelKeySpec("k1", "x-other"))
     with pytest.raises(StoreError) as info:
-        repo.save(filled, "model_services", ModelServiceSpec("s9", address="http://h/v1", keys=["ghost"],
-                                                             default_model="m"))
+        repo.save(
+            filled, "model_services", ModelServiceSpec("s9", address="http://h/v1", keys=["ghost"], default_model="m")
+        )
     assert (info.value.errors[0].table, info.value.errors[0].entry, info.value.errors[0].field) == (
-        "model_services", "s9", "keys")
+        "model_services",
+        "s9",
+        "keys",
+    )
     assert repo.get_revision(filled) == rev
     assert repo.find(repo.load_config(filled), "model_services", "s9") is None
 
@@ -153,8 +157,7 @@ def test_delete_after_dropping_references(filled: Session) -> None:
 
 
 def test_delete_service_used_only_as_fallback_refused(filled: Session) -> None:
-    repo.save(filled, "model_apis", ModelApiSpec("a2", base_path="/a2", services=["s1"],
-                                                 fallback_services=["s2"]))
+    repo.save(filled, "model_apis", ModelApiSpec("a2", base_path="/a2", services=["s1"], fallback_services=["s2"]))
     with pytest.raises(ReferencedError, match="model API 'a2'"):
         repo.delete_entity(filled, "model_services", "s2")
     a2 = repo.get(filled, "model_apis", "a2")
@@ -352,8 +355,7 @@ def test_revision_visible_to_another_connection(store: Store, filled: Session, d
 def test_save_gateway_normalises_and_loads(filled: Session) -> None:
     gw = repo.save_gateway(filled, GatewaySpec("0.0.0.0:8000", "http://gw.local:8000/", "127.0.0.1:8001"))
     assert gw.public_url == "http://gw.local:8000"
-    assert repo.load_config(filled).gateway == GatewaySpec("0.0.0.0:8000", "http://gw.local:8000",
-                                                           "127.0.0.1:8001")
+    assert repo.load_config(filled).gateway == GatewaySpec("0.0.0.0:8000", "http://gw.local:8000", "127.0.0.1:8001")
 
 
 # ---------------------------------------------------------------- files, modes, locations

@@ -133,8 +133,23 @@ def test_description_refused(table: str, text: str) -> None:
 # ---------------------------------------------------------------- credentials
 
 GOOD_CREDENTIALS = ["sk-abc", "env:HUNYUAN_API_KEY", "env:_X1", "env:lower_case", "k€y-ünicode", "c" * 8192]
-BAD_CREDENTIALS = [None, "", " sk-abc", "sk-abc ", "sk abc", "sk-abc\n", "sk\tabc", "sk\x7fabc",
-                   "sk\x00abc", "env:", "env:1ABC", "env:A-B", "env:A B", "env:$X", "c" * 8193]
+BAD_CREDENTIALS = [
+    None,
+    "",
+    " sk-abc",
+    "sk-abc ",
+    "sk abc",
+    "sk-abc\n",
+    "sk\tabc",
+    "sk\x7fabc",
+    "sk\x00abc",
+    "env:",
+    "env:1ABC",
+    "env:A-B",
+    "env:A B",
+    "env:$X",
+    "c" * 8193,
+]
 
 
 @pytest.mark.parametrize("cred", GOOD_CREDENTIALS)
@@ -158,12 +173,27 @@ def test_credential_refused(cred: str | None) -> None:
 
 # ---------------------------------------------------------------- URLs
 
-GOOD_URLS = ["http://127.0.0.1:9/v1", "https://api.example.com/v1", "http://[::1]:8000/v1",
-             "https://open.bigmodel.cn/api/paas/v4", "http://localhost"]
-BAD_URLS = ["ftp://example.com/v1", "api.example.com/v1", "http://", "https:///v1",
-            "http://user:pw@example.com/v1", "http://user@example.com/v1", "http://h/v1?x=1",
-            "http://h/v1#frag", "http://h:99999/v1", "http://h:abc/v1", "http://h/v 1",
-            "javascript:alert(1)"]
+GOOD_URLS = [
+    "http://127.0.0.1:9/v1",
+    "https://api.example.com/v1",
+    "http://[::1]:8000/v1",
+    "https://open.bigmodel.cn/api/paas/v4",
+    "http://localhost",
+]
+BAD_URLS = [
+    "ftp://example.com/v1",
+    "api.example.com/v1",
+    "http://",
+    "https:///v1",
+    "http://user:pw@example.com/v1",
+    "http://user@example.com/v1",
+    "http://h/v1?x=1",
+    "http://h/v1#frag",
+    "http://h:99999/v1",
+    "http://h:abc/v1",
+    "http://h/v 1",
+    "javascript:alert(1)",
+]
 
 
 @pytest.mark.parametrize("url", GOOD_URLS)
@@ -262,10 +292,18 @@ def test_public_url_checked_and_normalised() -> None:
 # ---------------------------------------------------------------- base paths
 
 
-@pytest.mark.parametrize(("raw", "norm"), [
-    ("hunyuan/", "/hunyuan"), ("hunyuan", "/hunyuan"), ("/hunyuan", "/hunyuan"),
-    (" /a/b/ ", "/a/b"), ("/", ""), ("", ""), ("a/b", "/a/b"),
-])
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("hunyuan/", "/hunyuan"),
+        ("hunyuan", "/hunyuan"),
+        ("/hunyuan", "/hunyuan"),
+        (" /a/b/ ", "/a/b"),
+        ("/", ""),
+        ("", ""),
+        ("a/b", "/a/b"),
+    ],
+)
 def test_base_path_normalised(raw: str, norm: str) -> None:
     assert normalise_base_path(raw) == norm
     cfg = base_config()
@@ -275,9 +313,29 @@ def test_base_path_normalised(raw: str, norm: str) -> None:
 
 
 GOOD_PATHS = ["/hunyuan", "/a/b-c_d.e~f", "/v2", "/A1", "/x..y", "/.well"]
-BAD_PATHS = ["/a/../b", "/..", "/a/..", "/a//b", "//a", "/%2e%2e", "/%2E", "/a%20b", "/a%2fb",
-             "/a?x=1", "/a?", "/a#f", "/a\n/b", "/./a", "/a/.", "/.", "/a b", "/a:b", "/a;b", "/" + "a" * 200,
-             "/é"]
+BAD_PATHS = [
+    "/a/../b",
+    "/..",
+    "/a/..",
+    "/a//b",
+    "//a",
+    "/%2e%2e",
+    "/%2E",
+    "/a%20b",
+    "/a%2fb",
+    "/a?x=1",
+    "/a?",
+    "/a#f",
+    "/a\n/b",
+    "/./a",
+    "/a/.",
+    "/.",
+    "/a b",
+    "/a:b",
+    "/a;b",
+    "/" + "a" * 200,
+    "/é",
+]
 
 
 @pytest.mark.parametrize("path", GOOD_PATHS)
@@ -377,8 +435,7 @@ def test_enum_bad_value_refused(table: str, fld: str, allowed: tuple[str, ...]) 
         assert value in msg
 
 
-@pytest.mark.parametrize(("table", "fld", "value"),
-                         [(t, f, v) for t, f, allowed in ENUMS for v in allowed])
+@pytest.mark.parametrize(("table", "fld", "value"), [(t, f, v) for t, f, allowed in ENUMS for v in allowed])
 def test_enum_every_value_accepted(table: str, fld: str, value: str) -> None:
     cfg = base_config()
     entity = first(cfg, table)
@@ -537,9 +594,18 @@ def test_price_accepted(price: Price) -> None:
     accepted(cfg)
 
 
-@pytest.mark.parametrize(("side", "bad"), [("input", -0.01), ("output", -1), ("input", float("nan")),
-                                           ("output", float("inf")), ("input", "1"), ("output", True),
-                                           ("input", 1e10)])
+@pytest.mark.parametrize(
+    ("side", "bad"),
+    [
+        ("input", -0.01),
+        ("output", -1),
+        ("input", float("nan")),
+        ("output", float("inf")),
+        ("input", "1"),
+        ("output", True),
+        ("input", 1e10),
+    ],
+)
 def test_price_refused(side: str, bad: object) -> None:
     cfg = base_config()
     price = Price()
@@ -604,8 +670,9 @@ def test_models_patterns_checked(bad: str) -> None:
     refused(cfg, "model_services", "s1", "models")
 
 
-@pytest.mark.parametrize("good", ["gpt-4o", "Qwen/Qwen2.5-7B-Instruct", "deepseek-v3.1", "llama3:8b",
-                                  "org/model@v2", "model+tuned"])
+@pytest.mark.parametrize(
+    "good", ["gpt-4o", "Qwen/Qwen2.5-7B-Instruct", "deepseek-v3.1", "llama3:8b", "org/model@v2", "model+tuned"]
+)
 def test_model_names_accepted(good: str) -> None:
     cfg = base_config()
     cfg.model_services[0].default_model = good
@@ -657,8 +724,9 @@ def test_plain_api_key_accepted(key: str) -> None:
     accepted(cfg)
 
 
-@pytest.mark.parametrize("key", ["", "short", "has space in it", "abcdefgh\n", "tab\tinside-key", "nl\ninside-key",
-                                 "x" * 257])
+@pytest.mark.parametrize(
+    "key", ["", "short", "has space in it", "abcdefgh\n", "tab\tinside-key", "nl\ninside-key", "x" * 257]
+)
 def test_plain_api_key_refused(key: str) -> None:
     cfg = base_config()
     cfg.consumers[0].api_keys = [key]
@@ -667,8 +735,17 @@ def test_plain_api_key_refused(key: str) -> None:
         assert key not in str(err)  # never echo a key
 
 
-@pytest.mark.parametrize("h", ["sha256:" + "0" * 63, "sha256:" + "G" * 64, "md5:" + "0" * 64,
-                               "0" * 64, "sha256:" + "A" * 64, "sha256:" + "0" * 64 + "\n"])
+@pytest.mark.parametrize(
+    "h",
+    [
+        "sha256:" + "0" * 63,
+        "sha256:" + "G" * 64,
+        "md5:" + "0" * 64,
+        "0" * 64,
+        "sha256:" + "A" * 64,
+        "sha256:" + "0" * 64 + "\n",
+    ],
+)
 def test_api_key_hash_refused(h: str) -> None:
     cfg = base_config()
     cfg.consumers[0].api_key_hashes = [h]

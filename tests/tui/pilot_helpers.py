@@ -9,8 +9,7 @@ from helpers import Polls
 from textual.pilot import Pilot
 
 
-async def wait_until(pilot: Pilot[Any], cond: Callable[[], Any], timeout: float = 15.0,
-                     what: str = "condition") -> Any:
+async def wait_until(pilot: Pilot[Any], cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Pause the pilot until ``cond()`` is truthy (workers run in threads), or fail.
 
     The async twin of ``helpers.wait_for`` (same deadline and failure, :class:`helpers.Polls`):

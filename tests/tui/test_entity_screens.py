@@ -31,8 +31,9 @@ def config(store: Store) -> Any:
 
 
 async def open_section(pilot: Any, app: AigwApp, screen_name: str) -> Any:
-    await wait_until(pilot, lambda: type(app.screen).__name__ == screen_name
-                     and app.screen.config is not None, what=screen_name)
+    await wait_until(
+        pilot, lambda: type(app.screen).__name__ == screen_name and app.screen.config is not None, what=screen_name
+    )
     return app.screen
 
 
@@ -142,8 +143,11 @@ class TestModelServices:
             assert form.query_one("#default-model", Input).value == "hunyuan-2.0-instruct-20251111"
             await pilot.press(*"deepseek-service")
             form.query_one("#vendor", Select).value = "deepseek"
-            await wait_until(pilot, lambda: form.query_one("#address", Input).value
-                             == "https://api.deepseek.com/v1", what="address from preset")
+            await wait_until(
+                pilot,
+                lambda: form.query_one("#address", Input).value == "https://api.deepseek.com/v1",
+                what="address from preset",
+            )
             assert form.query_one("#default-model", Input).value == "deepseek-chat"
             assert form.query_one("#keys", SelectionList).selected == ["hunyuan-key"]
             form.query_one("#prices", Input).value = "deepseek-chat=0.27/1.1"
@@ -151,7 +155,11 @@ class TestModelServices:
             await wait_until(pilot, lambda: config(store).model_services, what="saved")
         svc = config(store).model_services[0]
         assert (svc.name, svc.vendor, svc.address, svc.keys) == (
-            "deepseek-service", "deepseek", "https://api.deepseek.com/v1", ["hunyuan-key"])
+            "deepseek-service",
+            "deepseek",
+            "https://api.deepseek.com/v1",
+            ["hunyuan-key"],
+        )
         assert svc.prices["deepseek-chat"].output == 1.1
 
     async def test_missing_key_is_reported_at_the_keys_field(self, store: Store) -> None:
@@ -182,11 +190,9 @@ class TestModelApis:
             cells = screen.query_one("#entity-table", DataTable).get_row("hunyuan-api")
             assert str(cells[-1]) == "http://127.0.0.1:8080/hunyuan/v1/chat/completions"
         api = config(store).model_apis[0]
-        assert (api.base_path, api.routes, api.services) == (
-            "/hunyuan", ["/v1/chat/completions"], ["hunyuan-service"])
+        assert (api.base_path, api.routes, api.services) == ("/hunyuan", ["/v1/chat/completions"], ["hunyuan-service"])
 
-    async def test_route_management_shows_urls_curl_and_diagnoses_a_stopped_gateway(
-            self, store: Store) -> None:
+    async def test_route_management_shows_urls_curl_and_diagnoses_a_stopped_gateway(self, store: Store) -> None:
         key = seed(store)
         with store.session() as s:
             gw = repo.load_config(s).gateway
@@ -196,8 +202,11 @@ class TestModelApis:
         async with app.run_test(size=SIZE) as pilot:
             await open_section(pilot, app, "ModelApisScreen")
             await pilot.press("t")
-            detail = await wait_until(pilot, lambda: type(app.screen).__name__ == "RouteManagementScreen"
-                                      and app.screen, what="route management")
+            detail = await wait_until(
+                pilot,
+                lambda: type(app.screen).__name__ == "RouteManagementScreen" and app.screen,
+                what="route management",
+            )
             curl = str(detail.query_one("#routes-curl", Static).visual)
             assert "http://127.0.0.1:1/hunyuan/v1/chat/completions" in curl
             assert '"model": "hunyuan-2.0-instruct-20251111"' in curl
@@ -222,8 +231,11 @@ class TestConsumers:
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.screen is screen, what="modal closed")
             keys = screen.query_one("#consumer-keys", DataTable)
-            await wait_until(pilot, lambda: keys.row_count == 1 and keys.get_row_at(0)[0]
-                             .plain.startswith("sk-aigw-"), what="key listed")
+            await wait_until(
+                pilot,
+                lambda: keys.row_count == 1 and keys.get_row_at(0)[0].plain.startswith("sk-aigw-"),
+                what="key listed",
+            )
             assert key not in keys.get_row_at(0)[0].plain  # listed by prefix only
 
             with store.session() as s:
@@ -272,11 +284,13 @@ class TestConsumerGroups:
             await pilot.press("a")  # Add Authorization
             await wait_until(pilot, lambda: type(app.screen).__name__ == "PickModal", what="picker")
             await pilot.press("space", "ctrl+s")
-            await wait_until(pilot, lambda: config(store).consumer_groups[0].model_apis == ["hunyuan-api"],
-                             what="granted")
+            await wait_until(
+                pilot, lambda: config(store).consumer_groups[0].model_apis == ["hunyuan-api"], what="granted"
+            )
             apis = screen.query_one("#group-apis", DataTable)
-            await wait_until(pilot, lambda: apis.row_count == 1 and "hunyuan-api" in str(apis.get_row_at(0)[0]),
-                             what="grant listed")
+            await wait_until(
+                pilot, lambda: apis.row_count == 1 and "hunyuan-api" in str(apis.get_row_at(0)[0]), what="grant listed"
+            )
 
             apis.focus()
             await pilot.press("x")
@@ -302,16 +316,18 @@ class TestInstanceInfo:
     async def test_edit_gateway_settings(self, store: Store) -> None:
         app = app_for(store, "instance")
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: type(app.screen).__name__ == "InstanceScreen"
-                             and app.screen.settings is not None, what="instance")
+            await wait_until(
+                pilot,
+                lambda: type(app.screen).__name__ == "InstanceScreen" and app.screen.settings is not None,
+                what="instance",
+            )
             await pilot.press("e")
             form = await wait_screen(pilot, app, EntityForm)
             form.query_one("#public-url", Input).value = "https://gw.example.com/"
             form.query_one("#listen", Input).value = "0.0.0.0:9090"
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: config(store).gateway.listen == "0.0.0.0:9090", what="saved")
-            await wait_until(pilot, lambda: app.screen.settings.public_url == "https://gw.example.com",
-                             what="reloaded")
+            await wait_until(pilot, lambda: app.screen.settings.public_url == "https://gw.example.com", what="reloaded")
             await pilot.pause()
             assert "https://gw.example.com" in app.export_screenshot()
         assert config(store).gateway.public_url == "https://gw.example.com"

@@ -101,8 +101,9 @@ async def test_console_starts_gateway_tries_it_and_stops_on_quit(store: Store, f
             assert f"127.0.0.1:{port}" in str(header.visual)
 
             await pilot.press("t")
-            detail = await wait_until(pilot, lambda: type(app.screen).__name__ == "RouteManagementScreen"
-                                      and app.screen, what="routes")
+            detail = await wait_until(
+                pilot, lambda: type(app.screen).__name__ == "RouteManagementScreen" and app.screen, what="routes"
+            )
             detail.query_one("#tryit-key", Input).value = key or ""
             await pilot.press("ctrl+t")
             result = detail.query_one("#tryit-result", Static)
@@ -136,12 +137,10 @@ async def test_instance_info_shows_a_crash_with_the_end_of_the_log(store: Store)
             async with app.run_test(size=(160, 48)) as pilot:
                 await wait_until(pilot, lambda: app.screen.settings is not None, what="instance")
                 await pilot.press("s")
-                await wait_until(pilot, lambda: app.gateway_status.state == CRASHED, timeout=40,
-                                 what="crashed")
+                await wait_until(pilot, lambda: app.gateway_status.state == CRASHED, timeout=40, what="crashed")
                 header = app.screen.query_one("#gateway-header", Static)
                 await wait_until(pilot, lambda: "crashed" in str(header.visual), what="header")
                 log = app.screen.query_one("#instance-log", Static)
-                await wait_until(pilot, lambda: log.display and "gateway.log" in str(log.visual),
-                                 what="log tail shown")
+                await wait_until(pilot, lambda: log.display and "gateway.log" in str(log.visual), what="log tail shown")
         finally:
             controller.stop()

@@ -39,11 +39,23 @@ def env(vendor: MockVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     st = open_store(str(db))
     try:
         with st.session() as s:  # only "limited" grants them the API (else "apps": unlimited)
-            repo.save(s, "consumer_groups", ConsumerGroupSpec(
-                "apps", consumers=["ops"], model_apis=["hunyuan-api"]), original="apps")
-            repo.save(s, "consumer_groups", ConsumerGroupSpec(
-                "limited", consumers=["app", "team"], model_apis=["hunyuan-api"],
-                requests_per_minute=100, tokens_per_minute=10_000))
+            repo.save(
+                s,
+                "consumer_groups",
+                ConsumerGroupSpec("apps", consumers=["ops"], model_apis=["hunyuan-api"]),
+                original="apps",
+            )
+            repo.save(
+                s,
+                "consumer_groups",
+                ConsumerGroupSpec(
+                    "limited",
+                    consumers=["app", "team"],
+                    model_apis=["hunyuan-api"],
+                    requests_per_minute=100,
+                    tokens_per_minute=10_000,
+                ),
+            )
     finally:
         st.dispose()
     env = Env(db, keys, gateway_for(db).start())
@@ -74,8 +86,10 @@ def _cells(table: DataTable[Any]) -> list[list[str]]:
 
 async def _consumers(pilot: Any, app: AigwApp, select: str) -> ConsumersScreen:
     screen: ConsumersScreen = await wait_until(
-        pilot, lambda: isinstance(app.screen, ConsumersScreen) and app.screen.config is not None
-        and app.screen, what="the Consumers screen")
+        pilot,
+        lambda: isinstance(app.screen, ConsumersScreen) and app.screen.config is not None and app.screen,
+        what="the Consumers screen",
+    )
     screen.refill(select)
     return screen
 
@@ -97,8 +111,7 @@ async def test_consumers_screen_shows_live_use_from_the_gateway(env: Env, consol
         rpm = await wait_until(pilot, live_rpm, what="live per-minute use of 'app'")
         assert rpm[1:4] == ["100", "3", "97"]
         tpm = _row(table, "hunyuan-api · tokens/min")
-        assert tpm is not None and tpm[1:4] == ["10,000", str(3 * PER_REQUEST),
-                                                f"{10_000 - 3 * PER_REQUEST:,}"]
+        assert tpm is not None and tpm[1:4] == ["10,000", str(3 * PER_REQUEST), f"{10_000 - 3 * PER_REQUEST:,}"]
 
         screen.refill("team")
         quota = await wait_until(pilot, lambda: _row(table, "Quota"), what="the quota row of 'team'")
@@ -108,16 +121,22 @@ async def test_consumers_screen_shows_live_use_from_the_gateway(env: Env, consol
 
         # More traffic shows up on the next refresh while the screen is shown.
         assert chat(env.gw.url, env.keys["team"]).status_code == 200
-        await wait_until(pilot, lambda: (_row(table, "Quota") or [""] * 3)[2] == str(3 * PER_REQUEST),
-                         timeout=20, what="the refreshed quota use")
+        await wait_until(
+            pilot,
+            lambda: (_row(table, "Quota") or [""] * 3)[2] == str(3 * PER_REQUEST),
+            timeout=20,
+            what="the refreshed quota use",
+        )
 
 
 async def test_group_members_show_their_current_use(env: Env, console_store: Store) -> None:
     app = _app(console_store, "consumer-groups")
     async with app.run_test(size=SIZE) as pilot:
         screen: ConsumerGroupsScreen = await wait_until(
-            pilot, lambda: isinstance(app.screen, ConsumerGroupsScreen)
-            and app.screen.config is not None and app.screen, what="the Consumer Groups screen")
+            pilot,
+            lambda: isinstance(app.screen, ConsumerGroupsScreen) and app.screen.config is not None and app.screen,
+            what="the Consumer Groups screen",
+        )
         screen.refill("limited")
         members = screen.query_one("#group-members", DataTable)
 
@@ -133,8 +152,7 @@ async def test_group_members_show_their_current_use(env: Env, console_store: Sto
         assert int(team[4].split(" / ")[0]) >= 2 * PER_REQUEST
 
 
-async def test_without_a_gateway_quota_use_comes_from_the_store(
-        env: Env, vendor: MockVendor, tmp_path: Path) -> None:
+async def test_without_a_gateway_quota_use_comes_from_the_store(env: Env, vendor: MockVendor, tmp_path: Path) -> None:
     db = tmp_path / "data" / "aigw.db"
     keys = configure(db, vendor)
     gw = gateway_for(db).start()

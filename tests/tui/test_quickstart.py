@@ -34,8 +34,7 @@ CREDENTIAL = "sk-hunyuan-typed-0001"
 def gw(store: Store) -> Iterator[GatewayController]:
     """Gateway settings on free ports; whatever the wizard started is stopped at the end."""
     with store.session() as s:
-        repo.save_gateway(s, GatewaySpec(listen=f"127.0.0.1:{free_port()}",
-                                         admin_listen=f"127.0.0.1:{free_port()}"))
+        repo.save_gateway(s, GatewaySpec(listen=f"127.0.0.1:{free_port()}", admin_listen=f"127.0.0.1:{free_port()}"))
     controller = GatewayController(store)
     try:
         yield controller
@@ -53,15 +52,15 @@ def app_for(store: Store, gw: GatewayController | None = None) -> AigwApp:
 
 
 async def wizard(pilot: Any, app: AigwApp) -> QuickStartScreen:
-    await wait_until(pilot, lambda: isinstance(app.screen, QuickStartScreen) and app.screen.started,
-                     what="Quick Start loaded")
+    await wait_until(
+        pilot, lambda: isinstance(app.screen, QuickStartScreen) and app.screen.started, what="Quick Start loaded"
+    )
     await pilot.pause()
     return app.screen  # type: ignore[return-value]
 
 
 async def at_step(pilot: Any, qs: QuickStartScreen, index: int) -> None:
-    await wait_until(pilot, lambda: qs.index == index and not qs.busy and qs.app.screen is qs,
-                     what=f"step {index + 1}")
+    await wait_until(pilot, lambda: qs.index == index and not qs.busy and qs.app.screen is qs, what=f"step {index + 1}")
     await pilot.pause()
 
 
@@ -119,7 +118,8 @@ async def walk_to_invoke(pilot: Any, qs: QuickStartScreen, vendor_url: str) -> s
 
 class TestWalk:
     async def test_six_steps_with_the_keyboard_end_in_the_vendors_answer(
-            self, store: Store, gw: GatewayController, fresh_vendor: MockVendor) -> None:
+        self, store: Store, gw: GatewayController, fresh_vendor: MockVendor
+    ) -> None:
         app = app_for(store, gw)
         async with app.run_test(size=SIZE) as pilot:
             qs = await wizard(pilot, app)
@@ -135,8 +135,9 @@ class TestWalk:
             assert qs.focused is inv.query_one("#send", Button)
             await pilot.press("enter")
             result = inv.query_one("#result", Static)
-            await wait_until(pilot, lambda: result.has_class("-ok") or result.has_class("-failed"),
-                             timeout=60, what="answer")
+            await wait_until(
+                pilot, lambda: result.has_class("-ok") or result.has_class("-failed"), timeout=60, what="answer"
+            )
             assert "Hello from mock (hunyuan-2.0-instruct-20251111)" in str(result.visual), str(result.visual)
             assert gw.status().is_up
             sent = fresh_vendor.requests[-1]
@@ -146,10 +147,21 @@ class TestWalk:
         assert cfg.model_keys[0].credential == CREDENTIAL  # stored as typed
         svc = cfg.model_services[0]
         assert (svc.name, svc.vendor, svc.address, svc.keys, svc.key_policy, svc.model_policy) == (
-            "hunyuan-service", "hunyuan", fresh_vendor.url.rstrip("/"), ["hunyuan-key"], "polling", "specified")
+            "hunyuan-service",
+            "hunyuan",
+            fresh_vendor.url.rstrip("/"),
+            ["hunyuan-key"],
+            "polling",
+            "specified",
+        )
         api = cfg.model_apis[0]
         assert (api.name, api.base_path, api.routes, api.services, api.path_simplification) == (
-            "hunyuan-api", "/hunyuan", ["/v1/chat/completions"], ["hunyuan-service"], True)
+            "hunyuan-api",
+            "/hunyuan",
+            ["/v1/chat/completions"],
+            ["hunyuan-service"],
+            True,
+        )
         assert [c.name for c in cfg.consumers] == ["my-app"]
         assert cfg.consumers[0].api_key_hashes == ["sha256:" + hash_key(key)]  # only hashed
         grp = cfg.consumer_groups[0]
@@ -164,9 +176,19 @@ def seed_to_invoke(store: Store, address: str) -> str:
     """The seed's five entities and a run saved at step 6, as a restarted console finds them."""
     key = seed(store, address=address, credential=CREDENTIAL)
     assert key
-    save_progress(store, Progress(step=5, names={
-        "model_keys": "hunyuan-key", "model_services": "hunyuan-service", "model_apis": "hunyuan-api",
-        "consumers": "my-app", "consumer_groups": "my-apps"}))
+    save_progress(
+        store,
+        Progress(
+            step=5,
+            names={
+                "model_keys": "hunyuan-key",
+                "model_services": "hunyuan-service",
+                "model_apis": "hunyuan-api",
+                "consumers": "my-app",
+                "consumer_groups": "my-apps",
+            },
+        ),
+    )
     return key
 
 
@@ -174,8 +196,12 @@ async def send(pilot: Any, qs: QuickStartScreen) -> Static:
     result = qs.invoke.query_one("#result", Static)
     result.remove_class("-ok", "-failed")
     await pilot.press("ctrl+t")
-    await wait_until(pilot, lambda: (result.has_class("-ok") or result.has_class("-failed")) and not qs.busy,
-                     timeout=60, what="answer")
+    await wait_until(
+        pilot,
+        lambda: (result.has_class("-ok") or result.has_class("-failed")) and not qs.busy,
+        timeout=60,
+        what="answer",
+    )
     return result
 
 
@@ -201,7 +227,8 @@ class TestNavigation:
             assert step(qs, 1).value("keys") == "hy-key"  # follows step 1's rename
         cfg = config(store)
         assert [(k.name, k.credential, k.description) for k in cfg.model_keys] == [
-            ("hy-key", CREDENTIAL, "primary vendor key")]  # updated, not a second key
+            ("hy-key", CREDENTIAL, "primary vendor key")
+        ]  # updated, not a second key
         assert load_progress(store).step == 1
 
     async def test_validation_stops_next_with_the_message_at_the_field(self, store: Store) -> None:
@@ -295,7 +322,8 @@ class TestNavigation:
 
 class TestDiagnosis:
     async def test_each_failure_names_the_step_to_go_back_to(
-            self, store: Store, gw: GatewayController, fresh_vendor: MockVendor) -> None:
+        self, store: Store, gw: GatewayController, fresh_vendor: MockVendor
+    ) -> None:
         key = seed_to_invoke(store, fresh_vendor.url)
         app = app_for(store, gw)
         async with app.run_test(size=SIZE) as pilot:
@@ -348,8 +376,9 @@ class TestDiagnosis:
         hashes = config(store).consumers[0].api_key_hashes
         assert sorted(hashes) == sorted("sha256:" + hash_key(k) for k in (key, new_key))
 
-    async def test_gateway_that_cannot_start_is_diagnosed(self, store: Store, gw: GatewayController,
-                                                          fresh_vendor: MockVendor) -> None:
+    async def test_gateway_that_cannot_start_is_diagnosed(
+        self, store: Store, gw: GatewayController, fresh_vendor: MockVendor
+    ) -> None:
         key = seed_to_invoke(store, fresh_vendor.url)
         port = int(config(store).gateway.listen.rsplit(":", 1)[1])
         with socket.socket() as busy:  # something else holds the gateway's port

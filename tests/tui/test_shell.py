@@ -18,9 +18,20 @@ from tui.sections import SECTIONS
 def test_palette_lists_every_section_and_entity_action() -> None:
     titles = {title for title, _, _ in console_commands()}
     assert {f"Go to {s.title}" for s in SECTIONS} <= titles
-    assert {"Gateway: start", "Gateway: stop", "Gateway: restart", "New model key", "New model service",
-            "New model API", "New consumer", "New consumer group", "Add Authorization",
-            "Create consumer API key", "Route Management / Try it", "Edit gateway settings"} <= titles
+    assert {
+        "Gateway: start",
+        "Gateway: stop",
+        "Gateway: restart",
+        "New model key",
+        "New model service",
+        "New model API",
+        "New consumer",
+        "New consumer group",
+        "Add Authorization",
+        "Create consumer API key",
+        "Route Management / Try it",
+        "Edit gateway settings",
+    } <= titles
 
 
 async def test_number_keys_and_sidebar_switch_sections(store: Store) -> None:
@@ -84,6 +95,9 @@ async def test_a_failing_worker_is_reported_in_one_place(store: Store) -> None:
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.pause()
         app.screen.run_worker(broken, thread=True, exit_on_error=False)
-        await wait_until(pilot, lambda: any("No space left on device" in str(n.message)
-                                            for n in app._notifications), what="notification")
+        await wait_until(
+            pilot,
+            lambda: any("No space left on device" in str(n.message) for n in app._notifications),
+            what="notification",
+        )
         assert app.is_running  # the console keeps going

@@ -165,9 +165,21 @@ async def test_detail_modal_shows_every_field(env: Env, console_store: Store) ->
         await wait_until(pilot, lambda: isinstance(app.screen, RequestDetailModal))
         modal = app.screen
         text = _plain(modal.query_one("#request-detail-fields", Static).content)
-        for label in ("Request id", "Consumer", "Model API", "Model service", "Model key", "Status",
-                      "Latency", "Time to first byte", "Prompt tokens", "Completion tokens", "Cost",
-                      "Streamed", "Time (UTC)"):
+        for label in (
+            "Request id",
+            "Consumer",
+            "Model API",
+            "Model service",
+            "Model key",
+            "Status",
+            "Latency",
+            "Time to first byte",
+            "Prompt tokens",
+            "Completion tokens",
+            "Cost",
+            "Streamed",
+            "Time (UTC)",
+        ):
             assert label in text, label
         assert rid in text and "hunyuan-api" in text and "k1" in text and "yes" in text
         assert "sk-vendor-usage-secret-1" not in text
@@ -223,16 +235,23 @@ async def test_a_burst_through_the_gateway_all_appear(env: Env, console_store: S
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
         def one(i: int) -> int:
-            return CLIENT.post(env.gw.url + CHAT, json=body, headers={
-                "Authorization": f"Bearer {env.keys['ops']}", "x-request-id": f"{tag}-{i}"}).status_code
+            return CLIENT.post(
+                env.gw.url + CHAT,
+                json=body,
+                headers={"Authorization": f"Bearer {env.keys['ops']}", "x-request-id": f"{tag}-{i}"},
+            ).status_code
 
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(one, i) for i in range(n)]
             while not all(f.done() for f in futures):
                 await pilot.pause(0.05)  # keep the UI running while the load goes on
         assert all(f.result() == 200 for f in futures)
-        await wait_until(pilot, lambda: sum(rid.startswith(tag) for rid in _ids(screen)) == n,
-                         timeout=10, what="every burst request in the table")
+        await wait_until(
+            pilot,
+            lambda: sum(rid.startswith(tag) for rid in _ids(screen)) == n,
+            timeout=10,
+            what="every burst request in the table",
+        )
 
 
 async def test_records_arriving_together_are_one_table_update(store: Store) -> None:
@@ -244,8 +263,9 @@ async def test_records_arriving_together_are_one_table_update(store: Store) -> N
         await pilot.pause(0.3)
         before = screen.updates
         now = time.time()
-        screen._inbox.extend({"ts": now, "request_id": f"b{i}", "consumer": "app", "status": 200,
-                              "latency_ms": 5.0} for i in range(500))
+        screen._inbox.extend(
+            {"ts": now, "request_id": f"b{i}", "consumer": "app", "status": 200, "latency_ms": 5.0} for i in range(500)
+        )
         table = screen.query_one(TrafficTable)
         await wait_until(pilot, lambda: len(table.rows) == 500, what="500 rows")
         assert screen.updates - before == 1

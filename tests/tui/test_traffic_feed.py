@@ -10,17 +10,41 @@ from tui.widgets.traffic_feed import RecordFilter, TrafficFeed, TrafficStats, is
 from tui.widgets.traffic_table import cells
 
 
-def rec(i: int, *, status: int = 200, consumer: str = "app", api: str = "hunyuan-api",
-        model: str = "hunyuan-turbos-latest", ts: float | None = None, latency: float = 10.0) -> dict[str, Any]:
-    return {"ts": time.time() if ts is None else ts, "request_id": f"r{i}", "consumer": consumer, "api": api,
-            "model": model, "service": "main", "key_name": "k1", "status": status, "latency_ms": latency,
-            "ttfb_ms": None, "prompt_tokens": 11, "completion_tokens": 7, "cost": 0.0000228,
-            "estimated": False}
+def rec(
+    i: int,
+    *,
+    status: int = 200,
+    consumer: str = "app",
+    api: str = "hunyuan-api",
+    model: str = "hunyuan-turbos-latest",
+    ts: float | None = None,
+    latency: float = 10.0,
+) -> dict[str, Any]:
+    return {
+        "ts": time.time() if ts is None else ts,
+        "request_id": f"r{i}",
+        "consumer": consumer,
+        "api": api,
+        "model": model,
+        "service": "main",
+        "key_name": "k1",
+        "status": status,
+        "latency_ms": latency,
+        "ttfb_ms": None,
+        "prompt_tokens": 11,
+        "completion_tokens": 7,
+        "cost": 0.0000228,
+        "estimated": False,
+    }
 
 
 def test_filter_words() -> None:
-    recs = [rec(1), rec(2, status=429, consumer="team"), rec(3, status=503, model="deepseek-v3"),
-            rec(4, status=499, api="other-api")]
+    recs = [
+        rec(1),
+        rec(2, status=429, consumer="team"),
+        rec(3, status=503, model="deepseek-v3"),
+        rec(4, status=499, api="other-api"),
+    ]
 
     def ids(text: str) -> list[str]:
         f = RecordFilter.parse(text)
@@ -43,7 +67,15 @@ def test_filter_words() -> None:
 
 def test_status_colours_and_errors() -> None:
     assert [status_kind(s) for s in (200, 302, 400, 429, 499, 500, 504, 0)] == [
-        "ok", "ok", "warn", "warn", "bad", "bad", "bad", "bad"]
+        "ok",
+        "ok",
+        "warn",
+        "warn",
+        "bad",
+        "bad",
+        "bad",
+        "bad",
+    ]
     assert not is_error(200) and is_error(404) and is_error(499) and is_error(0)
 
 
@@ -78,8 +110,15 @@ def test_prefill_goes_behind_and_skips_duplicates() -> None:
 def test_stats_per_second() -> None:
     stats = TrafficStats(window_s=10)
     now = 10_000.0
-    stats.add([rec(1, ts=now - 3.5, latency=100), rec(2, ts=now - 3.5, latency=300, status=500),
-               rec(3, ts=now - 3.5, latency=200), rec(4, ts=now - 100)], now=now)
+    stats.add(
+        [
+            rec(1, ts=now - 3.5, latency=100),
+            rec(2, ts=now - 3.5, latency=300, status=500),
+            rec(3, ts=now - 3.5, latency=200),
+            rec(4, ts=now - 100),
+        ],
+        now=now,
+    )
     rps, p50, err = stats.series(now=now)
     assert len(rps) == 10 and sum(rps) == 3  # the one from 100 s ago is outside the window
     i = rps.index(3.0)

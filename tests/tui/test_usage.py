@@ -19,11 +19,31 @@ from tui.widgets.usage_bars import bar
 DAY = 86_400.0
 
 
-def _rec(ts: float, consumer: str, *, model: str = "m-a", api: str = "api-a", pt: int = 11, ct: int = 7,
-         cost: float = 0.0000228, status: int = 200) -> dict[str, Any]:
-    return {"ts": ts, "request_id": f"r-{ts}-{consumer}", "consumer": consumer, "api": api, "model": model,
-            "service": "svc", "status": status, "latency_ms": 12.0, "prompt_tokens": pt,
-            "completion_tokens": ct, "total_tokens": pt + ct, "cost": cost}
+def _rec(
+    ts: float,
+    consumer: str,
+    *,
+    model: str = "m-a",
+    api: str = "api-a",
+    pt: int = 11,
+    ct: int = 7,
+    cost: float = 0.0000228,
+    status: int = 200,
+) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "request_id": f"r-{ts}-{consumer}",
+        "consumer": consumer,
+        "api": api,
+        "model": model,
+        "service": "svc",
+        "status": status,
+        "latency_ms": 12.0,
+        "prompt_tokens": pt,
+        "completion_tokens": ct,
+        "total_tokens": pt + ct,
+        "cost": cost,
+    }
 
 
 def _seed(store: Store) -> float:
@@ -31,8 +51,10 @@ def _seed(store: Store) -> float:
     now = time.time()
     today = max(usage.period_start("day", now) + 1, now - 60)
     recs = [
-        _rec(today, "app"), _rec(today, "app", model="m-b", api="api-b", pt=100, ct=50, cost=0.5),
-        _rec(today, "team", pt=300, ct=200, cost=0.25), _rec(today, "team", status=502, pt=0, ct=0, cost=0),
+        _rec(today, "app"),
+        _rec(today, "app", model="m-b", api="api-b", pt=100, ct=50, cost=0.5),
+        _rec(today, "team", pt=300, ct=200, cost=0.25),
+        _rec(today, "team", status=502, pt=0, ct=0, cost=0),
         _rec(now - 3 * DAY, "app", pt=1000, ct=1000, cost=2.0),
         _rec(now - 20 * DAY, "team", model="m-b", pt=5000, ct=5000, cost=10.0),
     ]
@@ -58,12 +80,14 @@ def _expected(store: Store, by: str, period: str) -> dict[str, dict[str, Any]]:
         return {r[by]: r for r in usage.totals(s, by=by, since=period_since(period))}
 
 
-async def _loaded(pilot: Any, screen: UsageScreen, period: str, by: str,
-                  store: Store) -> dict[str, dict[str, str]]:
+async def _loaded(pilot: Any, screen: UsageScreen, period: str, by: str, store: Store) -> dict[str, dict[str, str]]:
     want = _expected(store, by, period)
     table = screen.query_one("#usage-table", DataTable)
-    await wait_until(pilot, lambda: screen.period == period and screen.by == by
-                     and set(_cells(table)) == set(want), what=f"{period}/{by} rows")
+    await wait_until(
+        pilot,
+        lambda: screen.period == period and screen.by == by and set(_cells(table)) == set(want),
+        what=f"{period}/{by} rows",
+    )
     cells = _cells(table)
     for name, r in want.items():
         row = cells[name]

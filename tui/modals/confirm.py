@@ -22,8 +22,7 @@ class ConfirmModal(Dialog[bool]):
         Binding("n,escape", "answer(False)", "No", id="confirm-no"),
     ]
 
-    def __init__(self, title: str, message: str, *, yes: str = "Yes", no: str = "Cancel",
-                 danger: bool = False) -> None:
+    def __init__(self, title: str, message: str, *, yes: str = "Yes", no: str = "Cancel", danger: bool = False) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text = title
         self.message = message

@@ -34,22 +34,32 @@ class ConsumerForm(EntityForm):
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ConsumerSpec | None = self.original
-        yield FormField("Consumer Name", Input(o.name if o else "", placeholder="my-app", id="name"),
-                        field="name")
-        yield FormField("Enabled", Switch(o.enabled if o else True, id="enabled"), field="enabled",
-                        hint="A disabled consumer's keys are refused with 401")
+        yield FormField("Consumer Name", Input(o.name if o else "", placeholder="my-app", id="name"), field="name")
+        yield FormField(
+            "Enabled",
+            Switch(o.enabled if o else True, id="enabled"),
+            field="enabled",
+            hint="A disabled consumer's keys are refused with 401",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Quota (0 = unlimited)", Input(f"{o.quota:g}" if o else "0", id="quota"),
-                            field="quota")
-            yield FormField("Unit", Select(UNIT_LABELS, value=o.quota_unit if o else "tokens",
-                                           allow_blank=False, id="quota-unit"), field="quota_unit")
-            yield FormField("Period", Select(PERIOD_LABELS, value=o.quota_period if o else "month",
-                                             allow_blank=False, id="quota-period"), field="quota_period")
-        yield FormField("Description (optional)", Input(o.description if o else "", id="description"),
-                        field="description")
+            yield FormField("Quota (0 = unlimited)", Input(f"{o.quota:g}" if o else "0", id="quota"), field="quota")
+            yield FormField(
+                "Unit",
+                Select(UNIT_LABELS, value=o.quota_unit if o else "tokens", allow_blank=False, id="quota-unit"),
+                field="quota_unit",
+            )
+            yield FormField(
+                "Period",
+                Select(PERIOD_LABELS, value=o.quota_period if o else "month", allow_blank=False, id="quota-period"),
+                field="quota_period",
+            )
+        yield FormField(
+            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
+        )
         if o is None:
-            yield FormField("API key", Checkbox("Create an API key now (shown once)", True, id="create-key"),
-                            field="create_key")
+            yield FormField(
+                "API key", Checkbox("Create an API key now (shown once)", True, id="create-key"), field="create_key"
+            )
 
     def build_spec(self) -> ConsumerSpec:
         return ConsumerSpec(

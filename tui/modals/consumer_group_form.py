@@ -29,32 +29,40 @@ class ConsumerGroupForm(EntityForm):
         apis = [a.name for a in self.config.model_apis]
         members = list(o.consumers) if o else (consumers[:1] if len(consumers) == 1 else [])
         grants = list(o.model_apis) if o else (apis[:1] if len(apis) == 1 else [])
-        yield FormField("Group Name", Input(o.name if o else "", placeholder="my-apps", id="name"),
-                        field="name")
-        yield FormField("Consumers (members)", SelectionList[str](*[(c, c, c in members) for c in consumers],
-                                                                  id="consumers"), field="consumers",
-                        hint="" if consumers else "No consumers yet: create one in Consumers")
-        yield FormField("Authorized Model APIs", SelectionList[str](*[(a, a, a in grants) for a in apis],
-                                                                    id="model-apis"), field="model_apis",
-                        hint="" if apis else "No model APIs yet: create one in Model APIs")
+        yield FormField("Group Name", Input(o.name if o else "", placeholder="my-apps", id="name"), field="name")
+        yield FormField(
+            "Consumers (members)",
+            SelectionList[str](*[(c, c, c in members) for c in consumers], id="consumers"),
+            field="consumers",
+            hint="" if consumers else "No consumers yet: create one in Consumers",
+        )
+        yield FormField(
+            "Authorized Model APIs",
+            SelectionList[str](*[(a, a, a in grants) for a in apis], id="model-apis"),
+            field="model_apis",
+            hint="" if apis else "No model APIs yet: create one in Model APIs",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Requests per minute (per consumer, 0 = unlimited)",
-                            Input(str(o.requests_per_minute) if o else "0", id="requests-per-minute"),
-                            field="requests_per_minute")
-            yield FormField("Tokens per minute (per consumer, 0 = unlimited)",
-                            Input(str(o.tokens_per_minute) if o else "0", id="tokens-per-minute"),
-                            field="tokens_per_minute")
-        yield FormField("Description (optional)", Input(o.description if o else "", id="description"),
-                        field="description")
+            yield FormField(
+                "Requests per minute (per consumer, 0 = unlimited)",
+                Input(str(o.requests_per_minute) if o else "0", id="requests-per-minute"),
+                field="requests_per_minute",
+            )
+            yield FormField(
+                "Tokens per minute (per consumer, 0 = unlimited)",
+                Input(str(o.tokens_per_minute) if o else "0", id="tokens-per-minute"),
+                field="tokens_per_minute",
+            )
+        yield FormField(
+            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
+        )
 
     def build_spec(self) -> ConsumerGroupSpec:
         return ConsumerGroupSpec(
             name=self.value("name").strip(),
             consumers=self.value("consumers"),
             model_apis=self.value("model_apis"),
-            requests_per_minute=int(as_number(self.value("requests_per_minute"), "requests_per_minute",
-                                              integer=True)),
-            tokens_per_minute=int(as_number(self.value("tokens_per_minute"), "tokens_per_minute",
-                                            integer=True)),
+            requests_per_minute=int(as_number(self.value("requests_per_minute"), "requests_per_minute", integer=True)),
+            tokens_per_minute=int(as_number(self.value("tokens_per_minute"), "tokens_per_minute", integer=True)),
             description=self.value("description").strip(),
         )

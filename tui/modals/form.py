@@ -184,8 +184,7 @@ class EntityForm(Dialog[Any]):
 
     def write(self, session: Any, spec: Any) -> Any:
         """The store call (override to do more in the same worker, e.g. create a key)."""
-        return repo.save(session, self.TABLE, spec,
-                         original=None if self.original is None else self.original.name)
+        return repo.save(session, self.TABLE, spec, original=None if self.original is None else self.original.name)
 
     def on_entity_form_refused(self, message: Refused) -> None:
         """Each message under the field it names (``for_field``); the rest above the buttons."""
@@ -200,8 +199,7 @@ class EntityForm(Dialog[Any]):
                 first = first or target
         if first is not None:
             self._focus_field(first)
-        unmatched = [str(e).lstrip(": ") for e in message.error.errors
-                     if e.field.split(".")[0] not in names]
+        unmatched = [str(e).lstrip(": ") for e in message.error.errors if e.field.split(".")[0] not in names]
         if unmatched:
             self.query_one("#form-error", Static).update(escape("\n".join(unmatched)))
 

@@ -37,19 +37,31 @@ class GatewayForm(EntityForm):
 
     def compose_fields(self) -> Iterable[Widget]:
         g = self.settings
-        yield FormField("Listen (HOST:PORT)", Input(g.listen, id="listen"), field="listen",
-                        hint="Where clients send requests, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
-        yield FormField("Public URL", Input(g.public_url, placeholder=g.effective_public_url(),
-                                            id="public-url"), field="public_url",
-                        hint="The address shown to users (like the cloud console's CLB address); "
-                             "empty = http://<listen>")
-        yield FormField("Admin address (HOST:PORT)", Input(g.admin_listen, id="admin-listen"),
-                        field="admin_listen", hint="healthz, metrics, events, reload — keep it on loopback")
+        yield FormField(
+            "Listen (HOST:PORT)",
+            Input(g.listen, id="listen"),
+            field="listen",
+            hint="Where clients send requests, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
+        )
+        yield FormField(
+            "Public URL",
+            Input(g.public_url, placeholder=g.effective_public_url(), id="public-url"),
+            field="public_url",
+            hint="The address shown to users (like the cloud console's CLB address); empty = http://<listen>",
+        )
+        yield FormField(
+            "Admin address (HOST:PORT)",
+            Input(g.admin_listen, id="admin-listen"),
+            field="admin_listen",
+            hint="healthz, metrics, events, reload — keep it on loopback",
+        )
 
     def build_spec(self) -> GatewaySpec:
-        return GatewaySpec(listen=self.value("listen").strip(),
-                           public_url=self.value("public_url").strip(),
-                           admin_listen=self.value("admin_listen").strip())
+        return GatewaySpec(
+            listen=self.value("listen").strip(),
+            public_url=self.value("public_url").strip(),
+            admin_listen=self.value("admin_listen").strip(),
+        )
 
     def write(self, session: Any, spec: Any) -> Any:
         return repo.save_gateway(session, spec)

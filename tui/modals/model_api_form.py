@@ -26,8 +26,11 @@ class ModelApiForm(EntityForm):
 
     TABLE = "model_apis"
     NOUN = "model API"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description,
-                             "base_path": lambda v: check_base_path(normalise_base_path(v))}
+    LIVE_CHECKS: ClassVar = {
+        "name": check_name,
+        "description": check_description,
+        "base_path": lambda v: check_base_path(normalise_base_path(v)),
+    }
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelApiSpec | None = self.original
@@ -35,38 +38,68 @@ class ModelApiForm(EntityForm):
         routes = list(o.routes) if o else [SCENARIO_ROUTES[scenario][0]]
         services = [s.name for s in self.config.model_services]
         chosen = list(o.services) if o else (services[:1] if len(services) == 1 else [])
-        yield FormField("API Name", Input(o.name if o else "", placeholder="hunyuan-api", id="name"),
-                        field="name")
+        yield FormField("API Name", Input(o.name if o else "", placeholder="hunyuan-api", id="name"), field="name")
         with Horizontal(classes="form-row"):
-            yield FormField("Usage scenario", Select(SCENARIO_LABELS, value=scenario, allow_blank=False,
-                                                     id="scenario"), field="scenario")
-            yield FormField("Request Protocol", Select([("OpenAI", "openai")], value="openai",
-                                                       allow_blank=False, id="protocol"), field="protocol")
-        yield FormField("Routes", SelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]],
-                                                     id="routes"), field="routes")
+            yield FormField(
+                "Usage scenario",
+                Select(SCENARIO_LABELS, value=scenario, allow_blank=False, id="scenario"),
+                field="scenario",
+            )
+            yield FormField(
+                "Request Protocol",
+                Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol"),
+                field="protocol",
+            )
+        yield FormField(
+            "Routes",
+            SelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
+            field="routes",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Base Path", Input(o.base_path if o else "", placeholder="/hunyuan", id="base-path"),
-                            field="base_path", hint="Clients call {public URL}{base path}{route}")
-            yield FormField("Path Simplification", Switch(o.path_simplification if o else True,
-                                                          id="path-simplification"),
-                            field="path_simplification", hint="On: the vendor gets a concise path")
-        yield FormField("Service Type", Select(SERVICE_TYPE_LABELS, value=o.service_type if o else "single",
-                                               allow_blank=False, id="service-type"), field="service_type")
-        yield FormField("Model Services", SelectionList[str](*[(s, s, s in chosen) for s in services],
-                                                             id="services"), field="services",
-                        hint="" if services else "No model services yet: create one in Model Services first")
+            yield FormField(
+                "Base Path",
+                Input(o.base_path if o else "", placeholder="/hunyuan", id="base-path"),
+                field="base_path",
+                hint="Clients call {public URL}{base path}{route}",
+            )
+            yield FormField(
+                "Path Simplification",
+                Switch(o.path_simplification if o else True, id="path-simplification"),
+                field="path_simplification",
+                hint="On: the vendor gets a concise path",
+            )
+        yield FormField(
+            "Service Type",
+            Select(SERVICE_TYPE_LABELS, value=o.service_type if o else "single", allow_blank=False, id="service-type"),
+            field="service_type",
+        )
+        yield FormField(
+            "Model Services",
+            SelectionList[str](*[(s, s, s in chosen) for s in services], id="services"),
+            field="services",
+            hint="" if services else "No model services yet: create one in Model Services first",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Routing (multiple services)", Select(ROUTING_LABELS, value=o.routing if o else "model",
-                                                                  allow_blank=False, id="routing"),
-                            field="routing")
-            yield FormField("Weights (1–100, one per service)",
-                            Input(", ".join(str(w) for w in o.weights) if o else "", placeholder="70, 30",
-                                  id="weights"), field="weights")
-        yield FormField("Fallback services (tried in order on failure)",
-                        SelectionList[str](*[(s, s, bool(o and s in o.fallback_services)) for s in services],
-                                           id="fallback-services"), field="fallback_services")
-        yield FormField("Description (optional)", Input(o.description if o else "", id="description"),
-                        field="description")
+            yield FormField(
+                "Routing (multiple services)",
+                Select(ROUTING_LABELS, value=o.routing if o else "model", allow_blank=False, id="routing"),
+                field="routing",
+            )
+            yield FormField(
+                "Weights (1–100, one per service)",
+                Input(", ".join(str(w) for w in o.weights) if o else "", placeholder="70, 30", id="weights"),
+                field="weights",
+            )
+        yield FormField(
+            "Fallback services (tried in order on failure)",
+            SelectionList[str](
+                *[(s, s, bool(o and s in o.fallback_services)) for s in services], id="fallback-services"
+            ),
+            field="fallback_services",
+        )
+        yield FormField(
+            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
+        )
 
     def on_mount(self) -> None:
         self._sync_multi()

@@ -21,25 +21,34 @@ class ModelKeyForm(EntityForm):
 
     TABLE = "model_keys"
     NOUN = "model key"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential,
-                             "description": check_description}
+    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential, "description": check_description}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "reveal", "Reveal/hide credential", id="key-reveal",
-                tooltip="Show what you typed in the credential field (hidden again on repeat)"),
+        Binding(
+            "ctrl+r",
+            "reveal",
+            "Reveal/hide credential",
+            id="key-reveal",
+            tooltip="Show what you typed in the credential field (hidden again on repeat)",
+        ),
     ]
 
     def compose_fields(self) -> Iterable[Widget]:
         o = self.original
-        yield FormField("Key Name", Input(o.name if o else "", placeholder="hunyuan-key", id="name"),
-                        field="name")
-        placeholder = ("unchanged — type a new key, or env:VAR, to replace it" if o
-                       else "the vendor API key, or env:HUNYUAN_API_KEY")
-        yield FormField("Credential Content", Input("", placeholder=placeholder, password=True,
-                                                    id="credential"), field="credential",
-                        hint="Masked; ctrl+r reveals what you typed. env:VAR reads the variable "
-                             "when the gateway sends a request.")
-        yield FormField("Description (optional)", Input(o.description if o else "", id="description"),
-                        field="description")
+        yield FormField("Key Name", Input(o.name if o else "", placeholder="hunyuan-key", id="name"), field="name")
+        placeholder = (
+            "unchanged — type a new key, or env:VAR, to replace it"
+            if o
+            else "the vendor API key, or env:HUNYUAN_API_KEY"
+        )
+        yield FormField(
+            "Credential Content",
+            Input("", placeholder=placeholder, password=True, id="credential"),
+            field="credential",
+            hint="Masked; ctrl+r reveals what you typed. env:VAR reads the variable when the gateway sends a request.",
+        )
+        yield FormField(
+            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
+        )
 
     def action_reveal(self) -> None:
         box = self.query_one("#credential", Input)

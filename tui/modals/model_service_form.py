@@ -18,10 +18,15 @@ from store.validation import check_description, check_model, check_name, check_u
 from ..widgets.form_field import FormField
 from .form import EntityForm, FormProblem, as_list, as_number
 
-KEY_POLICY_LABELS = (("Polling (round robin)", "polling"), ("Random", "random"),
-                     ("Failover (first healthy key)", "failover"))
-MODEL_POLICY_LABELS = (("Specified model (always the default model)", "specified"),
-                       ("Pass through the client's model", "passthrough"))
+KEY_POLICY_LABELS = (
+    ("Polling (round robin)", "polling"),
+    ("Random", "random"),
+    ("Failover (first healthy key)", "failover"),
+)
+MODEL_POLICY_LABELS = (
+    ("Specified model (always the default model)", "specified"),
+    ("Pass through the client's model", "passthrough"),
+)
 UNLISTED_LABELS = (("Refuse with 404 model_not_found", "refuse"), ("Use the default model", "default"))
 
 
@@ -36,8 +41,7 @@ def parse_prices(text: str) -> dict[str, Price]:
         model, sep, rest = part.partition("=")
         inp, sep2, outp = rest.partition("/")
         if not sep or not sep2 or not model.strip():
-            raise FormProblem("prices", f"{part!r}: write model=input/output, e.g. "
-                                        "hunyuan-turbos-latest=0.8/2.0")
+            raise FormProblem("prices", f"{part!r}: write model=input/output, e.g. hunyuan-turbos-latest=0.8/2.0")
         try:
             out[model.strip()] = Price(float(inp), float(outp))
         except ValueError:
@@ -50,8 +54,12 @@ class ModelServiceForm(EntityForm):
 
     TABLE = "model_services"
     NOUN = "model service"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "address": check_url,
-                             "default_model": check_model, "description": check_description}
+    LIVE_CHECKS: ClassVar = {
+        "name": check_name,
+        "address": check_url,
+        "default_model": check_model,
+        "description": check_description,
+    }
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelServiceSpec | None = self.original
@@ -61,49 +69,94 @@ class ModelServiceForm(EntityForm):
         keys = [k.name for k in self.config.model_keys]
         chosen = list(o.keys) if o else (keys[:1] if len(keys) == 1 else [])
         default_model = o.default_model if o else (preset.models[0] if preset and preset.models else "")
-        yield FormField("Service Name", Input(o.name if o else "", placeholder="hunyuan-service",
-                                              id="name"), field="name")
+        yield FormField(
+            "Service Name", Input(o.name if o else "", placeholder="hunyuan-service", id="name"), field="name"
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Model Vendor", Select([(f"{p.label} ({p.name})", p.name) for p in PRESETS.values()],
-                                                   value=vendor, allow_blank=False, id="vendor"),
-                            field="vendor")
-            yield FormField("Model Protocol", Select([("OpenAI-compatible", "openai")], value="openai",
-                                                     allow_blank=False, id="protocol"), field="protocol")
-        yield FormField("Service Address", Input(o.address if o else (preset.address if preset else ""),
-                                                 placeholder="https://vendor.example/v1", id="address"),
-                        field="address", hint="The vendor's OpenAI base URL; filled from the vendor")
-        yield FormField("Model Keys (space to select, in order of use)",
-                        SelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys"), field="keys",
-                        hint="" if keys else "No model keys yet: create one in Key Management first")
+            yield FormField(
+                "Model Vendor",
+                Select(
+                    [(f"{p.label} ({p.name})", p.name) for p in PRESETS.values()],
+                    value=vendor,
+                    allow_blank=False,
+                    id="vendor",
+                ),
+                field="vendor",
+            )
+            yield FormField(
+                "Model Protocol",
+                Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
+                field="protocol",
+            )
+        yield FormField(
+            "Service Address",
+            Input(
+                o.address if o else (preset.address if preset else ""),
+                placeholder="https://vendor.example/v1",
+                id="address",
+            ),
+            field="address",
+            hint="The vendor's OpenAI base URL; filled from the vendor",
+        )
+        yield FormField(
+            "Model Keys (space to select, in order of use)",
+            SelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys"),
+            field="keys",
+            hint="" if keys else "No model keys yet: create one in Key Management first",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Key Usage Policy", Select(KEY_POLICY_LABELS, value=o.key_policy if o else "polling",
-                                                       allow_blank=False, id="key-policy"), field="key_policy")
-            yield FormField("Model Selection", Select(MODEL_POLICY_LABELS,
-                                                      value=o.model_policy if o else "specified",
-                                                      allow_blank=False, id="model-policy"),
-                            field="model_policy")
+            yield FormField(
+                "Key Usage Policy",
+                Select(KEY_POLICY_LABELS, value=o.key_policy if o else "polling", allow_blank=False, id="key-policy"),
+                field="key_policy",
+            )
+            yield FormField(
+                "Model Selection",
+                Select(
+                    MODEL_POLICY_LABELS,
+                    value=o.model_policy if o else "specified",
+                    allow_blank=False,
+                    id="model-policy",
+                ),
+                field="model_policy",
+            )
         with Horizontal(classes="form-row"):
-            yield FormField("Default Model", Input(default_model, id="default-model",
-                                                   suggester=SuggestFromList(preset.models if preset else ())),
-                            field="default_model")
-            yield FormField("Pick from the vendor's models", Select(self._model_options(vendor),
-                                                                    prompt="vendor models", id="model-picker"),
-                            field="model_picker")
-        yield FormField("Models served (comma separated, globs allowed; empty = any)",
-                        Input(", ".join(o.models) if o else "", placeholder="hunyuan-*", id="models"),
-                        field="models")
+            yield FormField(
+                "Default Model",
+                Input(default_model, id="default-model", suggester=SuggestFromList(preset.models if preset else ())),
+                field="default_model",
+            )
+            yield FormField(
+                "Pick from the vendor's models",
+                Select(self._model_options(vendor), prompt="vendor models", id="model-picker"),
+                field="model_picker",
+            )
+        yield FormField(
+            "Models served (comma separated, globs allowed; empty = any)",
+            Input(", ".join(o.models) if o else "", placeholder="hunyuan-*", id="models"),
+            field="models",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Unlisted model (pass-through)", Select(UNLISTED_LABELS,
-                                                                   value=o.unlisted_model if o else "refuse",
-                                                                   allow_blank=False, id="unlisted-model"),
-                            field="unlisted_model")
-            yield FormField("Timeout (seconds)", Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}",
-                                                       id="timeout-s"), field="timeout_s")
-        yield FormField("Prices per 1M tokens (model=input/output; …)",
-                        Input(format_prices(o.prices) if o else "", placeholder="hunyuan-turbos-latest=0.8/2.0",
-                              id="prices"), field="prices")
-        yield FormField("Description (optional)", Input(o.description if o else "", id="description"),
-                        field="description")
+            yield FormField(
+                "Unlisted model (pass-through)",
+                Select(
+                    UNLISTED_LABELS, value=o.unlisted_model if o else "refuse", allow_blank=False, id="unlisted-model"
+                ),
+                field="unlisted_model",
+            )
+            yield FormField(
+                "Timeout (seconds)",
+                Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}", id="timeout-s"),
+                field="timeout_s",
+            )
+        yield FormField(
+            "Prices per 1M tokens (model=input/output; …)",
+            Input(format_prices(o.prices) if o else "", placeholder="hunyuan-turbos-latest=0.8/2.0", id="prices"),
+            field="prices",
+        )
+        yield FormField(
+            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
+        )
 
     @staticmethod
     def _model_options(vendor: str) -> list[tuple[str, str]]:

@@ -34,8 +34,9 @@ class QuitModal(Dialog[QuitChoice | None]):
         whose = "started by this console" if self.owned else "this console is attached to"
         with Vertical(classes="dialog", id="quit-dialog"):
             yield Label("Quit aigw", classes="dialog-title")
-            yield Static(escape(f"The gateway {whose} is running at {self.address}. "
-                                "Leave it running after the console closes?"))
+            yield Static(
+                escape(f"The gateway {whose} is running at {self.address}. Leave it running after the console closes?")
+            )
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Leave running (l)", variant="primary", id="leave")
                 yield Button("Stop gateway (s)", variant="warning", id="stop")

@@ -19,12 +19,25 @@ from store.usage import RECORD_FIELDS
 from ..widgets.traffic_feed import status_kind
 
 LABELS = {
-    "ts": "Arrived (unix)", "request_id": "Request id", "method": "Method", "path": "Path",
-    "consumer": "Consumer", "api": "Model API", "service": "Model service", "model": "Model",
-    "key_name": "Model key", "status": "Status", "latency_ms": "Latency (ms)",
-    "ttfb_ms": "Time to first byte (ms)", "prompt_tokens": "Prompt tokens",
-    "completion_tokens": "Completion tokens", "total_tokens": "Total tokens", "cost": "Cost",
-    "stream": "Streamed", "estimated": "Tokens estimated", "error": "Error",
+    "ts": "Arrived (unix)",
+    "request_id": "Request id",
+    "method": "Method",
+    "path": "Path",
+    "consumer": "Consumer",
+    "api": "Model API",
+    "service": "Model service",
+    "model": "Model",
+    "key_name": "Model key",
+    "status": "Status",
+    "latency_ms": "Latency (ms)",
+    "ttfb_ms": "Time to first byte (ms)",
+    "prompt_tokens": "Prompt tokens",
+    "completion_tokens": "Completion tokens",
+    "total_tokens": "Total tokens",
+    "cost": "Cost",
+    "stream": "Streamed",
+    "estimated": "Tokens estimated",
+    "error": "Error",
 }
 KIND_STYLE = {"ok": "green", "warn": "yellow", "bad": "bold red"}
 

@@ -32,9 +32,11 @@ class ShowSecretModal(Dialog[None]):
         with Vertical(classes="dialog", id="secret-dialog"):
             yield Label(escape(f"New API key for consumer {self.consumer!r}"), classes="dialog-title")
             yield Static(Text(self._key, style="bold"), id="secret-key")
-            yield Static("⚠ This key is shown only once. Copy it now and keep it safe: aigw stores only "
-                         "its hash and cannot show it again. Lost it? Create a new key and revoke this one.",
-                         id="secret-warning")
+            yield Static(
+                "⚠ This key is shown only once. Copy it now and keep it safe: aigw stores only "
+                "its hash and cannot show it again. Lost it? Create a new key and revoke this one.",
+                id="secret-warning",
+            )
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Copy (c)", variant="primary", id="copy")
                 yield Button("Done (enter)", id="done")
@@ -46,7 +48,8 @@ class ShowSecretModal(Dialog[None]):
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self._key)
         self.query_one("#secret-warning", Static).update(
-            "Copied to the clipboard. It will not be shown again once you close this window.")
+            "Copied to the clipboard. It will not be shown again once you close this window."
+        )
         self.notify("API key copied to the clipboard")
 
     @on(Button.Pressed, "#done")

@@ -21,8 +21,11 @@ from ..invoke import DEFAULT_MESSAGE, InvokeResult, access_urls, curl_command, s
 from ..modals.base import Dialog
 
 STEP_LABELS = {
-    "gateway": "Instance Info (start the gateway)", "model_keys": "Key Management",
-    "model_services": "Model Services", "model_apis": "Model APIs", "consumers": "Consumers",
+    "gateway": "Instance Info (start the gateway)",
+    "model_keys": "Key Management",
+    "model_services": "Model Services",
+    "model_apis": "Model APIs",
+    "consumers": "Consumers",
     "consumer_groups": "Consumer Groups",
 }
 
@@ -45,8 +48,9 @@ def api_model(config: Config, api: ModelApiSpec) -> str:
 
 def describe_result(r: InvokeResult) -> Text:
     head = f"HTTP {r.status}" if r.status is not None else "no answer"
-    text = Text.assemble((f"{'✔' if r.ok else '✖'} {head}", "bold green" if r.ok else "bold red"),
-                         f"  ·  {r.latency_ms:.0f} ms")
+    text = Text.assemble(
+        (f"{'✔' if r.ok else '✖'} {head}", "bold green" if r.ok else "bold red"), f"  ·  {r.latency_ms:.0f} ms"
+    )
     if r.request_id:
         text.append(f"  ·  request {r.request_id}", "dim")
     text.append("\n")
@@ -64,8 +68,9 @@ class RouteManagementScreen(Dialog[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_screen", "Back", id="routes-back"),
-        Binding("ctrl+t", "try_it", "Send test request", id="routes-try",
-                tooltip="Send a real request through the gateway"),
+        Binding(
+            "ctrl+t", "try_it", "Send test request", id="routes-try", tooltip="Send a real request through the gateway"
+        ),
         Binding("ctrl+y", "copy_curl", "Copy curl", id="routes-copy-curl"),
         Binding("ctrl+o", "copy_url", "Copy URL", id="routes-copy-url"),
     ]
@@ -75,8 +80,9 @@ class RouteManagementScreen(Dialog[None]):
             super().__init__()
             self.result = result
 
-    def __init__(self, store: Store, config: Config, api: ModelApiSpec,
-                 session_keys: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, store: Store, config: Config, api: ModelApiSpec, session_keys: dict[str, str] | None = None
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.store = store
         self.config = config
@@ -95,12 +101,21 @@ class RouteManagementScreen(Dialog[None]):
                 yield Label("curl", classes="detail-title")
                 yield Static(Text(self._curl()), id="routes-curl")
                 yield Label("Try it", classes="detail-title")
-                yield Input(self.session_key,
-                            placeholder="Consumer API key (sk-aigw-…): paste the key shown when it was created",
-                            password=True, id="tryit-key")
+                yield Input(
+                    self.session_key,
+                    placeholder="Consumer API key (sk-aigw-…): paste the key shown when it was created",
+                    password=True,
+                    id="tryit-key",
+                )
                 if self.key_owner:
-                    yield Static(Text(f"Using the key created for {self.key_owner!r} in this session "
-                                      "(replace it to try another).", style="dim"), id="tryit-key-note")
+                    yield Static(
+                        Text(
+                            f"Using the key created for {self.key_owner!r} in this session "
+                            "(replace it to try another).",
+                            style="dim",
+                        ),
+                        id="tryit-key-note",
+                    )
                 with Horizontal(id="tryit-row"):
                     yield Input(self.model, placeholder="model", id="tryit-model")
                     yield Input(DEFAULT_MESSAGE, id="tryit-message")
@@ -120,8 +135,7 @@ class RouteManagementScreen(Dialog[None]):
 
     def _granted_session_key(self, keys: dict[str, str]) -> tuple[str, str]:
         """A key created in this console run for a consumer granted this API, if any."""
-        granted = {c for g in self.config.consumer_groups if self.api.name in g.model_apis
-                   for c in g.consumers}
+        granted = {c for g in self.config.consumer_groups if self.api.name in g.model_apis for c in g.consumers}
         for consumer, key in keys.items():
             if consumer in granted:
                 return consumer, key
@@ -144,8 +158,12 @@ class RouteManagementScreen(Dialog[None]):
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        actions = {"tryit-send": self.action_try_it, "copy-curl": self.action_copy_curl,
-                   "copy-url": self.action_copy_url, "back": self.action_dismiss_screen}
+        actions = {
+            "tryit-send": self.action_try_it,
+            "copy-curl": self.action_copy_curl,
+            "copy-url": self.action_copy_url,
+            "back": self.action_dismiss_screen,
+        }
         if event.button.id in actions:
             actions[event.button.id]()
 
@@ -158,9 +176,12 @@ class RouteManagementScreen(Dialog[None]):
             return
         self.sending = True
         self.query_one("#tryit-result", Static).update(Text("Sending…", style="dim"))
-        self._send(self.urls[0], self.query_one("#tryit-key", Input).value.strip(),
-                   self.query_one("#tryit-model", Input).value.strip() or self.model,
-                   self.query_one("#tryit-message", Input).value or DEFAULT_MESSAGE)
+        self._send(
+            self.urls[0],
+            self.query_one("#tryit-key", Input).value.strip(),
+            self.query_one("#tryit-model", Input).value.strip() or self.model,
+            self.query_one("#tryit-message", Input).value or DEFAULT_MESSAGE,
+        )
 
     @work(thread=True, exclusive=True, group="try-it", exit_on_error=False)
     def _send(self, url: str, key: str, model: str, message: str) -> None:

@@ -43,10 +43,20 @@ class SectionScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         *_section_bindings(),
-        Binding("escape", "focus_sidebar", "Sidebar", id="focus-sidebar",
-                tooltip="Move to the section list (then 1–9 or ↑↓ enter)"),
-        Binding("ctrl+g", "app.gateway_toggle", "Start/stop gateway", id="gateway-toggle",
-                tooltip="Start the gateway, or stop it when it runs"),
+        Binding(
+            "escape",
+            "focus_sidebar",
+            "Sidebar",
+            id="focus-sidebar",
+            tooltip="Move to the section list (then 1–9 or ↑↓ enter)",
+        ),
+        Binding(
+            "ctrl+g",
+            "app.gateway_toggle",
+            "Start/stop gateway",
+            id="gateway-toggle",
+            tooltip="Start the gateway, or stop it when it runs",
+        ),
         Binding("ctrl+r", "app.gateway_restart", "Restart gateway", show=False, id="gateway-restart"),
     ]
 

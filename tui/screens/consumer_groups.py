@@ -30,8 +30,13 @@ from ..widgets.limits_panel import (
 from .entity import EntityScreen, reset_table
 
 #: Members tab columns: (key, label); the use columns are updated in place on each refresh.
-MEMBER_COLUMNS = (("consumer", "Consumer"), ("status", "Status"), ("rpm", "Requests/min used"),
-                  ("tpm", "Tokens/min used"), ("quota", "Quota used"))
+MEMBER_COLUMNS = (
+    ("consumer", "Consumer"),
+    ("status", "Status"),
+    ("rpm", "Requests/min used"),
+    ("tpm", "Tokens/min used"),
+    ("quota", "Quota used"),
+)
 
 
 def limit_text(n: int) -> str:
@@ -44,14 +49,27 @@ class ConsumerGroupsScreen(EntityScreen):
     NOUN = "consumer group"
     COLUMNS = ("Group Name", "Members", "Authorized Model APIs", "Req/min", "Tokens/min", "Description")
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("a", "add_authorization", "Add Authorization", id="group-add-authorization",
-                tooltip="Grant the highlighted group access to model APIs"),
-        Binding("m", "add_members", "Add members", id="group-add-members",
-                tooltip="Add consumers to the highlighted group"),
-        Binding("x", "remove", "Remove", id="group-remove",
-                tooltip="Remove the member or API highlighted in the open tab"),
-        Binding("left_square_bracket,right_square_bracket", "switch_tab", "Tab", key_display="[ ]",
-                id="group-switch-tab", tooltip="Switch between Members and Authorized Model APIs"),
+        Binding(
+            "a",
+            "add_authorization",
+            "Add Authorization",
+            id="group-add-authorization",
+            tooltip="Grant the highlighted group access to model APIs",
+        ),
+        Binding(
+            "m", "add_members", "Add members", id="group-add-members", tooltip="Add consumers to the highlighted group"
+        ),
+        Binding(
+            "x", "remove", "Remove", id="group-remove", tooltip="Remove the member or API highlighted in the open tab"
+        ),
+        Binding(
+            "left_square_bracket,right_square_bracket",
+            "switch_tab",
+            "Tab",
+            key_display="[ ]",
+            id="group-switch-tab",
+            tooltip="Switch between Members and Authorized Model APIs",
+        ),
     ]
     PALETTE: ClassVar = (
         ("New consumer group", "Group consumers and grant model APIs", "new"),
@@ -83,9 +101,14 @@ class ConsumerGroupsScreen(EntityScreen):
                 yield DataTable(id="group-apis", cursor_type="row")
 
     def row(self, spec: Any) -> tuple[Any, ...]:
-        return (Text(spec.name, style="bold"), Text(", ".join(spec.consumers) or "—"),
-                Text(", ".join(spec.model_apis) or "—"), Text(limit_text(spec.requests_per_minute)),
-                Text(limit_text(spec.tokens_per_minute)), Text(spec.description))
+        return (
+            Text(spec.name, style="bold"),
+            Text(", ".join(spec.consumers) or "—"),
+            Text(", ".join(spec.model_apis) or "—"),
+            Text(limit_text(spec.requests_per_minute)),
+            Text(limit_text(spec.tokens_per_minute)),
+            Text(spec.description),
+        )
 
     def form(self, original: Any | None) -> ConsumerGroupForm:
         assert self.config is not None
@@ -110,8 +133,7 @@ class ConsumerGroupsScreen(EntityScreen):
         members = self.query_one("#group-members", DataTable)
         for name in spec.consumers:
             if name in members.rows:
-                for column, cell in zip(("rpm", "tpm", "quota"), self.member_use(spec, name),
-                                        strict=True):
+                for column, cell in zip(("rpm", "tpm", "quota"), self.member_use(spec, name), strict=True):
                     members.update_cell(name, column, cell, update_width=True)
 
     def member_use(self, spec: ConsumerGroupSpec, consumer: str) -> tuple[Text, Text, Text]:
@@ -123,8 +145,11 @@ class ConsumerGroupsScreen(EntityScreen):
         apis = entry.get("apis") or {}
         cells: list[Text] = []
         for key in ("requests_per_minute", "tokens_per_minute"):
-            parts = [(api, window_summary((apis.get(api) or {}).get(key), view.live))
-                     for api in spec.model_apis if api in apis]
+            parts = [
+                (api, window_summary((apis.get(api) or {}).get(key), view.live))
+                for api in spec.model_apis
+                if api in apis
+            ]
             if not parts:
                 cells.append(Text("—", style="dim"))
             elif not view.live or len(parts) == 1:
@@ -149,14 +174,13 @@ class ConsumerGroupsScreen(EntityScreen):
             members.add_row(Text(name), status, *self.member_use(spec, name), key=name)
         for name in spec.model_apis:
             a = repo.find(self.config, "model_apis", name)
-            apis.add_row(Text(name), Text(a.base_path if a else ""), Text(", ".join(a.routes) if a else ""),
-                         key=name)
+            apis.add_row(Text(name), Text(a.base_path if a else ""), Text(", ".join(a.routes) if a else ""), key=name)
         if not spec.consumers:
-            members.add_row(Text("no members — press m to add consumers", style="dim"),
-                            *(Text("") for _ in MEMBER_COLUMNS[1:]))
+            members.add_row(
+                Text("no members — press m to add consumers", style="dim"), *(Text("") for _ in MEMBER_COLUMNS[1:])
+            )
         if not spec.model_apis:
-            apis.add_row(Text("no authorized APIs — press a to Add Authorization", style="dim"), Text(""),
-                         Text(""))
+            apis.add_row(Text("no authorized APIs — press a to Add Authorization", style="dim"), Text(""), Text(""))
 
     def action_switch_tab(self) -> None:
         tabs = self.query_one("#group-tabs", TabbedContent)
@@ -173,8 +197,9 @@ class ConsumerGroupsScreen(EntityScreen):
         if spec is None or self.config is None:
             return
         self.query_one("#group-tabs", TabbedContent).active = "tab-apis"
-        choices = [(f"{a.name}  {a.base_path}", a.name) for a in self.config.model_apis
-                   if a.name not in spec.model_apis]
+        choices = [
+            (f"{a.name}  {a.base_path}", a.name) for a in self.config.model_apis if a.name not in spec.model_apis
+        ]
 
         def picked(names: list[str] | None) -> None:
             if names:
@@ -182,9 +207,14 @@ class ConsumerGroupsScreen(EntityScreen):
                 new.model_apis = [*spec.model_apis, *names]
                 self._save_group(new, spec.name, f"authorized {', '.join(names)}")
 
-        self.app.push_screen(PickModal(f"Add Authorization — group {spec.name!r}", choices,
-                                       empty="Every model API is already authorized (or none exist)."),
-                             picked)
+        self.app.push_screen(
+            PickModal(
+                f"Add Authorization — group {spec.name!r}",
+                choices,
+                empty="Every model API is already authorized (or none exist).",
+            ),
+            picked,
+        )
 
     def action_add_members(self) -> None:
         spec = self._group()
@@ -199,8 +229,14 @@ class ConsumerGroupsScreen(EntityScreen):
                 new.consumers = [*spec.consumers, *names]
                 self._save_group(new, spec.name, f"added {', '.join(names)}")
 
-        self.app.push_screen(PickModal(f"Add members — group {spec.name!r}", choices,
-                                       empty="Every consumer is already a member (or none exist)."), picked)
+        self.app.push_screen(
+            PickModal(
+                f"Add members — group {spec.name!r}",
+                choices,
+                empty="Every consumer is already a member (or none exist).",
+            ),
+            picked,
+        )
 
     def action_remove(self) -> None:
         spec = self._group()
@@ -226,8 +262,10 @@ class ConsumerGroupsScreen(EntityScreen):
                 new.consumers = [c for c in spec.consumers if c != name]
             self._save_group(new, spec.name, f"removed {what} {name}")
 
-        self.app.push_screen(ConfirmModal("Remove", f"Remove {what} {name!r} from group {spec.name!r}?",
-                                          yes="Remove", danger=True), confirmed)
+        self.app.push_screen(
+            ConfirmModal("Remove", f"Remove {what} {name!r} from group {spec.name!r}?", yes="Remove", danger=True),
+            confirmed,
+        )
 
     @work(thread=True, group="group-change", exit_on_error=False)
     def _save_group(self, spec: ConsumerGroupSpec, original: str, what: str) -> None:

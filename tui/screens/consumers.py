@@ -46,10 +46,20 @@ class ConsumersScreen(EntityScreen):
     NOUN = "consumer"
     COLUMNS = ("Consumer Name", "Status", "Keys", "Quota", "Groups", "Description")
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("k", "create_key", "Create Key", id="consumer-create-key",
-                tooltip="Generate a new API key for the highlighted consumer (shown once)"),
-        Binding("x", "revoke_key", "Revoke key", id="consumer-revoke-key",
-                tooltip="Revoke the key highlighted in the keys table"),
+        Binding(
+            "k",
+            "create_key",
+            "Create Key",
+            id="consumer-create-key",
+            tooltip="Generate a new API key for the highlighted consumer (shown once)",
+        ),
+        Binding(
+            "x",
+            "revoke_key",
+            "Revoke key",
+            id="consumer-revoke-key",
+            tooltip="Revoke the key highlighted in the keys table",
+        ),
     ]
     PALETTE: ClassVar = (
         ("New consumer", "Create a caller identity", "new"),
@@ -91,8 +101,7 @@ class ConsumersScreen(EntityScreen):
                 table: DataTable[Text] = DataTable(id="consumer-keys", cursor_type="row")
                 yield table
             with Vertical(id="consumer-limits-pane"):
-                yield Label("Limits and current use", id="consumer-limits-title",
-                            classes="detail-title")
+                yield Label("Limits and current use", id="consumer-limits-title", classes="detail-title")
                 limits: DataTable[Text] = DataTable(id="consumer-limits", cursor_type="none")
                 yield limits
 
@@ -124,17 +133,21 @@ class ConsumersScreen(EntityScreen):
         for cells in rows:
             table.add_row(*cells)
         if view is not None and not rows:
-            table.add_row(Text("no quota and no authorized model API", style="dim"),
-                          *(Text("") for _ in LIMIT_COLUMNS[1:]))
+            table.add_row(
+                Text("no quota and no authorized model API", style="dim"), *(Text("") for _ in LIMIT_COLUMNS[1:])
+            )
 
     def row(self, spec: Any) -> tuple[Any, ...]:
-        groups = [g.name for g in (self.config.consumer_groups if self.config else [])
-                  if spec.name in g.consumers]
+        groups = [g.name for g in (self.config.consumer_groups if self.config else []) if spec.name in g.consumers]
         n = len(spec.api_key_hashes or [])
-        return (Text(spec.name, style="bold"),
-                Text("enabled", style="green") if spec.enabled else Text("disabled", style="red"),
-                Text(str(n)), Text(quota_text(spec)), Text(", ".join(groups) or "—"),
-                Text(spec.description))
+        return (
+            Text(spec.name, style="bold"),
+            Text("enabled", style="green") if spec.enabled else Text("disabled", style="red"),
+            Text(str(n)),
+            Text(quota_text(spec)),
+            Text(", ".join(groups) or "—"),
+            Text(spec.description),
+        )
 
     def form(self, original: Any | None) -> ConsumerForm:
         assert self.config is not None
@@ -166,8 +179,10 @@ class ConsumersScreen(EntityScreen):
     @work(thread=True, exclusive=True, group="consumer-keys", exit_on_error=False)
     def load_keys(self, consumer: str) -> None:
         with self.store.session() as s:
-            keys = [(k.id or 0, k.prefix, k.created_at.strftime("%Y-%m-%d %H:%M"))
-                    for k in repo.list_consumer_keys(s, consumer)]
+            keys = [
+                (k.id or 0, k.prefix, k.created_at.strftime("%Y-%m-%d %H:%M"))
+                for k in repo.list_consumer_keys(s, consumer)
+            ]
         self.post_message(self.KeysLoaded(consumer, keys))
 
     def on_consumers_screen_keys_loaded(self, message: KeysLoaded) -> None:
@@ -213,10 +228,15 @@ class ConsumersScreen(EntityScreen):
             if yes:
                 self._revoke(spec.name, int(key))
 
-        self.app.push_screen(ConfirmModal("Revoke API key",
-                                          f"Revoke key {prefix} of consumer {spec.name!r}? "
-                                          "Clients using it get 401 at once.", yes="Revoke", danger=True),
-                             confirmed)
+        self.app.push_screen(
+            ConfirmModal(
+                "Revoke API key",
+                f"Revoke key {prefix} of consumer {spec.name!r}? Clients using it get 401 at once.",
+                yes="Revoke",
+                danger=True,
+            ),
+            confirmed,
+        )
 
     @work(thread=True, group="consumer-revoke", exit_on_error=False)
     def _revoke(self, consumer: str, key_id: int) -> None:

@@ -51,8 +51,14 @@ class EntityScreen(SectionScreen):
         Binding("n", "new", "New", id="entity-new", tooltip="Create a new entry"),
         Binding("e", "edit", "Edit", show=False, id="entity-edit", tooltip="Edit the highlighted entry"),
         Binding("d", "delete", "Delete", id="entity-delete", tooltip="Delete (asks first)"),
-        Binding("slash", "filter", "Filter", key_display="/", id="entity-filter",
-                tooltip="Show only rows containing some text"),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            key_display="/",
+            id="entity-filter",
+            tooltip="Show only rows containing some text",
+        ),
     ]
 
     class Loaded(Message):
@@ -257,9 +263,15 @@ class EntityScreen(SectionScreen):
             if yes:
                 self._delete(spec.name)
 
-        self.app.push_screen(ConfirmModal(f"Delete {self.NOUN}",
-                                          f"Delete {self.NOUN} {spec.name!r}? This cannot be undone.",
-                                          yes="Delete", danger=True), confirmed)
+        self.app.push_screen(
+            ConfirmModal(
+                f"Delete {self.NOUN}",
+                f"Delete {self.NOUN} {spec.name!r}? This cannot be undone.",
+                yes="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
 
     @work(thread=True, group="entity-delete", exit_on_error=False)
     def _delete(self, name: str) -> None:

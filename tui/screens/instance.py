@@ -28,8 +28,13 @@ class InstanceScreen(SectionScreen):
 
     SECTION = "instance"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("e", "edit_settings", "Edit settings", id="instance-edit",
-                tooltip="Change listen, public URL and admin addresses"),
+        Binding(
+            "e",
+            "edit_settings",
+            "Edit settings",
+            id="instance-edit",
+            tooltip="Change listen, public URL and admin addresses",
+        ),
         Binding("s", "app.gateway_start", "Start", id="instance-start"),
         Binding("x", "app.gateway_stop", "Stop", id="instance-stop"),
         Binding("r", "app.gateway_restart", "Restart", id="instance-restart"),
@@ -69,8 +74,7 @@ class InstanceScreen(SectionScreen):
     def load(self) -> None:
         with self.store.session() as s:
             settings = repo.load_config(s).gateway
-        self.post_message(self.SettingsLoaded(settings, self.store.location.describe(),
-                                              str(self.store.data_dir)))
+        self.post_message(self.SettingsLoaded(settings, self.store.location.describe(), str(self.store.data_dir)))
 
     def on_instance_screen_settings_loaded(self, message: SettingsLoaded) -> None:
         self.settings = message.settings
@@ -86,13 +90,11 @@ class InstanceScreen(SectionScreen):
         t.add_column(style="bold", no_wrap=True)
         t.add_column(overflow="fold")
         t.add_row("Listen", Text(g.listen))
-        t.add_row("Public URL", Text(g.effective_public_url()
-                                     + ("" if g.public_url else "  (from listen)")))
+        t.add_row("Public URL", Text(g.effective_public_url() + ("" if g.public_url else "  (from listen)")))
         t.add_row("Admin address", Text(g.admin_listen))
         t.add_row("Database", Text(self.location))
         t.add_row("Data folder", Text(self.data_dir))
-        t.add_row("Version", Text(f"aigw {__version__}"
-                                  + (f" · gateway {st.version}" if st.version else "")))
+        t.add_row("Version", Text(f"aigw {__version__}" + (f" · gateway {st.version}" if st.version else "")))
         t.add_row("Gateway", describe_status(st))
         self.query_one("#instance-facts", Static).update(t)
 
@@ -118,8 +120,12 @@ class InstanceScreen(SectionScreen):
 
     @on(Button.Pressed)
     async def _button(self, event: Button.Pressed) -> None:
-        actions = {"start": "app.gateway_start", "stop": "app.gateway_stop",
-                   "restart": "app.gateway_restart", "edit": "edit_settings"}
+        actions = {
+            "start": "app.gateway_start",
+            "stop": "app.gateway_stop",
+            "restart": "app.gateway_restart",
+            "edit": "edit_settings",
+        }
         if event.button.id in actions:
             await self.run_action(actions[event.button.id])
 

@@ -31,8 +31,12 @@ class ModelKeysScreen(EntityScreen):
 
     def row(self, spec: Any) -> tuple[Any, ...]:
         users = [s.name for s in (self.config.model_services if self.config else []) if spec.name in s.keys]
-        return (Text(spec.name, style="bold"), credential_label(spec.credential),
-                Text(", ".join(users) or "—"), Text(spec.description))
+        return (
+            Text(spec.name, style="bold"),
+            credential_label(spec.credential),
+            Text(", ".join(users) or "—"),
+            Text(spec.description),
+        )
 
     def form(self, original: Any | None) -> ModelKeyForm:
         assert self.config is not None

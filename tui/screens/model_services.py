@@ -23,12 +23,20 @@ class ModelServicesScreen(EntityScreen):
     )
 
     def row(self, spec: Any) -> tuple[Any, ...]:
-        users = [a.name for a in (self.config.model_apis if self.config else [])
-                 if spec.name in a.services or spec.name in a.fallback_services]
+        users = [
+            a.name
+            for a in (self.config.model_apis if self.config else [])
+            if spec.name in a.services or spec.name in a.fallback_services
+        ]
         model = spec.default_model or "client's"
-        return (Text(spec.name, style="bold"), Text(spec.vendor), Text(spec.address),
-                Text(f"{', '.join(spec.keys)} ({spec.key_policy})"), Text(model),
-                Text(", ".join(users) or "—"))
+        return (
+            Text(spec.name, style="bold"),
+            Text(spec.vendor),
+            Text(spec.address),
+            Text(f"{', '.join(spec.keys)} ({spec.key_policy})"),
+            Text(model),
+            Text(", ".join(users) or "—"),
+        )
 
     def form(self, original: Any | None) -> ModelServiceForm:
         assert self.config is not None

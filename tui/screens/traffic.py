@@ -57,10 +57,21 @@ class TrafficScreen(SectionScreen):
 
     SECTION = "traffic"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "pause", "Pause/resume", id="traffic-pause",
-                tooltip="Freeze the table (new requests are kept and counted) or resume"),
-        Binding("slash", "filter", "Filter", key_display="/", id="traffic-filter",
-                tooltip="Show only requests matching consumer, API, model or status (e.g. 4xx)"),
+        Binding(
+            "space",
+            "pause",
+            "Pause/resume",
+            id="traffic-pause",
+            tooltip="Freeze the table (new requests are kept and counted) or resume",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            key_display="/",
+            id="traffic-filter",
+            tooltip="Show only requests matching consumer, API, model or status (e.g. 4xx)",
+        ),
     ]
     PALETTE: ClassVar = (
         ("Traffic: pause/resume", "Stop or resume the live table", "pause"),
@@ -106,10 +117,11 @@ class TrafficScreen(SectionScreen):
             for key, title in (("rps", "req/s"), ("p50", "p50"), ("err", "errors")):
                 with Vertical(classes="traffic-spark"):
                     yield Label(title, id=f"spark-{key}-label", classes="traffic-spark-label")
-                    yield Sparkline([], id=f"spark-{key}",
-                                    summary_function=max if key != "p50" else _mean)
-        yield FilterInput(placeholder="Filter: consumer, API, model, 4xx, 5xx, 429, consumer:name … "
-                    "(enter: keep, esc: clear)", id="traffic-filter-input")
+                    yield Sparkline([], id=f"spark-{key}", summary_function=max if key != "p50" else _mean)
+        yield FilterInput(
+            placeholder="Filter: consumer, API, model, 4xx, 5xx, 429, consumer:name … (enter: keep, esc: clear)",
+            id="traffic-filter-input",
+        )
         yield TrafficTable(id="traffic-table")
 
     def on_mount(self) -> None:

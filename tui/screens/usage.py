@@ -32,8 +32,7 @@ PERIODS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, str] = {"consumer": "Consumer", "api": "Model API", "model": "Model"}
 BAR_WIDTH = 16
 REFRESH_S = 5.0
-TOTAL_KEYS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
-              "estimated_requests")
+TOTAL_KEYS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "estimated_requests")
 
 
 def period_since(period: str, now: float | None = None) -> float:
@@ -87,8 +86,9 @@ class UsageScreen(SectionScreen):
     )
 
     class Loaded(Message):
-        def __init__(self, period: str, by: str, since: float, rows: list[dict[str, Any]],
-                     quotas: list[QuotaUse]) -> None:
+        def __init__(
+            self, period: str, by: str, since: float, rows: list[dict[str, Any]], quotas: list[QuotaUse]
+        ) -> None:
             super().__init__()
             self.period, self.by, self.since = period, by, since
             self.rows, self.quotas = rows, quotas
@@ -110,8 +110,7 @@ class UsageScreen(SectionScreen):
         yield DataTable(id="usage-quotas", cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#usage-quotas", DataTable).add_columns(
-            "Consumer", "Quota", "Used", "Left", "Use", "Resets")
+        self.query_one("#usage-quotas", DataTable).add_columns("Consumer", "Quota", "Used", "Left", "Use", "Resets")
         self._show_controls()
         self.load()
         self.set_interval(REFRESH_S, self._tick)
@@ -136,9 +135,16 @@ class UsageScreen(SectionScreen):
             for c in repo.load_config(s).consumers:
                 if c.quota:
                     start = usage.period_start(c.quota_period, now)
-                    quotas.append(QuotaUse(c.name, c.quota, c.quota_unit, c.quota_period,
-                                           usage.quota_used(s, c.name, c.quota_unit, start),
-                                           usage.period_end(c.quota_period, now)))
+                    quotas.append(
+                        QuotaUse(
+                            c.name,
+                            c.quota,
+                            c.quota_unit,
+                            c.quota_period,
+                            usage.quota_used(s, c.name, c.quota_unit, start),
+                            usage.period_end(c.quota_period, now),
+                        )
+                    )
         self.post_message(self.Loaded(period, by, since, rows, quotas))
 
     # ------------------------------------------------------------- showing (UI thread)
@@ -182,9 +188,16 @@ class UsageScreen(SectionScreen):
         table.clear(columns=True)
         # Bars compare cost; with no prices set anywhere, they compare tokens instead.
         measure = "cost" if any(r["cost"] for r in self.rows) else "total_tokens"
-        table.add_columns(GROUPS[self.by], "Requests", "Total tokens", "Cost",
-                          "Share of " + ("cost" if measure == "cost" else "tokens"),
-                          "Tokens in", "Tokens out", "Errors")
+        table.add_columns(
+            GROUPS[self.by],
+            "Requests",
+            "Total tokens",
+            "Cost",
+            "Share of " + ("cost" if measure == "cost" else "tokens"),
+            "Tokens in",
+            "Tokens out",
+            "Errors",
+        )
         top = max((r[measure] for r in self.rows), default=0)
         for r in self.rows:
             name = r[self.by]
@@ -216,9 +229,15 @@ class UsageScreen(SectionScreen):
             style = quota_style(q.fraction)
             use = bar(q.used, q.quota, 16, style=style)
             use.append(f" {100 * q.fraction:.1f}%", style=style)
-            table.add_row(Text(q.consumer), Text(f"{_amount(q.quota, q.unit)} {period}"),
-                          Text(_amount(q.used, q.unit), justify="right"),
-                          Text(_amount(left, q.unit), justify="right"), use, Text(resets), key=q.consumer)
+            table.add_row(
+                Text(q.consumer),
+                Text(f"{_amount(q.quota, q.unit)} {period}"),
+                Text(_amount(q.used, q.unit), justify="right"),
+                Text(_amount(left, q.unit), justify="right"),
+                use,
+                Text(resets),
+                key=q.consumer,
+            )
 
     # ------------------------------------------------------------- actions
 

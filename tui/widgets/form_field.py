@@ -42,8 +42,7 @@ class FormField(Vertical):
         self.query_one(".field-error", Static).update(escape(message or ""))
 
     @classmethod
-    def live_check(cls, host: Widget, checks: Mapping[str, Callable[[str], str | None]],
-                   event: Input.Changed) -> None:
+    def live_check(cls, host: Widget, checks: Mapping[str, Callable[[str], str | None]], event: Input.Changed) -> None:
         """As the user types: show under the changed input's field what its
         ``store.validation`` check says (nothing while the input is empty).
 

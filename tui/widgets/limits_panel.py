@@ -97,9 +97,15 @@ class LimitsPoller:
             self._timer.pause()
 
     def refresh(self) -> None:
-        self.screen.run_worker(self._load, name="_load_limits", group=self.group,
-                               description="_load_limits()", exclusive=True, exit_on_error=False,
-                               thread=True)
+        self.screen.run_worker(
+            self._load,
+            name="_load_limits",
+            group=self.group,
+            description="_load_limits()",
+            exclusive=True,
+            exit_on_error=False,
+            thread=True,
+        )
 
     def _load(self) -> None:
         self.screen.post_message(LimitsLoaded(read_limits(self.screen.store, self.screen.gateway)))
@@ -122,14 +128,20 @@ def from_store(store: Store, now: float | None = None) -> dict[str, Any]:
                     if old is not None:
                         rpm = _generous(old["requests_per_minute"]["limit"], rpm)
                         tpm = _generous(old["tokens_per_minute"]["limit"], tpm)
-                    apis[api] = {"requests_per_minute": {"limit": rpm, "used": None},
-                                 "tokens_per_minute": {"limit": tpm, "used": None}}
+                    apis[api] = {
+                        "requests_per_minute": {"limit": rpm, "used": None},
+                        "tokens_per_minute": {"limit": tpm, "used": None},
+                    }
             quota = None
             if c.quota:
                 since = usage.period_start(c.quota_period, now)
-                quota = {"limit": c.quota, "unit": c.quota_unit, "period": c.quota_period,
-                         "used": usage.quota_used(s, c.name, c.quota_unit, since),
-                         "resets_at": usage.period_end(c.quota_period, now)}
+                quota = {
+                    "limit": c.quota,
+                    "unit": c.quota_unit,
+                    "period": c.quota_period,
+                    "used": usage.quota_used(s, c.name, c.quota_unit, since),
+                    "resets_at": usage.period_end(c.quota_period, now),
+                }
             out[c.name] = {"apis": dict(sorted(apis.items())), "quota": quota}
     return out
 
@@ -187,10 +199,15 @@ def consumer_rows(view: LimitsView, consumer: str) -> list[tuple[Text, ...]]:
         if held:
             used_text += f" (+{amount(held, unit)} held)"
         quota_left = "?" if used is None else amount(max(0.0, quota["limit"] - used), unit)
-        rows.append((Text(f"Quota ({unit} {per})"), Text(amount(quota["limit"], unit)),
-                     Text(used_text, style="bold red" if used is not None and used >= quota["limit"]
-                          else ""),
-                     Text(quota_left), Text(reset_text(quota.get("resets_at")))))
+        rows.append(
+            (
+                Text(f"Quota ({unit} {per})"),
+                Text(amount(quota["limit"], unit)),
+                Text(used_text, style="bold red" if used is not None and used >= quota["limit"] else ""),
+                Text(quota_left),
+                Text(reset_text(quota.get("resets_at"))),
+            )
+        )
     for api, windows in entry.get("apis", {}).items():
         for key, label in (("requests_per_minute", "requests/min"), ("tokens_per_minute", "tokens/min")):
             w = windows.get(key) or {}
@@ -200,11 +217,20 @@ def consumer_rows(view: LimitsView, consumer: str) -> list[tuple[Text, ...]]:
                 used_cell, left = Text(NOT_RUNNING, style="dim"), Text("")
             else:
                 held = int(w.get("reserved") or 0)
-                used_cell = Text(f"{int(used):,}" + (f" (+{held:,} held)" if held else ""),
-                                 style="bold red" if limit and used >= limit else "")
+                used_cell = Text(
+                    f"{int(used):,}" + (f" (+{held:,} held)" if held else ""),
+                    style="bold red" if limit and used >= limit else "",
+                )
                 left = Text(f"{max(0, limit - int(used)):,}" if limit else "∞")
-            rows.append((Text(f"{api} · {label}"), Text(f"{limit:,}" if limit else "∞"), used_cell,
-                         left, Text("sliding 60 s" if limit else "")))
+            rows.append(
+                (
+                    Text(f"{api} · {label}"),
+                    Text(f"{limit:,}" if limit else "∞"),
+                    used_cell,
+                    left,
+                    Text("sliding 60 s" if limit else ""),
+                )
+            )
     return rows
 
 

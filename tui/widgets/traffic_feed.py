@@ -82,8 +82,11 @@ class RecordFilter:
             name, sep, value = word.partition(":")
             if sep and name.lower() in FILTER_FIELDS and value:
                 terms.append((name.lower(), value.lower()))
-            elif _CLASS.match(word.lower()) or (word.isdigit() and len(word) == 3) \
-                    or word.lower() in ("error", "errors", "err"):
+            elif (
+                _CLASS.match(word.lower())
+                or (word.isdigit() and len(word) == 3)
+                or word.lower() in ("error", "errors", "err")
+            ):
                 terms.append(("status", word.lower()))
             else:
                 terms.append((None, word.lower()))
@@ -176,8 +179,7 @@ class TrafficStats:
                 reqs += b.requests
                 errors += b.errors
                 lat.extend(b.latencies)
-        return (reqs / seconds, statistics.median(lat) if lat else None,
-                100.0 * errors / reqs if reqs else 0.0)
+        return (reqs / seconds, statistics.median(lat) if lat else None, 100.0 * errors / reqs if reqs else 0.0)
 
 
 # ----------------------------------------------------------------- the buffer

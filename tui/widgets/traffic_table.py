@@ -86,8 +86,11 @@ class TrafficTable(ScrollView, can_focus=True):
         Binding("end", "jump('bottom')", "Oldest", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "traffic-table--header", "traffic-table--cursor", "traffic-table--ok",
-        "traffic-table--warn", "traffic-table--bad",
+        "traffic-table--header",
+        "traffic-table--cursor",
+        "traffic-table--ok",
+        "traffic-table--warn",
+        "traffic-table--bad",
     }
     DEFAULT_CSS = """
     TrafficTable {
@@ -195,7 +198,8 @@ class TrafficTable(ScrollView, can_focus=True):
             return segs
         base = self.base_style
         status_style = self.get_component_rich_style(
-            f"traffic-table--{status_kind(int(rec.get('status') or 0))}", partial=True)
+            f"traffic-table--{status_kind(int(rec.get('status') or 0))}", partial=True
+        )
         segs = []
         for i, (col, text) in enumerate(zip(COLUMNS, cells(rec), strict=True)):
             if i:
@@ -228,8 +232,10 @@ class TrafficTable(ScrollView, can_focus=True):
         if index == self.cursor:
             cursor: Style = self.get_component_rich_style("traffic-table--cursor", partial=True)
             status_at = 2 * STATUS_COLUMN  # segments alternate cell, gap
-            lit = [Segment(t, (st or base) + cursor + (Style(color=st.color) if i == status_at and st else Style()))
-                   for i, (t, st, _) in enumerate(segs)]
+            lit = [
+                Segment(t, (st or base) + cursor + (Style(color=st.color) if i == status_at and st else Style()))
+                for i, (t, st, _) in enumerate(segs)
+            ]
             strip = Strip(lit, self._total_width())
             return strip.crop_extend(scroll_x, scroll_x + width, base + cursor)
         return strip.crop_extend(scroll_x, scroll_x + width, base)

@@ -27,37 +27,54 @@ class ApiStep(WizardStep):
     TABLE = "model_apis"
     NOUN = "model API"
     DEFAULT_NAME = "hunyuan-api"
-    INTRO = ("A model API is the endpoint the gateway exposes. Clients call "
-             "{gateway address}{base path}{route}; the base path identifies this API.")
-    LIVE_CHECKS: ClassVar = {"name": check_name,
-                             "base_path": lambda v: check_base_path(normalise_base_path(v))}
+    INTRO = (
+        "A model API is the endpoint the gateway exposes. Clients call "
+        "{gateway address}{base path}{route}; the base path identifies this API."
+    )
+    LIVE_CHECKS: ClassVar = {"name": check_name, "base_path": lambda v: check_base_path(normalise_base_path(v))}
 
     def compose_fields(self) -> Iterable[Widget]:
         routes = SCENARIO_ROUTES["text-generation"]
-        yield FormField("API Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"),
-                        field="name")
+        yield FormField("API Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
         with Horizontal(classes="form-row"):
-            yield FormField("Usage scenario", Select(SCENARIO_LABELS, value="text-generation",
-                                                     allow_blank=False, id="scenario"), field="scenario")
-            yield FormField("Request Protocol", Select([("OpenAI", "openai")], value="openai",
-                                                       allow_blank=False, id="protocol"), field="protocol")
-        yield FormField("Route", Select([(r, r) for r in routes], value=routes[0], allow_blank=False,
-                                        id="routes"), field="routes")
+            yield FormField(
+                "Usage scenario",
+                Select(SCENARIO_LABELS, value="text-generation", allow_blank=False, id="scenario"),
+                field="scenario",
+            )
+            yield FormField(
+                "Request Protocol",
+                Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol"),
+                field="protocol",
+            )
+        yield FormField(
+            "Route", Select([(r, r) for r in routes], value=routes[0], allow_blank=False, id="routes"), field="routes"
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Base Path", Input(DEFAULT_BASE_PATH, placeholder=DEFAULT_BASE_PATH,
-                                               id="base-path"), field="base_path",
-                            hint="Unique per API, e.g. /hunyuan")
-            yield FormField("Path Simplification", Switch(True, id="path-simplification"),
-                            field="path_simplification", hint="On: the vendor gets a concise path")
+            yield FormField(
+                "Base Path",
+                Input(DEFAULT_BASE_PATH, placeholder=DEFAULT_BASE_PATH, id="base-path"),
+                field="base_path",
+                hint="Unique per API, e.g. /hunyuan",
+            )
+            yield FormField(
+                "Path Simplification",
+                Switch(True, id="path-simplification"),
+                field="path_simplification",
+                hint="On: the vendor gets a concise path",
+            )
         with Horizontal(classes="form-row"):
-            yield FormField("Service Type", Select(SERVICE_TYPE_LABELS, value="single", allow_blank=False,
-                                                   id="service-type"), field="service_type")
-            yield FormField("Model Service", Select([], prompt="no model services yet", id="services"),
-                            field="services")
+            yield FormField(
+                "Service Type",
+                Select(SERVICE_TYPE_LABELS, value="single", allow_blank=False, id="service-type"),
+                field="service_type",
+            )
+            yield FormField(
+                "Model Service", Select([], prompt="no model services yet", id="services"), field="services"
+            )
 
     def refresh_refs(self) -> None:
-        self.sync_ref("services", [s.name for s in self.ctx.config.model_services],
-                      self.ctx.name("model_services"))
+        self.sync_ref("services", [s.name for s in self.ctx.config.model_services], self.ctx.name("model_services"))
 
     def _offer_routes(self, scenario: str, chosen: str | None = None) -> None:
         routes = SCENARIO_ROUTES.get(scenario, ())

@@ -22,16 +22,22 @@ class ConsumerStep(WizardStep):
     TABLE = "consumers"
     NOUN = "consumer"
     DEFAULT_NAME = "my-app"
-    INTRO = ("A consumer is a caller — your application. Next creates it with a gateway API key, "
-             "shown once: copy it (c) before closing. aigw keeps only its hash.")
+    INTRO = (
+        "A consumer is a caller — your application. Next creates it with a gateway API key, "
+        "shown once: copy it (c) before closing. aigw keeps only its hash."
+    )
     LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField("Consumer Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"),
-                        field="name")
+        yield FormField(
+            "Consumer Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name"
+        )
         yield FormField("Description (optional)", Input("", id="description"), field="description")
-        yield FormField("Select a key", Checkbox("Create Key (shown once) when I press Next", True,
-                                                 id="create-key"), field="create_key")
+        yield FormField(
+            "Select a key",
+            Checkbox("Create Key (shown once) when I press Next", True, id="create-key"),
+            field="create_key",
+        )
 
     def fill(self, spec: Any | None) -> None:
         self.set_value("name", spec.name if spec else self.unique_name(self.DEFAULT_NAME))

@@ -21,19 +21,20 @@ class GroupStep(WizardStep):
     TABLE = "consumer_groups"
     NOUN = "consumer group"
     DEFAULT_NAME = "my-apps"
-    INTRO = ("A consumer group holds consumers and the model APIs they may call. The consumer from "
-             "step 4 joins it and the API from step 3 is authorized (space toggles an entry).")
+    INTRO = (
+        "A consumer group holds consumers and the model APIs they may call. The consumer from "
+        "step 4 joins it and the API from step 3 is authorized (space toggles an entry)."
+    )
     LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField("Group Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"),
-                        field="name")
+        yield FormField("Group Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
         yield FormField("Consumers (members)", SelectionList[str](id="consumers"), field="consumers")
-        yield FormField("Authorized Model APIs (Add Authorization)", SelectionList[str](id="model-apis"),
-                        field="model_apis")
+        yield FormField(
+            "Authorized Model APIs (Add Authorization)", SelectionList[str](id="model-apis"), field="model_apis"
+        )
 
-    def _sync_list(self, list_id: str, options: list[str], wanted: str,
-                   keep: list[str] | None = None) -> None:
+    def _sync_list(self, list_id: str, options: list[str], wanted: str, keep: list[str] | None = None) -> None:
         """Rebuild a multi-picker; the entity an earlier step chose is ticked when it changes."""
         w = self.query_one(f"#{list_id}", SelectionList)
         chosen = set(w.selected) if keep is None else set(keep)

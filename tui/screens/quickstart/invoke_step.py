@@ -18,8 +18,10 @@ from ...widgets.gateway_header import describe_status
 from ..api_detail import describe_result
 from .progress import STEPS
 
-INTRO = ("Clients call the access address with the consumer's key (the curl below). Send a test "
-         "request: the gateway is started if needed and the vendor's answer is shown here.")
+INTRO = (
+    "Clients call the access address with the consumer's key (the curl below). Send a test "
+    "request: the gateway is started if needed and the vendor's answer is shown here."
+)
 
 
 class InvokeStep(VerticalScroll):
@@ -38,9 +40,12 @@ class InvokeStep(VerticalScroll):
         yield Label("Access address", classes="detail-title")
         yield Static("", id="access-url")
         yield Static("", id="gateway-state")
-        yield FormField("Consumer API key", Input("", password=True, id="api-key",
-                                                  placeholder="paste the key created for the consumer (sk-aigw-…)"),
-                        field="api_key", hint="Paste the consumer's key, or press ctrl+k to create one.")
+        yield FormField(
+            "Consumer API key",
+            Input("", password=True, id="api-key", placeholder="paste the key created for the consumer (sk-aigw-…)"),
+            field="api_key",
+            hint="Paste the consumer's key, or press ctrl+k to create one.",
+        )
         with Horizontal(classes="invoke-buttons"):
             yield Button("Send test request (ctrl+t)", variant="primary", id="send", compact=True)
             yield Button("Create Key (ctrl+k)", id="new-key", compact=True)
@@ -65,9 +70,11 @@ class InvokeStep(VerticalScroll):
         box = self.query_one("#api-key", Input)
         if key and key != self._applied_key:  # a key pasted by hand stays until a new one is made
             box.value = self._applied_key = key
-        hint = (f"The key created for {consumer!r} in this session (kept in memory only, never stored)."
-                if key and box.value == key else
-                f"Paste the key created for {consumer!r}, or press ctrl+k to create a new one (shown once).")
+        hint = (
+            f"The key created for {consumer!r} in this session (kept in memory only, never stored)."
+            if key and box.value == key
+            else f"Paste the key created for {consumer!r}, or press ctrl+k to create a new one (shown once)."
+        )
         self.query_one("#field-api-key .field-hint", Static).update(Text(hint))
 
     def curl_with(self, key: str) -> str:
@@ -95,14 +102,20 @@ class InvokeStep(VerticalScroll):
         result.set_class(not r.ok, "-failed")
         text = describe_result(r)
         if r.ok:
-            text.append("\n\n✔ Done: your application can call this address with its key. "
-                        "Watch requests in Traffic (8), tokens and cost in Usage (9).", "green")
+            text.append(
+                "\n\n✔ Done: your application can call this address with its key. "
+                "Watch requests in Traffic (8), tokens and cost in Usage (9).",
+                "green",
+            )
         result.update(text)
         self.call_after_refresh(result.scroll_visible)
         self.fix_step = fix_step
         fix = self.query_one("#fix", Button)
         fix.display = fix_step is not None
         if fix_step is not None:
-            label = "Start the gateway" if fix_step == len(STEPS) - 1 else \
-                f"Go back to step {fix_step + 1}: {STEPS[fix_step][1]}"
+            label = (
+                "Start the gateway"
+                if fix_step == len(STEPS) - 1
+                else f"Go back to step {fix_step + 1}: {STEPS[fix_step][1]}"
+            )
             fix.label = f"{label} (ctrl+f)"

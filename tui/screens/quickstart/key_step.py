@@ -21,18 +21,20 @@ class KeyStep(WizardStep):
     TABLE = "model_keys"
     NOUN = "model key"
     DEFAULT_NAME = "hunyuan-key"
-    INTRO = ("Model keys hold the credential the gateway uses to call the vendor. Paste the API key "
-             "you got from Hunyuan (or any vendor). Applications never see it.")
-    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential,
-                             "description": check_description}
+    INTRO = (
+        "Model keys hold the credential the gateway uses to call the vendor. Paste the API key "
+        "you got from Hunyuan (or any vendor). Applications never see it."
+    )
+    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential, "description": check_description}
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField("Key Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"),
-                        field="name")
-        yield FormField("Credential Content", Input("", password=True, id="credential",
-                                                    placeholder="the vendor API key, or env:HUNYUAN_API_KEY"),
-                        field="credential",
-                        hint="Masked; ctrl+l reveals what you typed. env:VAR reads the variable at request time.")
+        yield FormField("Key Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
+        yield FormField(
+            "Credential Content",
+            Input("", password=True, id="credential", placeholder="the vendor API key, or env:HUNYUAN_API_KEY"),
+            field="credential",
+            hint="Masked; ctrl+l reveals what you typed. env:VAR reads the variable at request time.",
+        )
         yield FormField("Description (optional)", Input("", id="description"), field="description")
 
     def fill(self, spec: Any | None) -> None:
@@ -41,8 +43,11 @@ class KeyStep(WizardStep):
         if spec is not None:
             box.value = ""  # a stored credential is never shown; empty = keep it
 
-        box.placeholder = ("unchanged — type a new key, or env:VAR, to replace it" if spec
-                           else "the vendor API key, or env:HUNYUAN_API_KEY")
+        box.placeholder = (
+            "unchanged — type a new key, or env:VAR, to replace it"
+            if spec
+            else "the vendor API key, or env:HUNYUAN_API_KEY"
+        )
         self.set_value("description", spec.description if spec else "")
 
     def toggle_reveal(self) -> None:

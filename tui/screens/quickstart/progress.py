@@ -46,8 +46,11 @@ class Progress:
         try:
             data = json.loads(text) if text else {}
             step = int(data.get("step", 0))
-            names = {str(k): str(v) for k, v in dict(data.get("names") or {}).items()
-                     if k in FIX_STEP and k != "gateway" and v}
+            names = {
+                str(k): str(v)
+                for k, v in dict(data.get("names") or {}).items()
+                if k in FIX_STEP and k != "gateway" and v
+            }
             return cls(step=min(max(step, 0), LAST), names=names, done=bool(data.get("done", False)))
         except (ValueError, TypeError, AttributeError):
             return cls()

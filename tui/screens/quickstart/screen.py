@@ -42,8 +42,14 @@ from .service_step import ServiceStep
 from .step import WizardContext, WizardStep
 
 #: The seed's headings.
-STEP_TITLES = ("Create Model Key", "Create Model Service", "Create Model API", "Create Consumer",
-               "Create Consumer Group and Grant Permissions", "Obtain the Access Address and Invoke")
+STEP_TITLES = (
+    "Create Model Key",
+    "Create Model Service",
+    "Create Model API",
+    "Create Consumer",
+    "Create Consumer Group and Grant Permissions",
+    "Obtain the Access Address and Invoke",
+)
 STEP_IDS = ("step-key", "step-service", "step-api", "step-consumer", "step-group", "step-invoke")
 
 
@@ -69,21 +75,42 @@ class QuickStartScreen(SectionScreen):
     # the focused field, losing a fast typist's last characters. Only ctrl+k must be
     # priority, as Input binds it (delete to end of line) and step 6's field has focus.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+n", "next", "Next", id="quickstart-next",
-                tooltip="Save this step and go to the next one"),
-        Binding("ctrl+b", "back", "Back", id="quickstart-back",
-                tooltip="Go to the previous step (what you typed is kept)"),
-        Binding("ctrl+l", "reveal", "Reveal credential", id="quickstart-reveal",
-                tooltip="Show or hide the credential you typed"),
-        Binding("ctrl+t", "send", "Send test request", id="quickstart-send",
-                tooltip="Send the seed's request through the gateway (started if needed)"),
-        Binding("ctrl+k", "create_key", "Create Key", priority=True, id="quickstart-create-key",
-                tooltip="Create a new API key for the consumer (shown once)"),
+        Binding("ctrl+n", "next", "Next", id="quickstart-next", tooltip="Save this step and go to the next one"),
+        Binding(
+            "ctrl+b", "back", "Back", id="quickstart-back", tooltip="Go to the previous step (what you typed is kept)"
+        ),
+        Binding(
+            "ctrl+l",
+            "reveal",
+            "Reveal credential",
+            id="quickstart-reveal",
+            tooltip="Show or hide the credential you typed",
+        ),
+        Binding(
+            "ctrl+t",
+            "send",
+            "Send test request",
+            id="quickstart-send",
+            tooltip="Send the seed's request through the gateway (started if needed)",
+        ),
+        Binding(
+            "ctrl+k",
+            "create_key",
+            "Create Key",
+            priority=True,
+            id="quickstart-create-key",
+            tooltip="Create a new API key for the consumer (shown once)",
+        ),
         Binding("ctrl+y", "copy_curl", "Copy curl", id="quickstart-copy-curl"),
-        Binding("ctrl+f", "fix", "Fix it", id="quickstart-fix",
-                tooltip="Go back to the step the diagnosis names"),
-        Binding("ctrl+o", "start_over", "Start over", show=False, id="quickstart-start-over",
-                tooltip="Begin a new run at step 1 (nothing is deleted)"),
+        Binding("ctrl+f", "fix", "Fix it", id="quickstart-fix", tooltip="Go back to the step the diagnosis names"),
+        Binding(
+            "ctrl+o",
+            "start_over",
+            "Start over",
+            show=False,
+            id="quickstart-start-over",
+            tooltip="Begin a new run at step 1 (nothing is deleted)",
+        ),
     ]
     PALETTE: ClassVar = (
         ("Quick Start: next step", "Save this step and go on", "next"),
@@ -217,8 +244,9 @@ class QuickStartScreen(SectionScreen):
         self.index = index
         self.query_one("#quickstart-switcher", ContentSwitcher).current = STEP_IDS[index]
         self.query_one("#quickstart-steps", Static).update(step_indicator(index, self.progress.names))
-        self.query_one("#quickstart-title", Static).update(Text(
-            f"Step {index + 1} of {len(STEPS)} · {STEP_TITLES[index]}", style="bold"))
+        self.query_one("#quickstart-title", Static).update(
+            Text(f"Step {index + 1} of {len(STEPS)} · {STEP_TITLES[index]}", style="bold")
+        )
         self.query_one("#quickstart-message", Static).update("")
         self.query_one("#quickstart-back", Button).disabled = index == 0
         self.query_one("#quickstart-next", Button).display = index < LAST
@@ -273,8 +301,7 @@ class QuickStartScreen(SectionScreen):
         self._save(self.index, step, spec, step.original, dict(self.progress.names))
 
     @work(thread=True, exclusive=True, group="quickstart-save", exit_on_error=False)
-    def _save(self, index: int, step: WizardStep, spec: Any, original: str | None,
-              names: dict[str, str]) -> None:
+    def _save(self, index: int, step: WizardStep, spec: Any, original: str | None, names: dict[str, str]) -> None:
         try:
             with self.store.session() as s:
                 saved, key = step.write(s, spec, original)
@@ -294,8 +321,10 @@ class QuickStartScreen(SectionScreen):
         self.busy = False
         unmatched = self.steps[message.index].show_store_error(message.error)
         self.query_one("#quickstart-message", Static).update(
-            Text("\n".join(unmatched), style="red") if unmatched
-            else Text("Fix the field marked in red, then Next.", style="red"))
+            Text("\n".join(unmatched), style="red")
+            if unmatched
+            else Text("Fix the field marked in red, then Next.", style="red")
+        )
 
     def on_quick_start_screen_step_saved(self, message: StepSaved) -> None:
         self.busy = False
@@ -312,8 +341,9 @@ class QuickStartScreen(SectionScreen):
             s.set_context(self.ctx)
         self.aigw.config_changed()
         if message.key:
-            self.app.push_screen(ShowSecretModal(message.name, message.key),
-                                 lambda _: self.go(message.index + 1, persist=False))
+            self.app.push_screen(
+                ShowSecretModal(message.name, message.key), lambda _: self.go(message.index + 1, persist=False)
+            )
         else:
             self.go(message.index + 1, persist=False)
 
@@ -323,9 +353,14 @@ class QuickStartScreen(SectionScreen):
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        actions = {"quickstart-back": self.action_back, "quickstart-next": self.action_next,
-                   "send": self.action_send, "new-key": self.action_create_key,
-                   "copy-curl": self.action_copy_curl, "fix": self.action_fix}
+        actions = {
+            "quickstart-back": self.action_back,
+            "quickstart-next": self.action_next,
+            "send": self.action_send,
+            "new-key": self.action_create_key,
+            "copy-curl": self.action_copy_curl,
+            "fix": self.action_fix,
+        }
         if event.button.id in actions:
             event.stop()
             with contextlib.suppress(SkipAction):
@@ -390,8 +425,10 @@ class QuickStartScreen(SectionScreen):
             return
         url, model = self._target()
         if not url:
-            self.invoke.show_result(InvokeResult(False, None, 0.0, diagnosis="No model API chosen yet.",
-                                                 step="model_apis"), FIX_STEP["model_apis"])
+            self.invoke.show_result(
+                InvokeResult(False, None, 0.0, diagnosis="No model API chosen yet.", step="model_apis"),
+                FIX_STEP["model_apis"],
+            )
             return
         self.busy = True
         self.invoke.show_sending("Sending…")
@@ -418,17 +455,28 @@ class QuickStartScreen(SectionScreen):
             self.gateway.reload()  # serve what was just saved, not the last poll's snapshot
             return None
         self.post_message(self.Progressed("Starting the gateway…"))
-        self.app.post_message(self.aigw.GatewayObserved(GatewayStatus(
-            state=STARTING, listen=status.listen, admin_listen=status.admin_listen)))
+        self.app.post_message(
+            self.aigw.GatewayObserved(
+                GatewayStatus(state=STARTING, listen=status.listen, admin_listen=status.admin_listen)
+            )
+        )
         status = self.gateway.start()
         self.app.post_message(self.aigw.GatewayObserved(status))
         if status.is_up:
             self.post_message(self.Progressed("Sending…"))
             return None
         last = status.log_tail.splitlines()[-1] if status.log_tail else ""
-        return InvokeResult(False, None, 0.0, step="gateway", diagnosis=(
-            f"The gateway did not start: {status.message or status.state}"
-            + (f" — its log says: {last}" if last else "") + ". See Instance Info."))
+        return InvokeResult(
+            False,
+            None,
+            0.0,
+            step="gateway",
+            diagnosis=(
+                f"The gateway did not start: {status.message or status.state}"
+                + (f" — its log says: {last}" if last else "")
+                + ". See Instance Info."
+            ),
+        )
 
     def on_quick_start_screen_progressed(self, message: Progressed) -> None:
         self.invoke.show_sending(message.text)

@@ -32,8 +32,10 @@ class ServiceStep(WizardStep):
     TABLE = "model_services"
     NOUN = "model service"
     DEFAULT_NAME = "hunyuan-service"
-    INTRO = ("A model service is one vendor: where to send requests, with which model key, and which "
-             "model to use. Choosing the vendor fills in its address and its models.")
+    INTRO = (
+        "A model service is one vendor: where to send requests, with which model key, and which "
+        "model to use. Choosing the vendor fills in its address and its models."
+    )
     LIVE_CHECKS: ClassVar = {"name": check_name, "address": check_url, "default_model": check_model}
 
     def __init__(self, step_id: str) -> None:
@@ -42,29 +44,49 @@ class ServiceStep(WizardStep):
 
     def compose_fields(self) -> Iterable[Widget]:
         first = PRESETS[VENDORS[0]]
-        yield FormField("Service Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"),
-                        field="name")
+        yield FormField(
+            "Service Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name"
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Model Vendor", Select([(p.label, p.name) for p in PRESETS.values()],
-                                                   value=first.name, allow_blank=False, id="vendor"),
-                            field="vendor")
-            yield FormField("Model Protocol", Select([("OpenAI-compatible", "openai")], value="openai",
-                                                     allow_blank=False, id="protocol"), field="protocol")
-        yield FormField("Service Address", Input(first.address, placeholder="https://vendor.example/v1",
-                                                 id="address"),
-                        field="address", hint="The vendor's OpenAI base URL; filled from the vendor, editable")
+            yield FormField(
+                "Model Vendor",
+                Select([(p.label, p.name) for p in PRESETS.values()], value=first.name, allow_blank=False, id="vendor"),
+                field="vendor",
+            )
+            yield FormField(
+                "Model Protocol",
+                Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
+                field="protocol",
+            )
+        yield FormField(
+            "Service Address",
+            Input(first.address, placeholder="https://vendor.example/v1", id="address"),
+            field="address",
+            hint="The vendor's OpenAI base URL; filled from the vendor, editable",
+        )
         with Horizontal(classes="form-row"):
             yield FormField("Model Key", Select([], prompt="no model keys yet", id="keys"), field="keys")
-            yield FormField("Key Usage Policy", Select(KEY_POLICY_LABELS, value="polling", allow_blank=False,
-                                                       id="key-policy"), field="key_policy")
-        yield FormField("Model Selection", Select(MODEL_POLICY_LABELS, value="specified", allow_blank=False,
-                                                  id="model-policy"), field="model_policy")
+            yield FormField(
+                "Key Usage Policy",
+                Select(KEY_POLICY_LABELS, value="polling", allow_blank=False, id="key-policy"),
+                field="key_policy",
+            )
+        yield FormField(
+            "Model Selection",
+            Select(MODEL_POLICY_LABELS, value="specified", allow_blank=False, id="model-policy"),
+            field="model_policy",
+        )
         with Horizontal(classes="form-row"):
-            yield FormField("Default Model", Input(first.models[0], id="default-model",
-                                                   suggester=SuggestFromList(first.models)),
-                            field="default_model")
-            yield FormField("Vendor's models", Select([(m, m) for m in first.models], prompt="pick a model",
-                                                      id="model-picker"), field="model_picker")
+            yield FormField(
+                "Default Model",
+                Input(first.models[0], id="default-model", suggester=SuggestFromList(first.models)),
+                field="default_model",
+            )
+            yield FormField(
+                "Vendor's models",
+                Select([(m, m) for m in first.models], prompt="pick a model", id="model-picker"),
+                field="model_picker",
+            )
 
     def refresh_refs(self) -> None:
         self.sync_ref("keys", [k.name for k in self.ctx.config.model_keys], self.ctx.name("model_keys"))

@@ -72,9 +72,12 @@ class WizardStep(VerticalScroll):
         yield from self.compose_fields()
         if self.TABLE:
             # Last, so the seed's fields come first; picking one fills the fields above.
-            yield FormField(f"Or use an existing {self.NOUN}", Select([(f"Create a new {self.NOUN}", NEW)],
-                                                                      value=NEW, allow_blank=False, id="use"),
-                            field="use", hint="Picking one fills the fields above; Next saves your edits to it")
+            yield FormField(
+                f"Or use an existing {self.NOUN}",
+                Select([(f"Create a new {self.NOUN}", NEW)], value=NEW, allow_blank=False, id="use"),
+                field="use",
+                hint="Picking one fills the fields above; Next saves your edits to it",
+            )
 
     def compose_fields(self) -> Iterable[Widget]:
         raise NotImplementedError
@@ -145,8 +148,7 @@ class WizardStep(VerticalScroll):
                 self.original = None
             self._applied_use = self.original or NEW
             use = self.query_one("#use", Select)
-            use.set_options([(f"Create a new {self.NOUN}", NEW)]
-                            + [(f"Use existing: {n}", n) for n in names])
+            use.set_options([(f"Create a new {self.NOUN}", NEW)] + [(f"Use existing: {n}", n) for n in names])
             use.value = self._applied_use
         self.refresh_refs()
 
@@ -248,8 +250,7 @@ class WizardStep(VerticalScroll):
 
     def first_focus(self) -> Widget | None:
         """Where the cursor goes on arrival: the first empty text field, else the first field."""
-        controls = [f.control for f in self.query(FormField) if f.display and f.control.focusable
-                    and f.field != "use"]
+        controls = [f.control for f in self.query(FormField) if f.display and f.control.focusable and f.field != "use"]
         for c in controls:
             if isinstance(c, Input) and not c.value and c.id != "description":  # optional
                 return c
