@@ -98,7 +98,7 @@ def _build(cls: type, table: str, entry: str, data: dict[str, Any], err: ErrorLi
             continue
         kwargs[key] = v
     for name, f in known.items():
-        if f.default is MISSING and f.default_factory is MISSING and name not in kwargs:  # type: ignore[misc]
+        if f.default is MISSING and f.default_factory is MISSING and name not in kwargs:
             err.add(table, entry, name, "is required")
             return None
     try:

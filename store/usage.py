@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, insert
+from sqlalchemy import select as select_columns
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from .models import RequestRecord
@@ -103,8 +105,8 @@ def _rows_per_statement(conn: Connection) -> int:
 class RecordWriter:
     """Batch inserts of record rows on one connection of the store's own, kept open.
 
-    Used by the gateway's writer thread: a batch is one ``executemany`` and a commit, with
-    no session or ORM work around it.
+    Used by the gateway's writer thread: a batch is a few multi-row INSERTs (see
+    :func:`_insert_rows`) and one commit, with no session or ORM work around it.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -154,7 +156,8 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
     if by not in GROUPS:
         raise ValueError(f"cannot group by {by!r}; use one of {', '.join(GROUPS)}")
     key = getattr(RequestRecord, by)
-    q = select(
+    # More columns than sqlmodel's ``select`` is typed for: SQLAlchemy's own, on the session's connection.
+    q = select_columns(
         key,
         func.count(),
         func.coalesce(func.sum(RequestRecord.prompt_tokens), 0),
@@ -164,9 +167,9 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
         func.coalesce(func.sum(case((col(RequestRecord.estimated), 1), else_=0)), 0),
     ).group_by(key)
     if since is not None:
-        q = q.where(RequestRecord.ts >= since)
-    out = []
-    for name, n, pt, ct, cost, errors, estimated in session.exec(q).all():
+        q = q.where(col(RequestRecord.ts) >= since)
+    out: list[dict[str, Any]] = []
+    for name, n, pt, ct, cost, errors, estimated in session.connection().execute(q).all():
         out.append(
             {
                 by: name or "",
@@ -215,6 +218,7 @@ def quota_used(session: Session, consumer: str, unit: str, since: float, until: 
     ``requests`` counts only requests forwarded to a vendor (``service`` set): a request
     the gateway itself refused (401/403/429, bad body) uses no quota.
     """
+    expr: ColumnElement[Any]
     if unit == "requests":
         expr = func.count()
     elif unit == "cost":

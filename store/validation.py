@@ -383,17 +383,17 @@ def validate_config(cfg: Config) -> None:
 
     for s in cfg.model_services:
         check_service(s, err)
-        for k in s.keys:
-            if k not in key_names:
-                err.add("model_services", s.name, "keys", f"model key {k!r} does not exist")
+        for key_name in s.keys:
+            if key_name not in key_names:
+                err.add("model_services", s.name, "keys", f"model key {key_name!r} does not exist")
 
     seen_paths: dict[str, str] = {}
     for a in cfg.model_apis:
         check_api(a, err)
-        for s in [*a.services, *a.fallback_services]:
-            if s not in service_names:
-                fld = "services" if s in a.services else "fallback_services"
-                err.add("model_apis", a.name, fld, f"model service {s!r} does not exist")
+        for service_name in [*a.services, *a.fallback_services]:
+            if service_name not in service_names:
+                fld = "services" if service_name in a.services else "fallback_services"
+                err.add("model_apis", a.name, fld, f"model service {service_name!r} does not exist")
         for path in [*(a.base_path + r for r in a.routes), a.base_path + "/v1/models"]:
             other = seen_paths.setdefault(path, a.name)
             if other != a.name:
@@ -416,12 +416,12 @@ def validate_config(cfg: Config) -> None:
 
     for g in cfg.consumer_groups:
         check_group(g, err)
-        for c in g.consumers:
-            if c not in consumer_names:
-                err.add("consumer_groups", g.name, "consumers", f"consumer {c!r} does not exist")
-        for a in g.model_apis:
-            if a not in api_names:
-                err.add("consumer_groups", g.name, "model_apis", f"model API {a!r} does not exist")
+        for consumer_name in g.consumers:
+            if consumer_name not in consumer_names:
+                err.add("consumer_groups", g.name, "consumers", f"consumer {consumer_name!r} does not exist")
+        for api_name in g.model_apis:
+            if api_name not in api_names:
+                err.add("consumer_groups", g.name, "model_apis", f"model API {api_name!r} does not exist")
 
     err.raise_if_any()
 
