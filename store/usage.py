@@ -12,7 +12,7 @@ import itertools
 import operator
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,16 +29,6 @@ GROUPS = ("consumer", "api", "model", "service")
 
 _DEFAULTS: tuple[Any, ...] = tuple(RequestRecord.model_fields[k].default for k in RECORD_FIELDS)
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
-    """One batch INSERT in the caller's transaction; unknown keys are ignored, missing ones
-    take the column's default."""
-    rows = [record_row(r) for r in records]
-    if rows:
-        _insert_rows(session.connection(), rows)
-        session.commit()
-    return len(rows)
 
 
 def record_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""The admin listener (SPEC §3) and the gateway's life: reload, drain on SIGTERM, secrets."""
+"""The admin listener and the gateway's life: reload, drain on SIGTERM, secrets."""
 
 from __future__ import annotations
 
