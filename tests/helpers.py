@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -65,6 +66,18 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
         if value:
             return value
         time.sleep(interval)
+    raise polls.failure()
+
+
+async def wait_for_async(
+    cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> Any:
+    """:func:`wait_for` for a test running on the event loop: the loop keeps running between tries."""
+    polls = Polls(cond, timeout, what)
+    for value in polls:
+        if value:
+            return value
+        await asyncio.sleep(interval)
     raise polls.failure()
 
 
