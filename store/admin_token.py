@@ -1,4 +1,4 @@
-"""The admin token guarding ``/events`` and ``/reload`` (SPEC §3).
+"""The admin token guarding the admin listener's ``/events``, ``/reload`` and ``/limits``.
 
 Created on first start in ``admin.token`` (0600) in the data directory. The gateway
 creates it; the console and ``aigw logs --follow`` read it to talk to any gateway

@@ -1,4 +1,4 @@
-"""Configuration as code: one TOML document ↔ :class:`~store.spec.Config` (SPEC §4).
+"""Configuration as code: one TOML document ↔ :class:`~store.spec.Config` (``aigw import``/``export``).
 
 Parsing checks types and unknown fields and names the table, entry and field of each
 problem; the rules themselves are :mod:`store.validation`'s, applied by
@@ -98,7 +98,7 @@ def _build(cls: type, table: str, entry: str, data: dict[str, Any], err: ErrorLi
             continue
         kwargs[key] = v
     for name, f in known.items():
-        if f.default is MISSING and f.default_factory is MISSING and name not in kwargs:  # type: ignore[misc]
+        if f.default is MISSING and f.default_factory is MISSING and name not in kwargs:
             err.add(table, entry, name, "is required")
             return None
     try:

@@ -143,7 +143,9 @@ def open_store(db: str | None = None, *, create: bool = True) -> Store:
     except OSError as exc:
         raise StoreError(f"cannot open database {loc.describe()}: {exc.strerror or exc}") from None
     except SQLAlchemyError as exc:
-        msg = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        # DBAPI errors carry the driver's own message, without SQLAlchemy's statement dump.
+        orig = getattr(exc, "orig", None)
+        msg = str(orig or exc).splitlines()[0]
         raise StoreError(f"cannot open database {loc.describe()}: {msg}") from None
     except Exception as exc:  # a bad URL, a missing driver
         raise StoreError(f"cannot open database {loc.describe()}: {exc}") from None

@@ -84,15 +84,6 @@ def set_meta(session: Session, key: str, value: str) -> None:
 # ---------------------------------------------------------------- reading
 
 
-def _ordered_names(
-    session: Session, link: Any, owner_col: Any, target: Any, target_col: Any, owner_id: int, extra: Any = None
-) -> list[str]:
-    q = select(target.name).join(link, target_col == target.id).where(owner_col == owner_id).order_by(link.position)
-    if extra is not None:
-        q = q.where(extra)
-    return list(session.exec(q).all())
-
-
 def load_config(session: Session) -> Config:
     """The whole configuration, entities sorted by name, references by name."""
     cfg = Config()
@@ -104,7 +95,7 @@ def load_config(session: Session) -> Config:
 
     key_names = {k.id: k.name for k in session.exec(select(m.ModelKey)).all()}
     svc_keys: dict[int, list[str]] = {}
-    for link in session.exec(select(m.ServiceKey).order_by(m.ServiceKey.position)).all():
+    for link in session.exec(select(m.ServiceKey).order_by(col(m.ServiceKey.position))).all():
         svc_keys.setdefault(link.service_id, []).append(key_names[link.key_id])
     for s in session.exec(select(m.ModelService).order_by(m.ModelService.name)).all():
         assert s.id is not None
@@ -131,11 +122,11 @@ def load_config(session: Session) -> Config:
     svc_names = {s.id: s.name for s in session.exec(select(m.ModelService)).all()}
     primaries: dict[int, list[tuple[str, int | None]]] = {}
     fallbacks: dict[int, list[str]] = {}
-    for link in session.exec(select(m.ApiService).order_by(m.ApiService.position)).all():
-        if link.role == "primary":
-            primaries.setdefault(link.api_id, []).append((svc_names[link.service_id], link.weight))
+    for api_link in session.exec(select(m.ApiService).order_by(col(m.ApiService.position))).all():
+        if api_link.role == "primary":
+            primaries.setdefault(api_link.api_id, []).append((svc_names[api_link.service_id], api_link.weight))
         else:
-            fallbacks.setdefault(link.api_id, []).append(svc_names[link.service_id])
+            fallbacks.setdefault(api_link.api_id, []).append(svc_names[api_link.service_id])
     for a in session.exec(select(m.ModelApi).order_by(m.ModelApi.name)).all():
         assert a.id is not None
         prim = primaries.get(a.id, [])
@@ -177,10 +168,10 @@ def load_config(session: Session) -> Config:
     consumer_names = {c.id: c.name for c in session.exec(select(m.Consumer)).all()}
     api_names = {a.id: a.name for a in session.exec(select(m.ModelApi)).all()}
     members: dict[int, list[str]] = {}
-    for gm in session.exec(select(m.GroupMember).order_by(m.GroupMember.position)).all():
+    for gm in session.exec(select(m.GroupMember).order_by(col(m.GroupMember.position))).all():
         members.setdefault(gm.group_id, []).append(consumer_names[gm.consumer_id])
     grants: dict[int, list[str]] = {}
-    for gg in session.exec(select(m.GroupGrant).order_by(m.GroupGrant.position)).all():
+    for gg in session.exec(select(m.GroupGrant).order_by(col(m.GroupGrant.position))).all():
         grants.setdefault(gg.group_id, []).append(api_names[gg.api_id])
     for g in session.exec(select(m.ConsumerGroup).order_by(m.ConsumerGroup.name)).all():
         assert g.id is not None
@@ -215,13 +206,15 @@ def get(session: Session, table: str, name: str) -> Any:
 
 def list_consumer_keys(session: Session, consumer: str) -> list[m.ConsumerKey]:
     row = _row(session, "consumers", consumer)
-    q = select(m.ConsumerKey).where(m.ConsumerKey.consumer_id == row.id).order_by(m.ConsumerKey.created_at)
+    q = select(m.ConsumerKey).where(m.ConsumerKey.consumer_id == row.id).order_by(col(m.ConsumerKey.created_at))
     return list(session.exec(q).all())
 
 
 def all_consumer_keys(session: Session) -> list[tuple[str, str]]:
     """``(key_hash_hex, consumer_name)`` for every key — what the gateway authenticates against."""
-    q = select(m.ConsumerKey.key_hash, m.Consumer.name).join(m.Consumer, m.ConsumerKey.consumer_id == m.Consumer.id)
+    q = select(m.ConsumerKey.key_hash, m.Consumer.name).join(
+        m.Consumer, col(m.ConsumerKey.consumer_id) == m.Consumer.id
+    )
     return [(h, n) for h, n in session.exec(q).all()]
 
 
@@ -450,7 +443,7 @@ def consumer_for_key(session: Session, key: str) -> str | None:
     """The consumer a plain key belongs to (console "Try it" and tests; the gateway uses its snapshot)."""
     q = (
         select(m.Consumer.name)
-        .join(m.ConsumerKey, m.ConsumerKey.consumer_id == m.Consumer.id)
+        .join(m.ConsumerKey, col(m.ConsumerKey.consumer_id) == m.Consumer.id)
         .where(m.ConsumerKey.key_hash == hash_key(key))
     )
     return session.exec(q).first()
@@ -494,7 +487,7 @@ def apply_config(
                 if table == "model_keys" and spec.credential is None:
                     spec.credential = old.credential
                 # No api_key_hashes = keep the stored keys (a console-made key survives
-                # re-importing SPEC §4's example); plain api_keys are registered beside them.
+                # re-importing the file it came from); plain api_keys are registered beside them.
                 if table == "consumers" and spec.api_key_hashes is None:
                     spec.api_key_hashes = old.api_key_hashes
             out.append(spec)

@@ -12,11 +12,13 @@ import itertools
 import operator
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, insert
+from sqlalchemy import select as select_columns
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from .models import RequestRecord
@@ -27,16 +29,6 @@ GROUPS = ("consumer", "api", "model", "service")
 
 _DEFAULTS: tuple[Any, ...] = tuple(RequestRecord.model_fields[k].default for k in RECORD_FIELDS)
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
-    """One batch INSERT in the caller's transaction; unknown keys are ignored, missing ones
-    take the column's default."""
-    rows = [record_row(r) for r in records]
-    if rows:
-        _insert_rows(session.connection(), rows)
-        session.commit()
-    return len(rows)
 
 
 def record_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -103,8 +95,8 @@ def _rows_per_statement(conn: Connection) -> int:
 class RecordWriter:
     """Batch inserts of record rows on one connection of the store's own, kept open.
 
-    Used by the gateway's writer thread: a batch is one ``executemany`` and a commit, with
-    no session or ORM work around it.
+    Used by the gateway's writer thread: a batch is a few multi-row INSERTs (see
+    :func:`_insert_rows`) and one commit, with no session or ORM work around it.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -154,7 +146,8 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
     if by not in GROUPS:
         raise ValueError(f"cannot group by {by!r}; use one of {', '.join(GROUPS)}")
     key = getattr(RequestRecord, by)
-    q = select(
+    # More columns than sqlmodel's ``select`` is typed for: SQLAlchemy's own, on the session's connection.
+    q = select_columns(
         key,
         func.count(),
         func.coalesce(func.sum(RequestRecord.prompt_tokens), 0),
@@ -164,9 +157,9 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
         func.coalesce(func.sum(case((col(RequestRecord.estimated), 1), else_=0)), 0),
     ).group_by(key)
     if since is not None:
-        q = q.where(RequestRecord.ts >= since)
-    out = []
-    for name, n, pt, ct, cost, errors, estimated in session.exec(q).all():
+        q = q.where(col(RequestRecord.ts) >= since)
+    out: list[dict[str, Any]] = []
+    for name, n, pt, ct, cost, errors, estimated in session.connection().execute(q).all():
         out.append(
             {
                 by: name or "",
@@ -215,6 +208,7 @@ def quota_used(session: Session, consumer: str, unit: str, since: float, until: 
     ``requests`` counts only requests forwarded to a vendor (``service`` set): a request
     the gateway itself refused (401/403/429, bad body) uses no quota.
     """
+    expr: ColumnElement[Any]
     if unit == "requests":
         expr = func.count()
     elif unit == "cost":

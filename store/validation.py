@@ -17,6 +17,7 @@ import re
 from urllib.parse import urlsplit
 
 from .errors import ErrorList
+from .keys import hash_key
 from .presets import PRESETS, VENDORS
 from .spec import (
     KEY_POLICIES,
@@ -42,7 +43,7 @@ ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-#: Plain consumer keys given in an import: the user's own choice (SPEC §4's example uses
+#: Plain consumer keys given in an import: the user's own choice (the README's example uses
 #: ``sk-aigw-…``), so only what an Authorization header cannot carry is refused.
 PLAIN_KEY_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{8,256}$")
 MAX_DESCRIPTION = 1024
@@ -350,8 +351,6 @@ def normalise(cfg: Config) -> None:
 
 def validate_config(cfg: Config) -> None:
     """Normalise ``cfg`` in place and raise :class:`StoreError` listing every problem."""
-    from .keys import hash_key  # local: keys imports nothing from here, avoids a cycle
-
     normalise(cfg)
     err = ErrorList()
     check_gateway(cfg.gateway, err)
@@ -383,17 +382,17 @@ def validate_config(cfg: Config) -> None:
 
     for s in cfg.model_services:
         check_service(s, err)
-        for k in s.keys:
-            if k not in key_names:
-                err.add("model_services", s.name, "keys", f"model key {k!r} does not exist")
+        for key_name in s.keys:
+            if key_name not in key_names:
+                err.add("model_services", s.name, "keys", f"model key {key_name!r} does not exist")
 
     seen_paths: dict[str, str] = {}
     for a in cfg.model_apis:
         check_api(a, err)
-        for s in [*a.services, *a.fallback_services]:
-            if s not in service_names:
-                fld = "services" if s in a.services else "fallback_services"
-                err.add("model_apis", a.name, fld, f"model service {s!r} does not exist")
+        for service_name in [*a.services, *a.fallback_services]:
+            if service_name not in service_names:
+                fld = "services" if service_name in a.services else "fallback_services"
+                err.add("model_apis", a.name, fld, f"model service {service_name!r} does not exist")
         for path in [*(a.base_path + r for r in a.routes), a.base_path + "/v1/models"]:
             other = seen_paths.setdefault(path, a.name)
             if other != a.name:
@@ -416,12 +415,12 @@ def validate_config(cfg: Config) -> None:
 
     for g in cfg.consumer_groups:
         check_group(g, err)
-        for c in g.consumers:
-            if c not in consumer_names:
-                err.add("consumer_groups", g.name, "consumers", f"consumer {c!r} does not exist")
-        for a in g.model_apis:
-            if a not in api_names:
-                err.add("consumer_groups", g.name, "model_apis", f"model API {a!r} does not exist")
+        for consumer_name in g.consumers:
+            if consumer_name not in consumer_names:
+                err.add("consumer_groups", g.name, "consumers", f"consumer {consumer_name!r} does not exist")
+        for api_name in g.model_apis:
+            if api_name not in api_names:
+                err.add("consumer_groups", g.name, "model_apis", f"model API {api_name!r} does not exist")
 
     err.raise_if_any()
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
+from sqlmodel import Session
 
 from store import usage
 from store.admin_token import read_token
 from store.db import Store
+from store.models import RequestRecord
 
 
 def free_port() -> int:
@@ -62,6 +66,18 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
         if value:
             return value
         time.sleep(interval)
+    raise polls.failure()
+
+
+async def wait_for_async(
+    cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> Any:
+    """:func:`wait_for` for a test running on the event loop: the loop keeps running between tries."""
+    polls = Polls(cond, timeout, what)
+    for value in polls:
+        if value:
+            return value
+        await asyncio.sleep(interval)
     raise polls.failure()
 
 
@@ -160,3 +176,13 @@ def record_for(st: Store, request_id: str, timeout: float = 10.0) -> dict[str, A
         return None
 
     return wait_for(find, timeout, interval=0.1, what=f"the record of request {request_id}")  # type: ignore[no-any-return]
+
+
+def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
+    """Store ready-made request records, as the gateway's writer would; missing fields take
+    their defaults. Commits."""
+    rows = [dict(zip(usage.RECORD_FIELDS, usage.record_row(r), strict=True)) for r in records]
+    if rows:
+        session.connection().execute(insert(RequestRecord.__table__), rows)  # type: ignore[attr-defined]
+        session.commit()
+    return len(rows)

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import insert_records
 
-from store import repo, usage
+from store import repo
 from store.db import open_store
 from store.keys import hash_key
 from store.models import SCHEMA_VERSION
 from tui.cli import main
 
-SPEC_EXAMPLE = Path(__file__).parent / "cli" / "spec_example.toml"
+EXAMPLE = Path(__file__).parent / "cli" / "example.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PLAIN_KEY = "sk-aigw-T3stKeyT3stKeyT3stKeyT3stKeyT3stKey0123"
@@ -173,11 +174,11 @@ def file_bytes(db: str) -> bytes:
     return out
 
 
-# ---------------------------------------------------------------- SPEC §4 example
+# ---------------------------------------------------------------- the example file
 
 
-def test_spec_example_imports_verbatim(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
-    r = aigw("import", SPEC_EXAMPLE, "--db", db)
+def test_example_imports_verbatim(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
+    r = aigw("import", EXAMPLE, "--db", db)
     assert r.rc == 0, r.err
     for entry in (
         "model_keys[hunyuan-key]",
@@ -203,8 +204,8 @@ def test_spec_example_imports_verbatim(aigw, db: str) -> None:  # type: ignore[n
     assert cfg.model_keys[0].credential == "env:HUNYUAN_API_KEY"
 
 
-def test_spec_example_round_trips(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+def test_example_round_trips(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     first = export(aigw, db)
     other = str(tmp_path / "other" / "aigw.db")
     assert aigw("--db", other, "import", write(tmp_path, "e.toml", first)).rc == 0
@@ -213,9 +214,9 @@ def test_spec_example_round_trips(aigw, db: str, tmp_path: Path) -> None:  # typ
 
 
 def test_reimport_is_a_noop(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     before, rev = export(aigw, db), revision(db)
-    r = aigw("--db", db, "import", SPEC_EXAMPLE)
+    r = aigw("--db", db, "import", EXAMPLE)
     assert r.rc == 0 and "no changes" in r.out
     assert revision(db) == rev
     assert export(aigw, db) == before
@@ -356,7 +357,7 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("case", "body", "names"), BAD_FILES, ids=[c for c, _, _ in BAD_FILES])
 def test_bad_file_changes_nothing(aigw, db: str, tmp_path: Path, case: str, body: str, names: str) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     before, rev = export(aigw, db, "--include-secrets"), revision(db)
     # a valid new entity alongside the broken one: applying part of the file would show
     good = '[[model_keys]]\nname = "zz-extra"\ncredential = "env:ZZ"\n\n'
@@ -388,9 +389,9 @@ def test_wrong_type_error_never_echoes_credential(aigw, db: str, tmp_path: Path)
 
 
 def test_dry_run_prints_plan_and_changes_nothing(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     before, rev = export(aigw, db), revision(db)
-    changed = SPEC_EXAMPLE.read_text(encoding="utf-8").replace("requests_per_minute = 600", "requests_per_minute = 60")
+    changed = EXAMPLE.read_text(encoding="utf-8").replace("requests_per_minute = 600", "requests_per_minute = 60")
     changed += '\n[[model_keys]]\nname = "extra"\ncredential = "env:EXTRA"\n'
     path = write(tmp_path, "next.toml", changed)
     r = aigw("--db", db, "import", "--dry-run", path)
@@ -406,7 +407,7 @@ def test_dry_run_prints_plan_and_changes_nothing(aigw, db: str, tmp_path: Path) 
 
 
 def test_dry_run_on_empty_store(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
-    r = aigw("--db", db, "import", "--dry-run", SPEC_EXAMPLE)
+    r = aigw("--db", db, "import", "--dry-run", EXAMPLE)
     assert r.rc == 0 and "+ consumers[my-app]" in r.out
     assert revision(db) == 0
     assert "[[model_keys]]" not in export(aigw, db)
@@ -414,14 +415,14 @@ def test_dry_run_on_empty_store(aigw, db: str) -> None:  # type: ignore[no-untyp
 
 def test_prune(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     both = export(aigw, db)
     assert 'name = "alpha"' in both and 'name = "hunyuan-service"' in both  # absent = kept
     rev = revision(db)
-    r = aigw("--db", db, "import", "--prune", "--dry-run", SPEC_EXAMPLE)
+    r = aigw("--db", db, "import", "--prune", "--dry-run", EXAMPLE)
     assert r.rc == 0 and "- model_services[alpha]" in r.out and "- consumers[app]" in r.out
     assert export(aigw, db) == both and revision(db) == rev
-    r = aigw("--db", db, "import", "--prune", SPEC_EXAMPLE)
+    r = aigw("--db", db, "import", "--prune", EXAMPLE)
     assert r.rc == 0, r.err
     for gone in (
         "model_keys[literal-key]",
@@ -433,7 +434,7 @@ def test_prune(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untype
         assert f"- {gone}" in r.out
     assert revision(db) == rev + 1
     other = str(tmp_path / "o" / "aigw.db")
-    aigw("--db", other, "import", SPEC_EXAMPLE)
+    aigw("--db", other, "import", EXAMPLE)
     assert export(aigw, db) == export(aigw, other)
     st = open_store(db)
     try:
@@ -444,10 +445,10 @@ def test_prune(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untype
 
 
 def test_prune_refuses_when_kept_entity_references_pruned(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     before, rev = export(aigw, db), revision(db)
     # keeps the group (and its API, service, key) but not the consumer it lists
-    text = SPEC_EXAMPLE.read_text(encoding="utf-8")
+    text = EXAMPLE.read_text(encoding="utf-8")
     start = text.index("[[consumers]]")
     end = text.index("[[consumer_groups]]")
     path = write(tmp_path, "partial.toml", text[:start] + text[end:])
@@ -507,7 +508,7 @@ def mode(p: Path | str) -> int:
 
 
 def test_store_files_private(aigw, db: str, open_umask: None) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     assert mode(Path(db).parent) == 0o700
     assert mode(db) == 0o600
     for suffix in ("-wal", "-shm"):
@@ -534,22 +535,22 @@ def test_export_to_file(aigw, db: str, tmp_path: Path, open_umask: None) -> None
 
 def test_db_option_before_or_after_command_and_env(aigw, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     a, b, c = (str(tmp_path / n / "aigw.db") for n in ("a", "b", "c"))
-    assert aigw("--db", a, "import", SPEC_EXAMPLE).rc == 0
-    assert aigw("import", SPEC_EXAMPLE, "--db", b).rc == 0
+    assert aigw("--db", a, "import", EXAMPLE).rc == 0
+    assert aigw("import", EXAMPLE, "--db", b).rc == 0
     monkeypatch.setenv("AIGW_DB", c)
-    assert aigw("import", SPEC_EXAMPLE).rc == 0
+    assert aigw("import", EXAMPLE).rc == 0
     for path in (a, b, c):
         assert revision(path) == 1
     assert export(aigw, a) == export(aigw, b) == aigw("export").out
     url = f"sqlite:///{tmp_path / 'u' / 'x.db'}"
-    assert aigw("--db", url, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", url, "import", EXAMPLE).rc == 0
     assert (tmp_path / "u" / "x.db").exists()
     assert aigw("export", "--db", url).out == export(aigw, a)
     assert revision(c) == 1  # --db beat AIGW_DB
 
 
 def test_newer_schema_refused(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     con = sqlite3.connect(db)
     con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 5),))
     con.commit()
@@ -585,7 +586,7 @@ def test_error_paths(aigw, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (["--db", db, "export", "-o", tmp_path], "cannot write"),
         (["--db", str(tmp_path), "export"], "directory"),
         (["--db", str(a_file / "x.db"), "export"], "x.db"),
-        (["--db", db, "import", SPEC_EXAMPLE, "--bogus"], "--bogus"),
+        (["--db", db, "import", EXAMPLE, "--bogus"], "--bogus"),
         (["--db", "nosuchdriver://x/y", "export"], "cannot open database"),
     ]
     for argv, names in cases:
@@ -608,14 +609,14 @@ def test_gateway_only_import_bumps_once(aigw, db: str, tmp_path: Path) -> None: 
 
 def test_import_file_with_bom(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bom = tmp_path / "bom.toml"
-    bom.write_bytes(b"\xef\xbb\xbf" + SPEC_EXAMPLE.read_bytes())
+    bom.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.read_bytes())
     r = aigw("--db", db, "import", bom)
     assert r.rc == 0, r.err
     assert "+ consumers[my-app]" in r.out
 
 
 def test_reimport_keeps_keys_made_in_the_console(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
-    assert aigw("--db", db, "import", SPEC_EXAMPLE).rc == 0
+    assert aigw("--db", db, "import", EXAMPLE).rc == 0
     st = open_store(db)
     try:
         with st.session() as s:
@@ -623,7 +624,7 @@ def test_reimport_keeps_keys_made_in_the_console(aigw, db: str) -> None:  # type
             rev = repo.get_revision(s)
     finally:
         st.dispose()
-    r = aigw("--db", db, "import", SPEC_EXAMPLE)  # lists only its own plain key
+    r = aigw("--db", db, "import", EXAMPLE)  # lists only its own plain key
     assert r.rc == 0 and "no changes" in r.out
     assert revision(db) == rev
     st = open_store(db)
@@ -662,7 +663,7 @@ def records_db(db: str) -> str:
     st = open_store(db)
     try:
         with st.session() as s:
-            usage.insert_records(
+            insert_records(
                 s,
                 [
                     {
@@ -785,7 +786,7 @@ def aigw_process(*args: str | Path, env: dict[str, str] | None = None) -> subpro
 
 def test_subprocess_import_export_round_trip(tmp_path: Path) -> None:
     db = str(tmp_path / "p" / "aigw.db")
-    p = aigw_process("import", SPEC_EXAMPLE, "--db", db)
+    p = aigw_process("import", EXAMPLE, "--db", db)
     assert p.returncode == 0, p.stderr
     assert "consumers[my-app]" in p.stdout
     p = aigw_process("export", env={"AIGW_DB": db})
@@ -818,5 +819,5 @@ def test_database_failure_is_one_line(aigw, db: str, monkeypatch: pytest.MonkeyP
         raise OperationalError("UPDATE meta …", {}, sqlite3.OperationalError("database is locked"))
 
     monkeypatch.setattr(repo, "apply_config", locked)
-    line = one_line_error(aigw("--db", db, "import", SPEC_EXAMPLE))
+    line = one_line_error(aigw("--db", db, "import", EXAMPLE))
     assert "database is locked" in line

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GatewayProcess, record_for
+from helpers import GatewayProcess, record_for, wait_for
 from mock_vendor import MockVendor
 from usage_env import COMPLETION, MODEL, PROMPT, chat, configure, gateway_for, request_cost
 
@@ -251,9 +251,7 @@ def test_event_source_close_wakes_a_blocked_read() -> None:
         done.set()
 
     threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: got, 10, what="the first event")
     assert got == [{"request_id": "one", "ts": 1.0}]
     assert not done.is_set()  # blocked waiting for the next event
     src.close()

@@ -21,7 +21,7 @@ from store.spec import (
 )
 
 MODEL = "hunyuan-turbos-latest"
-#: Per 1M tokens (SPEC §1 "prices").
+#: Per 1M tokens, as a service's ``prices`` are given.
 PRICE_IN, PRICE_OUT = 0.8, 2.0
 #: What the mock vendor reports per request by default.
 PROMPT, COMPLETION = 11, 7

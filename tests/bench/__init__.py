@@ -1,1 +1,1 @@
-"""The performance benchmark of issue 8: ``python -m tests.bench`` (see README "Performance")."""
+"""The performance benchmark: ``python -m tests.bench`` (see README "Performance")."""

@@ -125,7 +125,7 @@ def test_garbage_sse_is_relayed_as_sent(hgw: HGw, hstore: Store, fault: FaultVen
 
 
 def test_html_error_page_relayed_with_status_and_body(hgw: HGw, hstore: Store, fault: FaultVendor) -> None:
-    """SPEC §2: vendor errors relayed with their status and body; cookies and hop-by-hop dropped."""
+    """Vendor errors relayed with their status and body; cookies and hop-by-hop headers dropped."""
     fault.mode = "html_502"
     r, data, rid = call(hgw, "/faulty" + CHAT)
     assert r.status_code == 502 and data == HTML_PAGE, data[:300]

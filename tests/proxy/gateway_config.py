@@ -1,4 +1,4 @@
-"""The gateway configuration the proxy tests run against: every policy of SPEC §2.
+"""The gateway configuration the proxy tests run against: every key, model and routing policy.
 
 Every model key has a distinctive credential so tests can grep records, error bodies,
 metrics and ``gateway.log`` for leaks. Services tell themselves apart at the mock

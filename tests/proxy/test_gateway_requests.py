@@ -1,4 +1,4 @@
-"""The request path of SPEC §2 through a real ``aigw serve``: clients, policies, relaying."""
+"""The request path through a real ``aigw serve``: clients, policies, relaying."""
 
 from __future__ import annotations
 

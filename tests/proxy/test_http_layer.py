@@ -363,10 +363,11 @@ async def test_slow_body_gets_408_and_idle_connection_is_closed() -> None:
 
 
 async def test_client_leaving_cancels_the_handler_and_streams_wait_for_slow_readers() -> None:
-    cancelled = asyncio.Event()
+    cancelled, entered = asyncio.Event(), asyncio.Event()
 
     async def slow(req: Request) -> None:
         if req.path == "/hang":
+            entered.set()
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
@@ -381,7 +382,7 @@ async def test_client_leaving_cancels_the_handler_and_streams_wait_for_slow_read
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /hang HTTP/1.1\r\nhost: g\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(entered.wait(), 5)
         writer.close()
         await asyncio.wait_for(cancelled.wait(), 5)
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)

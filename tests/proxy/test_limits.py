@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_config import limits_toml, new_key
-from helpers import GatewayProcess
+from helpers import GatewayProcess, wait_for
 from mock_vendor import MockVendor
 
 from tui.cli import main as aigw_main
@@ -144,10 +144,7 @@ def test_limits_changed_while_serving(lim: Lim, tmp_path: Path) -> None:
         'model_apis = ["chg"]\nrequests_per_minute = 100\n'
     )
     assert aigw_main(["--db", str(lim.db), "import", str(f)]) == 0
-    deadline = time.monotonic() + 2.0
-    while (status := lim.chat("chg", "changing").status_code) != 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert status == 200
+    wait_for(lambda: lim.chat("chg", "changing").status_code == 200, 2.0, 0.05, what="the raised limit")
 
 
 def test_quota_holds_across_a_restart(lim: Lim) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import wait_for_async
 from sqlalchemy import create_engine, event
 
 from proxy import recorder as recorder_mod
@@ -57,10 +57,7 @@ async def test_batches_are_written_and_close_flushes(store: Store) -> None:
     r.start()
     for i in range(5):
         r.submit(rec(i))
-    for _ in range(100):
-        if len(stored(store)) == 5:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_async(lambda: len(stored(store)) == 5, 5.0, 0.05, what="the first batch")
     assert stored(store) == [f"r{i}" for i in range(5)]
     r.submit(rec(99))
     await r.close()

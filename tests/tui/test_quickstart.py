@@ -1,4 +1,4 @@
-"""Quick Start storyboards: the seed's six steps walked with the keyboard against the mock vendor
+"""Quick Start storyboards: the six steps of the cloud console guide walked with the keyboard against the mock vendor
 and a real ``aigw serve`` started by the wizard, each ending with an assertion on the stored rows."""
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from helpers import insert_records
 from pilot_helpers import wait_until
 from rich.text import Text
 from textual.widgets import DataTable
@@ -59,7 +60,7 @@ def _seed(store: Store) -> float:
         _rec(now - 20 * DAY, "team", model="m-b", pt=5000, ct=5000, cost=10.0),
     ]
     with store.session() as s:
-        usage.insert_records(s, recs)
+        insert_records(s, recs)
         repo.save(s, "consumers", ConsumerSpec("app"))
         repo.save(s, "consumers", ConsumerSpec("team", quota=1000, quota_unit="tokens", quota_period="day"))
     return now

@@ -1,0 +1,38 @@
+# One command for every check: `make check`. Tools come from .venv when it exists
+# (`python3 -m venv .venv && .venv/bin/pip install -e '.[test]'`), else from PY.
+PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+
+.PHONY: check format-check lint types imports unit test bench screenshots
+
+check: format-check lint types imports unit
+
+format-check:
+	$(PY) -m ruff format --check .
+
+lint:
+	$(PY) -m ruff check .
+
+# Files, strictness and Python version live in pyproject.toml [tool.mypy].
+types:
+	$(PY) -m mypy
+
+# Contracts live in pyproject.toml [tool.importlinter].
+imports:
+	$(PY) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()'
+
+# The fast tier, under 10 s: no gateway process, no console. Bytecode caching on even
+# where the environment turns it off: pytest otherwise re-compiles every test module.
+unit:
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -m unit
+
+# The whole suite, as the README runs it.
+test:
+	$(PY) -m pytest -q
+
+# The full benchmark, about 8 minutes (`make bench ARGS=--quick` for a short one).
+bench:
+	$(PY) -m tests.bench $(ARGS)
+
+# SVGs of every console screen into screenshots/.
+screenshots:
+	$(PY) -m tui.screenshots
