@@ -34,7 +34,11 @@ def test_request_golden() -> None:
     ],
 )
 def test_tool_choice(choice: dict[str, Any], expected: Any) -> None:
-    body = {"messages": [], "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}], "tool_choice": choice}
+    body = {
+        "messages": [],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+        "tool_choice": choice,
+    }
     out = a2o.request(body, "m")
     assert out["tool_choice"] == expected
     assert "parallel_tool_calls" not in out
@@ -90,7 +94,10 @@ def test_answer_golden_and_sdk_parses_it(serving: Callable[..., str]) -> None:
     [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("content_filter", "refusal")],
 )
 def test_stop_reasons(finish: str, stop_reason: str) -> None:
-    answer = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": finish}]}
+    answer = {
+        "id": "x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": finish}],
+    }
     out = a2o.answer(answer, "m")
     assert out["stop_reason"] == stop_reason
     anthropic.types.Message.model_validate(out)

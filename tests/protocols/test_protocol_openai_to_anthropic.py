@@ -45,7 +45,10 @@ def test_tool_choice(choice: str, expected: dict[str, Any]) -> None:
         ({"messages": [], "n": 2}, "n"),
         ({"messages": [], "response_format": {"type": "json_object"}}, "response_format"),
         ({"messages": [], "tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "content.input_audio"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "content.input_audio",
+        ),
     ],
 )
 def test_refusals_name_the_parameter(body: dict[str, Any], param: str) -> None:
@@ -137,7 +140,10 @@ def test_errors(
 ) -> None:
     vendor = {"type": "error", "error": {"type": kind, "message": "what went wrong"}}
     got_status, body = o2a.error(status, vendor)
-    assert (got_status, body) == (expected_status, {"error": {"message": "what went wrong", "type": type_, "code": code}})
+    assert (got_status, body) == (
+        expected_status,
+        {"error": {"message": "what went wrong", "type": type_, "code": code}},
+    )
     client = openai.OpenAI(api_key="k", base_url=serving(got_status, json.dumps(body).encode()), max_retries=0)
     with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

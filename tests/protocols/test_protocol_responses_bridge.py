@@ -27,7 +27,10 @@ def test_request_golden() -> None:
 
 def test_string_input() -> None:
     out = rb.request({"model": "x", "input": "Hi", "instructions": "Be brief."}, "m")
-    assert out == {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    assert out == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,9 @@ def test_answer_validates_and_the_sdk_reads_it(serving: Callable[..., str]) -> N
 
 
 def test_answer_cut_short_is_incomplete() -> None:
-    chat = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Once upon"}, "finish_reason": "length"}]}
+    chat = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Once upon"}, "finish_reason": "length"}]
+    }
     resp = Response.model_validate(rb.answer(chat, {"input": "story"}, "m"))
     assert resp.status == "incomplete"
     assert resp.incomplete_details is not None and resp.incomplete_details.reason == "max_output_tokens"

@@ -11,8 +11,8 @@ from proxy.protocols import sse
 
 STREAM = (
     b": keep-alive\n\n"
-    b"event: message_start\ndata: {\"type\": \"message_start\"}\n\n"
-    b"data: {\"a\": 1}\r\n\r\n"
+    b'event: message_start\ndata: {"type": "message_start"}\n\n'
+    b'data: {"a": 1}\r\n\r\n'
     b"event: ping\rdata: {}\r\r"
     b"data: line one\ndata: line two\n\n"
     b"data: [DONE]\n\n"
