@@ -3,6 +3,8 @@ never ends cannot grow past the bound."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,7 +38,7 @@ def test_split_anywhere_gives_the_same_events(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM)]
     parser = sse.SSEParser()
     got: list[sse.Event] = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         got.extend(parser.feed(STREAM[a:b]))
     assert got + parser.close() == EXPECTED
 
