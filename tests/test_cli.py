@@ -820,3 +820,14 @@ def test_database_failure_is_one_line(aigw, db: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(repo, "apply_config", locked)
     line = one_line_error(aigw("--db", db, "import", SPEC_EXAMPLE))
     assert "database is locked" in line
+
+
+# ---------------------------------------------------------------- plain consumer keys
+
+
+@pytest.mark.parametrize("key", ["sk-aigw-zero\u200bwidth", "sk-aigw-c1\u009fcontrol", "sk-aigw-two words"])
+def test_import_refuses_key_no_header_can_carry(aigw, db: str, tmp_path: Path, key: str) -> None:  # type: ignore[no-untyped-def]
+    body = f'[[consumers]]\nname = "app"\napi_keys = ["{key}"]\n'
+    line = one_line_error(aigw("--db", db, "import", write(tmp_path, "keys.toml", body)))
+    assert "consumers[app].api_keys" in line and "printable characters without spaces" in line, line
+    assert key not in line

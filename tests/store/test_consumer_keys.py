@@ -1,0 +1,46 @@
+"""Plain consumer keys: what a header survives, hashed by one function for everyone."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from store_helpers import accepted, base_config, refused
+
+from store.keys import check_plain_key, hash_key, key_of_header
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-aigw-zero\u200bwidth",  # invisible: a user cannot type it back
+        "sk-aigw-c1\x9fcontrol",
+        "sk-aigw-\x85next-line",
+        "sk-aigw-\u00a0nbsp1234",
+        "sk-aigw-two words",
+        "sk-aigw-tab\there",
+        "short",
+        "x" * 257,
+    ],
+)
+def test_plain_key_a_header_cannot_carry_refused(key: str) -> None:
+    cfg = base_config()
+    cfg.consumers[0].api_keys = [key]
+    err = refused(cfg, "consumers", "c1", "api_keys", "printable characters without spaces")
+    assert key not in str(err)  # a key never appears in an error
+
+
+@pytest.mark.parametrize("key", ["sk-aigw-" + "A" * 43, "abc!#$%&'*+-.^_`|~:/=?@[]{}()<>,;\"\\", "sk-ключ-12345678"])
+def test_plain_key_of_printable_characters_accepted(key: str) -> None:
+    cfg = base_config()
+    cfg.consumers[0].api_keys = [key]
+    accepted(cfg)
+    assert check_plain_key(key) is None
+
+
+def test_header_value_hashes_to_the_stored_digest() -> None:
+    """The gateway reads header bytes as Latin-1; the key is those bytes as UTF-8."""
+    for key in ("sk-aigw-" + "Z" * 43, "sk-ключ-12345678"):
+        as_read = key.encode("utf-8").decode("latin-1")
+        assert hash_key(key_of_header(as_read)) == hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert key_of_header("sk-\xff\xfe-not-utf8") == "sk-\xff\xfe-not-utf8"
