@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from .limits import LIMIT_HEADERS
 
-#: Headers that describe one connection, never passed on (RFC 9110 §7.6.1).
+#: Headers that describe one connection, never passed on (RFC 9110, section 7.6.1).
 HOP_BY_HOP = frozenset(
     {
         b"connection",

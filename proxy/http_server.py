@@ -2,7 +2,7 @@
 
 Why not aiohttp's server (the admin listener still uses it): on the request path its
 per-request machinery (request and response objects, multidicts, the router, the
-payload writer) cost more CPU than everything aigw itself does, and the issue's
+payload writer) cost more CPU than everything aigw itself does, and the gateway's
 throughput target is well beyond a bare aiohttp relay. Here a request is parsed by
 llhttp (C, via httptools), handed to the pipeline as one small :class:`Request`, and its
 answer goes out in one ``transport.write`` — head and body together.
@@ -360,8 +360,8 @@ class HttpConnection(asyncio.Protocol):
                     417, "only 'Expect: 100-continue' is supported; drop the Expect header", "expectation_failed"
                 )
                 raise _Refuse
-            # Sent after this read, and only if none of the body came with the head (RFC 9110
-            # §10.1.1 lets a server skip it then): a client that waited gets its go-ahead.
+            # Sent after this read, and only if none of the body came with the head (RFC 9110,
+            # section 10.1.1, lets a server skip it then): a client that waited gets its go-ahead.
             self._expect = self.parser.get_http_version() == "1.1"
         self._in_body = True
         if self._task is None:  # the body has its own deadline, from the end of the head

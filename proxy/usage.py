@@ -128,7 +128,7 @@ class StreamUsage:
         i = complete.find(_USAGE)
         while i >= 0:
             start, end = _event_bounds(complete, i)
-            obj = event_json(complete[start:end])
+            obj = _event_json(complete[start:end])
             u = extract_usage(obj)
             if u is not None:
                 self.usage = u  # the last one wins: some vendors repeat cumulative usage
@@ -147,14 +147,14 @@ class StreamUsage:
             return self.usage
         chars = 0
         for block in self.kept:
-            for event in split_events(block):
-                obj = event_json(event)
+            for event in _split_events(block):
+                obj = _event_json(event)
                 if isinstance(obj, dict):
                     chars += _answer_chars(obj.get("choices"), True)
         return Usage(estimate_prompt(body), (chars + 3) // 4, estimated=True)
 
 
-def split_events(block: bytes) -> list[bytes]:
+def _split_events(block: bytes) -> list[bytes]:
     """The events of a block of complete events (LF or CRLF line ends)."""
     if b"\r" not in block:
         return block.split(b"\n\n")
@@ -172,7 +172,7 @@ def _event_bounds(block: bytes, i: int) -> tuple[int, int]:
     return start, min(ends) if ends else len(block)
 
 
-def event_json(event: bytes) -> Any:
+def _event_json(event: bytes) -> Any:
     """The JSON of an event's ``data:`` lines, or ``None`` (``[DONE]``, not JSON, no data)."""
     payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
     if not payload or payload == b"[DONE]":

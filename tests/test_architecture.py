@@ -28,8 +28,8 @@ def test_cli_import_does_not_load_textual() -> None:
 
 
 def test_proxy_never_imports_textual() -> None:
-    pytest.importorskip("proxy.server")
-    mods = _modules_after("import proxy.server, proxy.app")
+    pytest.importorskip("proxy.serve")
+    mods = _modules_after("import proxy.serve, proxy.data_plane")
     assert not {m for m in mods if m.split(".")[0] in ("textual", "tui")}
 
 
