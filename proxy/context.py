@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .routes import Api, Consumer, Route, Service, Snapshot
+from .errors import GatewayError
+from .routes import Api, CompiledKey, Consumer, Route, Service, Snapshot
 
 
 @dataclass(slots=True)
@@ -18,6 +20,43 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one vendor attempt ended: what the attempts loop decides the next step from.
+
+    ``answered``: the client has (the start of) this attempt's answer, so there is no
+    other attempt, even if ``reason`` says the stream broke midway. Otherwise the
+    attempt failed before any byte reached the client, and the answer to give if no
+    other attempt does better is ``error`` (the gateway's own) or the vendor's error
+    answer (``status``, ``headers``, ``body``).
+    """
+
+    answered: bool
+    status: int = 0
+    #: Why it failed, as ``aigw_upstream_errors_total`` counts it (``""``: it did not).
+    reason: str = ""
+    #: Another service may do better: connect error, timeout, 429, 5xx.
+    retryable: bool = False
+    #: The vendor refused the key itself (401/403/429): cool it down, try the next one.
+    key_rejected: bool = False
+    error: GatewayError | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    #: What ``gateway.log`` says about a failure (never a credential).
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One vendor attempt as it happened: a line in the request's story."""
+
+    service: str
+    key_name: str
+    status: int
+    reason: str
+    ms: float
 
 
 @dataclass(slots=True)
@@ -48,10 +87,22 @@ class RequestContext:
     usage: Usage | None = None
     cost: float = 0.0
     error: str = ""
-    #: Why the last vendor attempt failed (``aigw_upstream_errors_total`` reason), if it did.
-    upstream_failure: str = ""
     #: The response's ``x-ratelimit-*`` header lines, filled by the limiter.
     limit_headers: bytes = b""
+    # ---- the attempts loop
+    #: The services to try: the chosen one, then the API's fallbacks in order.
+    candidates: Sequence[Service] = ()
+    #: Where the loop is in ``candidates`` (-1: before the first attempt).
+    candidate: int = -1
+    #: The keys of ``service`` this request may try, and which one is next.
+    keys: Sequence[CompiledKey] = ()
+    key_index: int = 0
+    key: CompiledKey | None = None
+    #: The body to send to ``service`` (the client's, or with the model or options changed).
+    upstream_body: bytes = b""
+    #: How the latest attempt ended.
+    outcome: Outcome | None = None
+    attempts: list[Attempt] = field(default_factory=list)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

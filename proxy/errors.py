@@ -63,15 +63,6 @@ def method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
     )
 
 
-def too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        "invalid_request_error",
-        "request_too_large",
-        f"the request body is larger than {limit // (1024 * 1024)} MiB; send a smaller request",
-    )
-
-
 def rate_limited(
     message: str, retry_after: float, code: str = "rate_limit_exceeded", headers: dict[str, str] | None = None
 ) -> GatewayError:
@@ -86,3 +77,9 @@ def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
 
 def gateway_timeout(message: str) -> GatewayError:
     return GatewayError(504, "api_error", "upstream_timeout", message)
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(
+        500, "api_error", "internal_error", "the gateway failed to handle this request; see gateway.log"
+    )

@@ -7,12 +7,11 @@ someone reads: the request path builds one tuple and nothing else.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from store.usage import RECORD_FIELDS
+from store.usage import RECORD_FIELDS, row_dict
 
 from .context import RequestContext
 
@@ -79,7 +78,5 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
 
 
 def event_bytes(row: tuple[Any, ...]) -> bytes:
-    """One SSE event: ``data: <record + ISO time>``, as ``store.usage.record_dict`` shapes it."""
-    d = dict(zip(RECORD_FIELDS, row, strict=True))
-    d["time"] = datetime.fromtimestamp(d["ts"], UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return b"data: " + orjson.dumps(d) + b"\n\n"
+    """One SSE event: ``data: <record>``, in the store's one record shape."""
+    return b"data: " + orjson.dumps(row_dict(row)) + b"\n\n"

@@ -2,7 +2,7 @@
 
 Why not aiohttp's server (the admin listener still uses it): on the request path its
 per-request machinery (request and response objects, multidicts, the router, the
-payload writer) cost more CPU than everything aigw itself does, and the issue's
+payload writer) cost more CPU than everything aigw itself does, and the gateway's
 throughput target is well beyond a bare aiohttp relay. Here a request is parsed by
 llhttp (C, via httptools), handed to the pipeline as one small :class:`Request`, and its
 answer goes out in one ``transport.write`` — head and body together.
@@ -35,6 +35,7 @@ from http import HTTPStatus
 import httptools
 
 from .errors import error_body
+from .heads import JSON, request_id_line
 
 log = logging.getLogger("aigw")
 
@@ -72,12 +73,6 @@ class _Date:
 
 
 _DATE = _Date()
-
-
-def header_lines(pairs: list[tuple[str, str]] | dict[str, str]) -> bytes:
-    """Our own headers as wire lines (names and values we chose: no CR/LF can be in them)."""
-    items = pairs.items() if isinstance(pairs, dict) else pairs
-    return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in items)
 
 
 def split_target(target: bytes) -> tuple[str, str]:
@@ -337,13 +332,15 @@ class HttpConnection(asyncio.Protocol):
                 "bad_http_request",
             )
             raise _Refuse
-        self._raw.append((name, value))
+        if self._in_body:
+            return  # a chunked body's trailers: never merged into the request's head
+        self._raw.append((name.lower(), value))  # lower case once, here
 
     def on_headers_complete(self) -> None:
         server = self.server
         headers: dict[str, str] = {}
         for name, value in self._raw:
-            k = name.decode("latin-1").lower()
+            k = name.decode("latin-1")
             v = value.decode("latin-1")
             headers[k] = headers[k] + ", " + v if k in headers else v
         self._headers = headers
@@ -363,8 +360,8 @@ class HttpConnection(asyncio.Protocol):
                     417, "only 'Expect: 100-continue' is supported; drop the Expect header", "expectation_failed"
                 )
                 raise _Refuse
-            # Sent after this read, and only if none of the body came with the head (RFC 9110
-            # §10.1.1 lets a server skip it then): a client that waited gets its go-ahead.
+            # Sent after this read, and only if none of the body came with the head (RFC 9110,
+            # section 10.1.1, lets a server skip it then): a client that waited gets its go-ahead.
             self._expect = self.parser.get_http_version() == "1.1"
         self._in_body = True
         if self._task is None:  # the body has its own deadline, from the end of the head
@@ -469,7 +466,7 @@ class HttpConnection(asyncio.Protocol):
                     if not req.started:
                         req.respond(
                             500,
-                            _json_head(),
+                            JSON,
                             error_body(
                                 "the gateway failed to handle this request; see gateway.log",
                                 "api_error",
@@ -481,7 +478,7 @@ class HttpConnection(asyncio.Protocol):
                 if not req.started:  # cannot happen unless a stage forgot to answer
                     req.respond(
                         500,
-                        _json_head(),
+                        JSON,
                         error_body(
                             "the gateway failed to handle this request; see gateway.log", "api_error", "internal_error"
                         ),
@@ -537,10 +534,8 @@ class HttpConnection(asyncio.Protocol):
         self._refusal = b"".join(
             (
                 _STATUS_LINES.get(status) or _status_line(status),
-                _json_head(),
-                b"x-request-id: ",
-                (rid or os.urandom(16).hex()).encode(),
-                b"\r\n",
+                JSON,
+                request_id_line(rid or os.urandom(16).hex()),
                 b"content-length: %d\r\n" % len(body),
                 _DATE.get(),
                 b"connection: close\r\n\r\n",
@@ -563,10 +558,6 @@ class HttpConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return self._task is None and not self._queue
-
-
-def _json_head() -> bytes:
-    return b"content-type: application/json\r\n"
 
 
 class HttpServer:

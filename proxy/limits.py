@@ -35,9 +35,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from store.times import iso_utc
 from store.usage import period_end, period_start
 
 from .context import RequestContext, Usage
@@ -373,7 +373,7 @@ class MemoryLimiter:
                 TOTAL_RETRY_S,
                 code="insufficient_quota",
             )
-        when = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        when = iso_utc(end, "seconds")
         return rate_limited(
             f"consumer {consumer.name!r} has used its quota of {amount} per "
             f"{consumer.quota_period}; it resets at {when}",

@@ -1,30 +1,34 @@
-"""The request path of SPEC §2 as named stages, called in this order by :func:`handle`.
+"""The request path as named stages, run in a fixed order by :func:`run_pipeline`.
 
-route → authenticate → authorize → (read body) → traffic control → choose service →
-choose model → choose key → forward/relay (:mod:`proxy.relay`) → account → log.
-Each stage either fills in the :class:`RequestContext` or raises a
-:class:`GatewayError`; :func:`handle` turns errors into responses in one place.
+route → authenticate → authorize → read body → traffic control → choose service →
+[attempts: choose model → choose key → relay] → answer failure → account → log.
+Every stage is ``(state, request, ctx) -> None``: it reads and fills in the
+:class:`RequestContext`, or raises a :class:`GatewayError`, which
+:func:`run_pipeline` answers in one place. The attempts loop runs once per vendor
+attempt; how each ended is an :class:`~proxy.context.Outcome`, kept in ``ctx``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from .context import RequestContext
+from store.keys import hash_key
+
+from .context import Attempt, RequestContext
 from .errors import (
     GatewayError,
     bad_request,
     forbidden,
+    internal_error,
     method_not_allowed,
     model_not_found,
     not_found,
@@ -32,10 +36,12 @@ from .errors import (
     unauthorized,
 )
 from .events import record_of
-from .http_server import Request, header_lines
-from .relay import Attempt, forward, response_head
-from .routes import Consumer, Route, Service
+from .heads import error_head, json_head, relayed_head
+from .http_server import Request
+from .relay import forward
+from .routes import Service
 from .state import GatewayState
+from .usage import cost_of
 
 log = logging.getLogger("aigw")
 
@@ -71,13 +77,13 @@ def request_id_of(headers: dict[str, str]) -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
-# ------------------------------------------------------------------ stages
+# ------------------------------------------------------------------ stages before the vendor
 
 
 _MODEL_PATH = "/v1/models/"
 
 
-def stage_route(ctx: RequestContext, method: str) -> Route:
+def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     route = ctx.snapshot.routes.get(ctx.path)
     if route is None and _MODEL_PATH in ctx.path:  # GET {base_path}/v1/models/{id}
         base, _, model_id = ctx.path.rpartition(_MODEL_PATH)
@@ -90,14 +96,14 @@ def stage_route(ctx: RequestContext, method: str) -> Route:
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
     want = "GET" if route.models_list else "POST"
-    if method != want:
-        raise method_not_allowed(method, ctx.path, want)
+    if request.method != want:
+        raise method_not_allowed(request.method, ctx.path, want)
     ctx.route = route
     ctx.api = route.api
-    return route
 
 
-def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer:
+def stage_authenticate(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    headers = request.headers
     key = ""
     auth = headers.get("authorization")
     if auth:
@@ -110,7 +116,7 @@ def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer
         raise unauthorized(
             "no API key: send your consumer key as 'Authorization: Bearer <key>'", code="missing_api_key"
         )
-    consumer = ctx.snapshot.consumers_by_hash.get(hashlib.sha256(key.encode()).hexdigest())
+    consumer = ctx.snapshot.consumers_by_hash.get(hash_key(key))
     if consumer is None:
         raise unauthorized(
             "the API key is not valid: use a key created for a consumer of this "
@@ -121,10 +127,9 @@ def stage_authenticate(ctx: RequestContext, headers: dict[str, str]) -> Consumer
             f"consumer {consumer.name!r} is disabled; ask the gateway operator to enable it", code="consumer_disabled"
         )
     ctx.consumer = consumer
-    return consumer
 
 
-def stage_authorize(ctx: RequestContext) -> None:
+def stage_authorize(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     assert ctx.consumer is not None and ctx.api is not None
     if ctx.api.name not in ctx.snapshot.grants.get(ctx.consumer.name, ()):
         raise forbidden(
@@ -133,8 +138,31 @@ def stage_authorize(ctx: RequestContext) -> None:
         )
 
 
-def stage_read_body(ctx: RequestContext, raw: bytes) -> dict[str, Any]:
+def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
+    api = ctx.api
+    assert api is not None
+    owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
+    names = api.offered_models()
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")} for m in names]
+    payload: Any = {"object": "list", "data": data}
+    if ctx.model:
+        payload = next((d for d in data if d["id"] == ctx.model), None)
+        if payload is None:
+            if not any(s.serves(ctx.model) for s in api.services):
+                raise model_not_found(
+                    f"model {ctx.model!r} is not offered by model API "
+                    f"{api.name!r}; use one of: "
+                    f"{', '.join(names) or '(none configured)'}"
+                )
+            payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
+    ctx.status = 200
+    request.respond(200, json_head(ctx.request_id), orjson.dumps(payload))
+
+
+def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     """The JSON body (the HTTP layer read it whole: its size and deadline are enforced there)."""
+    raw = request.body
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -158,17 +186,16 @@ def stage_read_body(ctx: RequestContext, raw: bytes) -> dict[str, Any]:
     ctx.body = body
     ctx.stream = bool(stream)
     ctx.client_wants_usage = bool(options and options.get("include_usage") is True)
-    return body
 
 
-def stage_traffic_control(state: GatewayState, ctx: RequestContext) -> None:
+def stage_traffic_control(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     decision = state.limiter.check(ctx)
     ctx.limit_headers = decision.headers
     if not decision.allowed:
         raise decision.error or rate_limited("rate limit reached; retry later", 60.0)
 
 
-def stage_choose_service(state: GatewayState, ctx: RequestContext) -> list[Service]:
+def stage_choose_service(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     """The primary service, then the API's fallback services in order."""
     api = ctx.api
     assert api is not None and ctx.body is not None
@@ -195,12 +222,41 @@ def stage_choose_service(state: GatewayState, ctx: RequestContext) -> list[Servi
                     f"{', '.join(api.offered_models()) or '(none configured)'}"
                 )
             primary = found
-    if not api.fallbacks:
-        return [primary]
-    return [primary, *(s for s in api.fallbacks if s is not primary)]
+    ctx.candidates = [primary, *(s for s in api.fallbacks if s is not primary)] if api.fallbacks else [primary]
 
 
-def stage_choose_model(svc: Service, body: dict[str, Any]) -> str:
+# ------------------------------------------------------------------ the attempts loop
+
+
+def next_attempt(state: GatewayState, request: Request, ctx: RequestContext) -> bool:
+    """Whether the loop makes another vendor attempt, and at which service.
+
+    After a key the vendor refused, a ``failover`` service tries its next key; after a
+    retryable failure, the next fallback service that serves the model; after an
+    answer, or a vendor error that is the caller's (400, 404), nothing.
+    """
+    o = ctx.outcome
+    if o is not None:
+        if o.answered:
+            return False
+        svc = ctx.service
+        if o.key_rejected and svc is not None and svc.key_policy == "failover" and ctx.key_index + 1 < len(ctx.keys):
+            ctx.key_index += 1
+            return True
+        if not o.retryable:
+            return False
+    assert ctx.body is not None
+    while ctx.candidate + 1 < len(ctx.candidates):
+        ctx.candidate += 1
+        svc = ctx.candidates[ctx.candidate]
+        if ctx.candidate > 0 and not _can_serve(svc, ctx.body):
+            continue  # a fallback that cannot serve this model is skipped
+        ctx.service, ctx.keys, ctx.key_index = svc, (), 0
+        return True
+    return False
+
+
+def _model_for(svc: Service, body: dict[str, Any]) -> str:
     asked = body.get("model")
     if svc.model_policy == "specified" or not asked:
         if not svc.default_model:
@@ -216,6 +272,23 @@ def stage_choose_model(svc: Service, body: dict[str, Any]) -> str:
         f"model {asked!r} is not offered by model service {svc.name!r}; use "
         f"one of: {', '.join(svc.offered()) or '(none configured)'}"
     )
+
+
+def _can_serve(svc: Service, body: dict[str, Any]) -> bool:
+    try:
+        _model_for(svc, body)
+    except GatewayError:
+        return False
+    return True
+
+
+def stage_choose_model(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """The model sent to this attempt's service, and the body that carries it."""
+    if ctx.key_index:  # the same service with another key: same model, same body
+        return
+    assert ctx.service is not None and ctx.body is not None
+    ctx.model = _model_for(ctx.service, ctx.body)
+    ctx.upstream_body = upstream_body(ctx, ctx.model)
 
 
 def upstream_body(ctx: RequestContext, model: str) -> bytes:
@@ -240,153 +313,115 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
             raise bad_request("the request body is nested too deeply; flatten it", code="invalid_body") from None
 
 
-async def stage_forward(
-    state: GatewayState, request: Request, ctx: RequestContext, candidates: Sequence[Service]
-) -> None:
-    """Try the services in order, and within a ``failover`` service one more key."""
-    assert ctx.body is not None and state.pool is not None
-    last: Attempt | None = None
-    for i, svc in enumerate(candidates):
-        try:
-            model = stage_choose_model(svc, ctx.body)
-        except GatewayError:
-            if i == 0:
-                raise
-            continue  # a fallback that cannot serve this model is skipped
-        body = upstream_body(ctx, model)
+def stage_choose_key(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """The balancer's key for this service; a ``failover`` service may try one more."""
+    svc = ctx.service
+    assert svc is not None
+    if not ctx.keys:
         keys = state.balancer.order(svc)
-        tries = keys[:2] if svc.key_policy == "failover" else keys[:1]
-        for j, key in enumerate(tries):
-            ctx.service, ctx.model, ctx.key_name = svc, model, key.name
-            try:
-                result = await forward(request, ctx, state.pool, svc, key, body)
-            except GatewayError as err:  # the key's env variable is missing: the operator's to fix
-                state.upstream_failed(svc.name, "key_unavailable", err.message)
-                raise
-            if result is None:  # answered
-                if ctx.upstream_failure:
-                    state.upstream_failed(svc.name, ctx.upstream_failure, ctx.error)
-                return
-            last = result
-            if result.retryable or result.key_rejected:  # a vendor's 400/404 is the caller's
-                state.upstream_failed(
-                    svc.name,
-                    result.reason,
-                    result.error.message
-                    if result.error
-                    else f"vendor answered {result.status} (model key {key.name!r})",
-                )
-            if result.key_rejected and svc.key_policy == "failover":
-                state.balancer.cool_down(svc, key)
-                if j + 1 < len(tries):
-                    continue
-            break
-        if last is None or not last.retryable:
-            break
-    assert last is not None
-    if last.error is not None:
-        raise last.error
-    ctx.status = last.status
-    ctx.error = f"vendor answered {last.status}"
-    assert last.headers is not None
-    request.respond(last.status, response_head(last.headers, ctx), last.body)
+        ctx.keys = keys[:2] if svc.key_policy == "failover" else keys[:1]
+    ctx.key = ctx.keys[ctx.key_index]
+    ctx.key_name = ctx.key.name
 
 
-def models_response(request: Request, ctx: RequestContext) -> None:
-    """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
-    api = ctx.api
-    assert api is not None
-    owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
-    names = api.offered_models()
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")} for m in names]
-    payload: Any = {"object": "list", "data": data}
-    if ctx.model:
-        payload = next((d for d in data if d["id"] == ctx.model), None)
-        if payload is None:
-            if not any(s.serves(ctx.model) for s in api.services):
-                raise model_not_found(
-                    f"model {ctx.model!r} is not offered by model API "
-                    f"{api.name!r}; use one of: "
-                    f"{', '.join(names) or '(none configured)'}"
-                )
-            payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
-    ctx.status = 200
-    request.respond(
-        200, b"content-type: application/json\r\nx-request-id: %b\r\n" % ctx.request_id.encode(), orjson.dumps(payload)
-    )
+async def stage_relay(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """Forward to the vendor and relay its answer (:mod:`proxy.relay`); count what failed."""
+    svc, key = ctx.service, ctx.key
+    assert svc is not None and key is not None and state.pool is not None
+    began = ctx.elapsed_ms()
+    try:
+        o = await forward(request, ctx, state.pool, svc, key, CLIENT_TIMEOUT_S)
+    except GatewayError as err:  # the key's env variable is missing: the operator's to fix
+        state.upstream_failed(svc.name, "key_unavailable", err.message)
+        raise
+    ctx.outcome = o
+    ctx.attempts.append(Attempt(svc.name, key.name, o.status, o.reason, ctx.elapsed_ms() - began))
+    if o.reason and (o.answered or o.retryable or o.key_rejected):  # a vendor's 400/404 is the caller's
+        state.upstream_failed(svc.name, o.reason, o.detail)
+    if o.key_rejected and svc.key_policy == "failover":
+        state.balancer.cool_down(svc, key)
 
 
-def stage_account(state: GatewayState, ctx: RequestContext) -> None:
-    u = ctx.usage
-    if u is not None and ctx.service is not None and (u.prompt_tokens or u.completion_tokens):
-        price = ctx.service.price_for(ctx.model)
-        if price is not None:
-            ctx.cost = round((u.prompt_tokens * price.input + u.completion_tokens * price.output) / 1_000_000, 10)
+def stage_answer_failure(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """No attempt answered: the last one's error, or the vendor's own error answer, relayed."""
+    o = ctx.outcome
+    assert o is not None
+    if o.answered:
+        return
+    if o.error is not None:
+        raise o.error
+    ctx.status = o.status
+    ctx.error = f"vendor answered {o.status}"
+    request.respond(o.status, relayed_head(o.headers, ctx.request_id, ctx.limit_headers), o.body)
+
+
+# ------------------------------------------------------------------ after the answer
+
+
+def stage_account(state: GatewayState, request: Request | None, ctx: RequestContext) -> None:
+    ctx.cost = cost_of(ctx.service, ctx.model, ctx.usage)
     if ctx.consumer is not None and ctx.api is not None:
-        state.limiter.settle(ctx, u)
+        state.limiter.settle(ctx, ctx.usage)
 
 
-def stage_log(state: GatewayState, ctx: RequestContext) -> None:
+def stage_log(state: GatewayState, request: Request | None, ctx: RequestContext) -> None:
     state.recorder.submit(record_of(ctx))
 
 
-# ------------------------------------------------------------------ the handler
+# ------------------------------------------------------------------ the pipeline
 
 
 async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    route = stage_route(ctx, request.method)
-    stage_authenticate(ctx, request.headers)
-    stage_authorize(ctx)
-    if route.models_list:
-        return models_response(request, ctx)
-    stage_read_body(ctx, request.body)
-    stage_traffic_control(state, ctx)
-    candidates = stage_choose_service(state, ctx)
-    await stage_forward(state, request, ctx, candidates)
+    """Every stage, in order; errors answered in one place; every request accounted and logged."""
+    try:
+        stage_route(state, request, ctx)
+        stage_authenticate(state, request, ctx)
+        stage_authorize(state, request, ctx)
+        assert ctx.route is not None
+        if ctx.route.models_list:
+            stage_list_models(state, request, ctx)
+            return
+        stage_read_body(state, request, ctx)
+        stage_traffic_control(state, request, ctx)
+        stage_choose_service(state, request, ctx)
+        while next_attempt(state, request, ctx):
+            stage_choose_model(state, request, ctx)
+            stage_choose_key(state, request, ctx)
+            await stage_relay(state, request, ctx)
+        stage_answer_failure(state, request, ctx)
+    except GatewayError as err:
+        answer_error(request, ctx, err)
+    except (asyncio.CancelledError, ConnectionResetError):
+        if not ctx.complete:
+            ctx.status, ctx.error = 499, "client closed the connection"
+        raise
+    except Exception as exc:  # a bug: answer in the API's shape, keep the details in the log
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        answer_error(request, ctx, internal_error(), error=f"internal error: {type(exc).__name__}")
+    finally:
+        stage_account(state, request, ctx)
+        stage_log(state, request, ctx)
 
 
-def error_response(request: Request, err: GatewayError, ctx: RequestContext) -> None:
-    headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
-    if err.headers:
-        headers.update(err.headers)
-    request.respond(err.status, header_lines(headers) + ctx.limit_headers, err.body(), close=err.status == 408)
+def answer_error(request: Request, ctx: RequestContext, err: GatewayError, *, error: str = "") -> None:
+    ctx.status, ctx.error = err.status, error or err.message
+    if request.started:  # cannot answer twice: end what was sent
+        request.conn.closing = True
+        return
+    head = error_head(ctx.request_id, err.headers, ctx.limit_headers)
+    request.respond(err.status, head, err.body(), close=err.status == 408)
 
 
 def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:
-    """The data plane's only handler: every request goes through the stages above."""
+    """The data plane's only handler: every request goes through :func:`run_pipeline`."""
 
     async def handle(request: Request) -> None:
         ctx = RequestContext(state.snapshot, request_id_of(request.headers), request.method, request.path)
         state.in_flight += 1
         try:
             await run_pipeline(state, request, ctx)
-        except GatewayError as err:
-            ctx.status, ctx.error = err.status, err.message
-            if request.started:  # cannot answer twice: end what was sent
-                request.conn.closing = True
-            else:
-                error_response(request, err, ctx)
-        except (asyncio.CancelledError, ConnectionResetError):
-            if not ctx.complete:
-                ctx.status, ctx.error = 499, "client closed the connection"
-            raise
-        except Exception as exc:  # a bug: answer in the API's shape, keep the details in the log
-            log.exception("unexpected error handling %s %s", request.method, request.path)
-            ctx.status, ctx.error = 500, f"internal error: {type(exc).__name__}"
-            if request.started:
-                request.conn.closing = True
-            else:
-                error_response(
-                    request,
-                    GatewayError(
-                        500, "api_error", "internal_error", "the gateway failed to handle this request; see gateway.log"
-                    ),
-                    ctx,
-                )
         finally:
             state.in_flight -= 1
-            stage_account(state, ctx)
-            stage_log(state, ctx)
 
     return handle
 
@@ -398,5 +433,5 @@ def record_refusal(
     expectation) is still recorded, like any other answer; returns its request id."""
     ctx = RequestContext(state.snapshot, request_id_of(headers), method, path)
     ctx.status, ctx.error = status, message
-    stage_log(state, ctx)
+    stage_log(state, None, ctx)
     return ctx.request_id

@@ -1,25 +1,23 @@
-"""Forward one attempt to a vendor and relay its answer: headers, bodies, SSE, usage.
+"""One vendor attempt: send the request, relay the answer's bytes, say how it ended.
 
 A non-streaming answer is read whole (it is bounded) and relayed as sent. A stream is
-relayed as its events arrive, one write per read, without parsing anything that
-cannot hold ``usage``. Failures *before* the first byte reaches the client come back
-as an :class:`Attempt` so the pipeline can fail over to another key or service; after
-that the stream is ended with an SSE ``error`` event.
+relayed as its events arrive, one write per read, cut at event boundaries so
+:mod:`proxy.usage` sees whole events. Every attempt ends as one
+:class:`~proxy.context.Outcome`: a failure *before* the first byte reaches the client
+lets the pipeline try another key or service; after that a broken stream is ended
+with an SSE ``error`` event.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any
+import asyncio
 
-import orjson
-
-from .context import RequestContext, Usage
+from .context import Outcome, RequestContext
 from .errors import GatewayError, bad_gateway, error_body, gateway_timeout
+from .heads import relayed_head
 from .http_server import Request
-from .limits import LIMIT_HEADERS
 from .routes import CompiledKey, Service
+from .usage import StreamUsage, usage_of_answer
 from .vendor_client import (
     ConnectFailed,
     ConnectTimeout,
@@ -30,63 +28,30 @@ from .vendor_client import (
     origin_of,
 )
 
-HOP_BY_HOP = frozenset(
+#: The client headers passed to the vendor: the protocols' own request headers, nothing
+#: else. Credentials, cookies, proxy and client-address headers (``Forwarded``,
+#: ``X-Forwarded-*``, ``X-Real-IP``), account selectors (``OpenAI-Organization``,
+#: ``OpenAI-Project``) and encodings (``Content-Encoding``: the body sent is ours) stay here.
+FORWARD_REQUEST = frozenset(
     {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
+        b"accept",
+        b"accept-language",
+        b"user-agent",
+        b"openai-beta",
+        b"anthropic-version",
+        b"anthropic-beta",
     }
 )
-#: Client headers that must never reach the vendor (credentials, framing, ours to set).
-DROP_REQUEST = HOP_BY_HOP | {
-    b"authorization",
-    b"x-api-key",
-    b"api-key",
-    b"cookie",
-    b"host",
-    b"content-length",
-    b"content-type",
-    b"accept-encoding",
-    b"x-request-id",
-    b"expect",
-    b"http2-settings",
-}
-#: Vendor headers not passed back (framing, cookies, ours to set).
-DROP_RESPONSE = HOP_BY_HOP | {
-    b"set-cookie",
-    b"content-length",
-    b"content-encoding",
-    b"x-request-id",
-    b"server",
-    b"date",
-}
 CONNECT_TIMEOUT_S = 10.0
-#: Stream bytes kept to estimate tokens when the vendor reports no usage.
-ESTIMATE_KEEP = 2 * 1024 * 1024
-_EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
-_USAGE = b'"usage"'
+#: One stream event may grow this large without a boundary; beyond, the stream is ended (502).
+MAX_EVENT = 1024 * 1024
+#: A write this small to a client whose buffer is empty cannot make the connection pause.
+_UNTIMED_WRITE = 16 * 1024
 _DONE = b"data: [DONE]"
 
 
-@dataclass(slots=True)
-class Attempt:
-    """A failed attempt that reached no client byte: what to relay if nothing else works."""
-
-    error: GatewayError | None = None
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] | None = None
-    body: bytes = b""
-    retryable: bool = False
-    #: The vendor refused the key itself (401/403/429): cool it down, try the next one.
-    key_rejected: bool = False
-    reason: str = ""
+class ClientStalled(Exception):
+    """The client stopped reading a stream for longer than the client timeout."""
 
 
 def upstream_target(ctx: RequestContext, svc: Service, query: str) -> bytes:
@@ -98,26 +63,10 @@ def upstream_target(ctx: RequestContext, svc: Service, query: str) -> bytes:
     return path + b"?" + query.encode("latin-1") if query else path
 
 
-def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Headers the ``Connection`` header names: hop-by-hop too, so never passed on."""
-    out: set[bytes] = set()
-    for k, v in headers:
-        if len(k) == 10 and k.lower() == b"connection":
-            out.update(h.strip().lower() for h in v.split(b","))
-    return out
-
-
 def upstream_request(req: Request, target: bytes, svc: Service, credential: str, request_id: str, body: bytes) -> bytes:
     """The whole request to the vendor, head and body, as one buffer for one write."""
-    origin = origin_of(svc.address)
-    named = _connection_named(req.raw_headers) if "connection" in req.headers else None
-    parts = [req.method.encode() + b" " + target + b" HTTP/1.1\r\n", origin.host_line]
-    drop = DROP_REQUEST
-    for k, v in req.raw_headers:
-        lk = k.lower()
-        if lk in drop or (named and lk in named):
-            continue
-        parts.append(k + b": " + v + b"\r\n")
+    parts = [req.method.encode() + b" " + target + b" HTTP/1.1\r\n", origin_of(svc.address).host_line]
+    parts.extend(k + b": " + v + b"\r\n" for k, v in req.raw_headers if k in FORWARD_REQUEST)
     parts.append(
         b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body))
@@ -126,118 +75,42 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
     return b"".join(parts)
 
 
-def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> bytes:
-    """The vendor's headers minus hop-by-hop and ours to set, plus the request id and limits."""
-    named = _connection_named(vendor)
-    limits = ctx.limit_headers
-    ours = LIMIT_HEADERS if limits else ()
-    parts = []
-    for k, v in vendor:
-        lk = k.lower()
-        if lk in DROP_RESPONSE or lk in named or lk in ours:
-            continue
-        parts.append(k + b": " + v + b"\r\n")
-    parts.append(b"x-request-id: " + ctx.request_id.encode() + b"\r\n")
-    parts.append(limits)
-    return b"".join(parts)
-
-
-def _classify(exc: UpstreamError, svc: Service, stage: str) -> Attempt:
-    """Turn a failed vendor call into a retryable :class:`Attempt` with the user's message."""
+def _failed(exc: UpstreamError, svc: Service, stage: str) -> Outcome:
+    """A vendor call that broke, as a retryable :class:`Outcome` with the user's message."""
+    err: GatewayError
     if isinstance(exc, ConnectTimeout):
-        return Attempt(
-            bad_gateway(
-                f"model service {svc.name!r} did not accept a connection at {svc.address} within "
-                f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
-                code="upstream_unreachable",
-            ),
-            retryable=True,
-            reason=exc.reason,
+        err = bad_gateway(
+            f"model service {svc.name!r} did not accept a connection at {svc.address} within "
+            f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
+            code="upstream_unreachable",
         )
-    if isinstance(exc, ReadTimeout):
-        return Attempt(
-            gateway_timeout(
-                f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
-                "later or raise the service's timeout_s"
-            ),
-            retryable=True,
-            reason=exc.reason,
+    elif isinstance(exc, ReadTimeout):
+        err = gateway_timeout(
+            f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
+            "later or raise the service's timeout_s"
         )
-    if isinstance(exc, ConnectFailed):
-        return Attempt(
-            bad_gateway(
-                f"cannot reach model service {svc.name!r} at {svc.address}; check the service's "
-                "address and that the vendor is up",
-                code="upstream_unreachable",
-            ),
-            retryable=True,
-            reason=exc.reason,
+    elif isinstance(exc, ConnectFailed):
+        err = bad_gateway(
+            f"cannot reach model service {svc.name!r} at {svc.address}; check the service's "
+            "address and that the vendor is up",
+            code="upstream_unreachable",
         )
-    return Attempt(
-        bad_gateway(
+    else:
+        err = bad_gateway(
             f"model service {svc.name!r} broke the connection ({stage}): {type(exc).__name__}; retry the request",
             code="upstream_error",
-        ),
-        retryable=True,
-        reason=exc.reason,
-    )
-
-
-def extract_usage(obj: Any) -> Usage | None:
-    u = obj.get("usage") if isinstance(obj, dict) else None
-    if not isinstance(u, dict):
-        return None
-    pt = u.get("prompt_tokens") or u.get("input_tokens") or 0
-    ct = u.get("completion_tokens") or u.get("output_tokens")
-    if ct is None:
-        total = u.get("total_tokens") or 0
-        ct = max(0, total - pt) if isinstance(total, int) and isinstance(pt, int) else 0
-    if not isinstance(pt, int) or not isinstance(ct, int):
-        return None
-    return Usage(pt, ct)
-
-
-def _chars(value: Any) -> int:
-    """Characters of text in a prompt/answer structure (strings inside lists and dicts).
-
-    Iterative: a client may nest as deep as the JSON parser allows.
-    """
-    n = 0
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            n += len(v)
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, dict):
-            stack.extend(x for k, x in v.items() if k in ("content", "text", "input"))
-    return n
-
-
-def estimate_prompt(body: dict[str, Any] | None) -> int:
-    if not body:
-        return 0
-    n = _chars(body.get("messages")) + _chars(body.get("prompt")) + _chars(body.get("input"))
-    return (n + 3) // 4
-
-
-def _estimate_text(choices: Any, delta: bool) -> int:
-    n = 0
-    if isinstance(choices, list):
-        for c in choices:
-            if isinstance(c, dict):
-                part = c.get("delta" if delta else "message")
-                n += _chars(part) if part is not None else _chars(c.get("text"))
-    return n
+        )
+    return Outcome(False, err.status, exc.reason, retryable=True, error=err, detail=err.message)
 
 
 async def forward(
-    req: Request, ctx: RequestContext, pool: VendorPool, svc: Service, key: CompiledKey, body: bytes
-) -> Attempt | None:
-    """One attempt: ``None`` once the answer went to the client, else an :class:`Attempt`."""
+    req: Request, ctx: RequestContext, pool: VendorPool, svc: Service, key: CompiledKey, client_timeout_s: float
+) -> Outcome:
+    """One attempt with ``key`` at ``svc``, sending ``ctx.upstream_body``."""
     credential = key.resolve()
-    request = upstream_request(req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, body)
+    request = upstream_request(
+        req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, ctx.upstream_body
+    )
     try:
         conn = await pool.exchange(
             origin_of(svc.address),
@@ -246,185 +119,136 @@ async def forward(
             read_timeout=svc.timeout_s,
         )
     except UpstreamError as exc:
-        return _classify(exc, svc, "before answering")
+        return _failed(exc, svc, "before answering")
     try:
         status = conn.status
         if status == 200 and ctx.stream and conn.header(b"content-type").startswith(b"text/event-stream"):
-            return await _relay_stream(req, ctx, conn, svc)
+            return await _relay_stream(req, ctx, conn, svc, client_timeout_s)
         try:
             data = await conn.read_all()
         except UpstreamError as exc:
-            return _classify(exc, svc, "while answering")
+            return _failed(exc, svc, "while answering")
         if status >= 400:
             secret = credential.encode()
             if secret and secret in data:  # some vendors echo the key they were sent
                 data = data.replace(secret, b"***")
-            return Attempt(
-                status=status,
-                headers=conn.headers,
-                body=data,
+            return Outcome(
+                False,
+                status,
+                f"http_{status}",
                 retryable=status == 429 or status >= 500,
                 key_rejected=status in (401, 403, 429),
-                reason=f"http_{status}",
+                headers=conn.headers,
+                body=data,
+                detail=f"vendor answered {status} (model key {key.name!r})",
             )
         ctx.status = status
-        ctx.usage = _usage_of_answer(ctx, data)
-        req.respond(status, response_head(conn.headers, ctx), data)
+        ctx.usage = usage_of_answer(ctx.body, data)
+        req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.limit_headers), data)
         ctx.ttfb_ms = ctx.elapsed_ms()
-        return None
+        return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
 
 
-def _usage_of_answer(ctx: RequestContext, data: bytes) -> Usage:
-    parsed: Any = None
-    if _USAGE in data:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            parsed = None
-        u = extract_usage(parsed)
-        if u is not None:
-            return u
-    if parsed is None:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            parsed = {}
-    choices = parsed.get("choices") if isinstance(parsed, dict) else None
-    return Usage(estimate_prompt(ctx.body), (_estimate_text(choices, False) + 3) // 4, estimated=True)
+def last_boundary(buf: bytes | bytearray, start: int = 0) -> int:
+    """The end of the last complete event in ``buf`` (after its blank line), or -1.
 
-
-class _StreamScan:
-    """Usage found so far and what a client that did not ask for it must not see."""
-
-    __slots__ = ("kept", "kept_bytes", "strip", "usage")
-
-    def __init__(self, strip: bool) -> None:
-        self.strip = strip
-        self.usage: Usage | None = None
-        self.kept: list[bytes] = []
-        self.kept_bytes = 0
-
-    def feed(self, complete: bytes) -> bytes:
-        """Complete events in, the bytes to send out (unchanged unless a usage chunk is dropped)."""
-        n = complete.count(_USAGE)
-        if n == 0 or n == complete.count(b'"usage": null') + complete.count(b'"usage":null'):
-            if self.usage is None and self.kept_bytes < ESTIMATE_KEEP:
-                self.kept.append(complete)
-                self.kept_bytes += len(complete)
-            return complete
-        # Only the events that mention usage are parsed; the bytes around them pass as they are.
-        out: list[bytes] = []
-        pos = 0
-        i = complete.find(_USAGE)
-        while i >= 0:
-            start, end = _event_bounds(complete, i)
-            obj = _event_json(complete[start:end])
-            u = extract_usage(obj)
-            if u is not None:
-                self.usage = u  # the last one wins: some vendors repeat cumulative usage
-                if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
-                    out.append(complete[pos:start])
-                    pos = end
-            i = complete.find(_USAGE, end)
-        if not out:
-            return complete
-        out.append(complete[pos:])
-        return b"".join(out)
-
-    def estimate(self, ctx: RequestContext) -> Usage:
-        chars = 0
-        for block in self.kept:
-            for event in _split_events(block):
-                obj = _event_json(event)
-                if isinstance(obj, dict):
-                    chars += _estimate_text(obj.get("choices"), True)
-        return Usage(estimate_prompt(ctx.body), (chars + 3) // 4, estimated=True)
-
-
-def _split_events(block: bytes) -> list[bytes]:
-    """Events of a block; the regex (slow: it scans every byte) only for CRLF streams."""
-    return _EVENT_SPLIT.split(block) if b"\r" in block else block.split(b"\n\n")
-
-
-def _event_bounds(block: bytes, i: int) -> tuple[int, int]:
-    """Start and end (after its blank line) of the event holding ``block[i]``."""
-    a = block.rfind(b"\n\n", 0, i)
-    b = block.rfind(b"\n\r\n", 0, i)
-    start = max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)
-    c = block.find(b"\n\n", i)
-    d = block.find(b"\n\r\n", i)
-    ends = [e for e in (c + 2 if c >= 0 else -1, d + 3 if d >= 0 else -1) if e > 0]
-    return start, min(ends) if ends else len(block)
-
-
-def _event_json(event: bytes) -> Any:
-    payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
-    if not payload or payload == b"[DONE]":
-        return None
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _last_boundary(buf: bytes) -> int:
-    i = buf.rfind(b"\n\n")
-    j = buf.rfind(b"\n\r\n")
+    Only ``buf[start:]`` is searched: the bytes before were searched when they came.
+    """
+    i = buf.rfind(b"\n\n", start)
+    j = buf.rfind(b"\n\r\n", start)
     return max(i + 2 if i >= 0 else -1, j + 3 if j >= 0 else -1)
 
 
-async def _relay_stream(req: Request, ctx: RequestContext, conn: VendorConnection, svc: Service) -> Attempt | None:
+async def _write(req: Request, data: bytes, timeout_s: float) -> None:
+    """One stream chunk, waiting for a slow client but not for one that stopped reading."""
+    conn = req.conn
+    transport = conn.transport
+    if (
+        not conn.paused
+        and len(data) < _UNTIMED_WRITE
+        and transport is not None
+        and not transport.get_write_buffer_size()
+    ):
+        await req.write(data)  # the kernel takes it: no wait, no timer
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await req.write(data)
+    except TimeoutError:
+        raise ClientStalled from None
+
+
+async def _relay_stream(
+    req: Request, ctx: RequestContext, conn: VendorConnection, svc: Service, client_timeout_s: float
+) -> Outcome:
     try:  # the first bytes decide: nothing reached the client yet, so a failure may fail over
         first = await conn.read_chunk()
     except UpstreamError as exc:
-        return _classify(exc, svc, "before the first event")
-    head = response_head(conn.headers, ctx)
+        return _failed(exc, svc, "before the first event")
     ctx.status = conn.status
-    scan = _StreamScan(strip=not ctx.client_wants_usage)
-    end = _last_boundary(first)
+    scan = StreamUsage(strip=not ctx.client_wants_usage)
+    pending = bytearray(first)
+    end = last_boundary(pending)
+    out = b""
     if end > 0:
-        out = scan.feed(first[:end])
-        buf = first[end:]
-    else:
-        out, buf = b"", first
+        out = scan.feed(bytes(pending[:end]))
+        del pending[:end]
     if _DONE in out:
         ctx.complete = True
-    req.start_stream(conn.status, head, out)
+    req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.limit_headers), out)
     ctx.ttfb_ms = ctx.elapsed_ms()
-    broken: Attempt | None = None
+    broken: Outcome | None = None
     # The read deadline only runs while we wait for the vendor: a slow client is not the
-    # vendor's silence (``req.write`` waits for the client without it).
+    # vendor's silence. The client's own deadline runs only while we wait for it.
     try:
         while True:
+            if len(pending) > MAX_EVENT:
+                err = bad_gateway(
+                    f"model service {svc.name!r} sent a stream event over {MAX_EVENT // 1024} KiB "
+                    "without an event boundary; the stream was ended",
+                    code="upstream_error",
+                )
+                broken = Outcome(True, 502, "event_too_large", error=err, detail=err.message)
+                pending.clear()
+                break
             try:
                 chunk = await conn.read_chunk()
             except UpstreamError as exc:
-                broken = _classify(exc, svc, "midway through the stream")
+                failed = _failed(exc, svc, "midway through the stream")
+                broken = Outcome(True, failed.status, failed.reason, error=failed.error, detail=failed.detail)
                 break
             if not chunk:
                 break
-            buf = buf + chunk if buf else chunk
-            end = _last_boundary(buf)
+            searched = max(0, len(pending) - 2)  # a boundary may straddle the old end
+            pending += chunk
+            end = last_boundary(pending, searched)
             if end > 0:
-                data = scan.feed(buf[:end]) if end < len(buf) else scan.feed(buf)
-                buf = buf[end:]
+                data = scan.feed(bytes(pending[:end]))
+                del pending[:end]
                 if data:
                     if _DONE in data:  # the client has it all: leaving now is not a 499
                         ctx.complete = True
-                    await req.write(data)
-        if buf.strip() and broken is None:
-            data = scan.feed(buf)
+                    await _write(req, data, client_timeout_s)
+        if pending.strip() and broken is None:
+            data = scan.feed(bytes(pending))
             if data:
-                await req.write(data)
+                await _write(req, data, client_timeout_s)
+        if broken is not None and broken.error is not None:
+            err = broken.error
+            ctx.status = err.status
+            ctx.error = err.message
+            await _write(
+                req, b"event: error\ndata: " + error_body(err.message, err.type, err.code) + b"\n\n", client_timeout_s
+            )
+    except ClientStalled:
+        ctx.status = 499
+        ctx.error = f"client stopped reading the stream for {client_timeout_s:g} s"
+        if req.conn.transport is not None:
+            req.conn.transport.abort()  # its unread bytes would hold the socket open for ever
+        return Outcome(True, 499)
     finally:  # also when the client leaves: what was relayed is counted
-        ctx.usage = scan.usage or scan.estimate(ctx)
-    if broken is not None and broken.error is not None:
-        err = broken.error
-        ctx.status = err.status
-        ctx.error = err.message
-        ctx.upstream_failure = broken.reason
-        await req.write(b"event: error\ndata: " + error_body(err.message, err.type, err.code) + b"\n\n")
+        ctx.usage = scan.result(ctx.body)
     req.end_stream()
-    return None
+    return broken or Outcome(True, conn.status)

@@ -147,7 +147,7 @@ class VendorConnection(asyncio.Protocol):
         self.headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self.headers.append((name.lower(), value))  # lower case once, here
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

@@ -41,10 +41,19 @@ class GatewaySpec:
         """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        host, _, port = self.listen.rpartition(":")
-        if host in ("", "0.0.0.0", "::", "[::]"):
-            host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return loopback_url(self.listen)
+
+
+def loopback_url(listen: str) -> str:
+    """``http://host:port`` that reaches a listen address from this machine: a wildcard host
+    (``0.0.0.0``, ``::`` or none) becomes the loopback of its family."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @dataclass

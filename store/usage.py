@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert
+from sqlalchemy import Connection, Engine, case, func, insert, or_
 from sqlalchemy import select as select_columns
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from .models import RequestRecord
+from .times import iso_utc
 
 RECORD_FIELDS: tuple[str, ...] = tuple(name for name in RequestRecord.model_fields if name != "id")
 GROUPS = ("consumer", "api", "model", "service")
@@ -153,7 +154,7 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
         func.coalesce(func.sum(RequestRecord.prompt_tokens), 0),
         func.coalesce(func.sum(RequestRecord.completion_tokens), 0),
         func.coalesce(func.sum(RequestRecord.cost), 0.0),
-        func.coalesce(func.sum(case((col(RequestRecord.status) >= 400, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((_ERROR, 1), else_=0)), 0),
         func.coalesce(func.sum(case((col(RequestRecord.estimated), 1), else_=0)), 0),
     ).group_by(key)
     if since is not None:
@@ -174,6 +175,10 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
         )
     out.sort(key=lambda r: (-r["cost"], -r["total_tokens"], r[by]))
     return out
+
+
+#: :func:`is_error` as SQL.
+_ERROR = or_(col(RequestRecord.status) >= 400, col(RequestRecord.status) < 100)
 
 
 def period_start(period: str, now: float | None = None) -> float:
@@ -225,6 +230,18 @@ def quota_used(session: Session, consumer: str, unit: str, since: float, until: 
 
 def record_dict(r: RequestRecord) -> dict[str, Any]:
     """A record as JSON-ready data, with an ISO ``time`` beside ``ts``."""
-    d = {k: getattr(r, k) for k in RECORD_FIELDS}
-    d["time"] = datetime.fromtimestamp(r.ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return row_dict(tuple(getattr(r, k) for k in RECORD_FIELDS))
+
+
+def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A record row (``RECORD_FIELDS`` order) as JSON-ready data, with an ISO ``time`` beside
+    ``ts``: the one shape of a record for ``aigw logs``, ``/events`` and the console."""
+    d = dict(zip(RECORD_FIELDS, row, strict=True))
+    d["time"] = iso_utc(d["ts"])
     return d
+
+
+def is_error(status: int) -> bool:
+    """An answer that is not a success: 4xx, 5xx, the gateway's 499 (client went away),
+    and 0 (no answer at all). The console's traffic pane and ``aigw usage`` both count this."""
+    return status >= 400 or status < 100

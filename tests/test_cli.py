@@ -192,7 +192,7 @@ def test_example_imports_verbatim(aigw, db: str) -> None:  # type: ignore[no-unt
     try:
         with st.session() as s:
             cfg = repo.load_config(s)
-            assert repo.consumer_for_key(s, "sk-aigw-…") == "my-app"
+            assert repo.consumer_for_key(s, "sk-aigw-example-key-0123456789abcdef") == "my-app"
             assert repo.get_revision(s) == 1
     finally:
         st.dispose()
@@ -210,7 +210,7 @@ def test_example_round_trips(aigw, db: str, tmp_path: Path) -> None:  # type: ig
     other = str(tmp_path / "other" / "aigw.db")
     assert aigw("--db", other, "import", write(tmp_path, "e.toml", first)).rc == 0
     assert export(aigw, other) == first
-    assert "sha256:" + hash_key("sk-aigw-…") in first
+    assert "sha256:" + hash_key("sk-aigw-example-key-0123456789abcdef") in first
 
 
 def test_reimport_is_a_noop(aigw, db: str) -> None:  # type: ignore[no-untyped-def]
@@ -631,12 +631,12 @@ def test_reimport_keeps_keys_made_in_the_console(aigw, db: str) -> None:  # type
     try:
         with st.session() as s:
             assert repo.consumer_for_key(s, made) == "my-app"
-            assert repo.consumer_for_key(s, "sk-aigw-…") == "my-app"
+            assert repo.consumer_for_key(s, "sk-aigw-example-key-0123456789abcdef") == "my-app"
     finally:
         st.dispose()
     # an export lists both digests; importing it back is declarative and changes nothing
     text = export(aigw, db)
-    assert f"sha256:{hash_key(made)}" in text and f"sha256:{hash_key('sk-aigw-…')}" in text
+    assert f"sha256:{hash_key(made)}" in text and f"sha256:{hash_key('sk-aigw-example-key-0123456789abcdef')}" in text
 
 
 def test_not_a_database(aigw, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -821,3 +821,16 @@ def test_database_failure_is_one_line(aigw, db: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(repo, "apply_config", locked)
     line = one_line_error(aigw("--db", db, "import", EXAMPLE))
     assert "database is locked" in line
+
+
+# ---------------------------------------------------------------- plain consumer keys
+
+
+@pytest.mark.parametrize(
+    "key", ["sk-aigw-zero\u200bwidth", "sk-aigw-c1\u009fcontrol", "sk-aigw-two words", "sk-ключ-12345678"]
+)
+def test_import_refuses_key_no_header_can_carry(aigw, db: str, tmp_path: Path, key: str) -> None:  # type: ignore[no-untyped-def]
+    body = f'[[consumers]]\nname = "app"\napi_keys = ["{key}"]\n'
+    line = one_line_error(aigw("--db", db, "import", write(tmp_path, "keys.toml", body)))
+    assert "consumers[app].api_keys" in line and "visible ASCII characters" in line, line
+    assert key not in line

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from store.admin_token import read_token
+from store.spec import loopback_url
 
 #: Short: the admin listener is loopback; a gateway that takes longer is "not answering".
 TIMEOUT_S = 2.0
@@ -68,10 +69,7 @@ class AdminClient:
 
     @property
     def base_url(self) -> str:
-        host, _, port = self.admin_listen.rpartition(":")
-        if host in ("", "0.0.0.0", "::", "[::]"):
-            host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return loopback_url(self.admin_listen)
 
     def token(self) -> str | None:
         return read_token(self.data_dir)

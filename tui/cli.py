@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from store import __version__
 from store.errors import StoreError
+from store.times import iso_utc
 
 EXIT_USAGE = 2
 #: Upper bound for ``logs -n`` (SQLite's LIMIT is a 64-bit integer; a bigger one crashed).
@@ -157,7 +158,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_console(args.db)
     if cmd == "serve":
-        from proxy.server import run_server
+        from proxy.serve import run_server
 
         return run_server(args.db, listen=args.listen, admin_listen=args.admin_listen)
     if cmd == "import":
@@ -270,11 +271,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     }
     total["cost"] = round(total["cost"], 10)
     if args.json:
-        since = (
-            datetime.fromtimestamp(args.since, UTC).isoformat().replace("+00:00", "Z")
-            if args.since is not None
-            else None
-        )
+        since = iso_utc(args.since, "auto") if args.since is not None else None
         print(json.dumps({"by": args.by, "since": since, "rows": rows, "total": total}, indent=2))
         return 0
     head = f"{args.by:<24} {'requests':>9} {'errors':>7} {'prompt':>12} {'completion':>12} {'total':>12} {'cost':>12}"

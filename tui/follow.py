@@ -22,6 +22,7 @@ import httpx
 from store import repo, usage
 from store.admin_token import read_token
 from store.db import Store
+from store.spec import loopback_url
 
 RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
@@ -40,10 +41,7 @@ class TokenRefused(Exception):
 
 def admin_base(admin_listen: str) -> str:
     """``host:port`` of the admin listener → a URL to reach it (a wildcard host means loopback)."""
-    host, _, port = admin_listen.rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    return loopback_url(admin_listen)
 
 
 def store_admin_base(store: Store) -> str:

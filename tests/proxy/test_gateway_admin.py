@@ -18,7 +18,7 @@ from gateway_config import ALL_SECRETS, Gw, new_key
 from helpers import free_port, record_for, wait_for
 from mock_vendor import Behaviour, MockVendor
 
-from proxy.server import run_server
+from proxy.serve import run_server
 from store import repo
 from store.admin_token import GATEWAY_LOG
 from store.db import Store

@@ -717,7 +717,7 @@ def test_enabled_must_be_bool() -> None:
     refused(cfg, "consumers", "c1", "enabled")
 
 
-@pytest.mark.parametrize("key", ["sk-aigw-…", "sk-aigw-" + "A" * 43, "abcdefgh", "x" * 256])
+@pytest.mark.parametrize("key", ["sk-aigw-" + "A" * 43, "abcdefgh", "x" * 256])
 def test_plain_api_key_accepted(key: str) -> None:
     cfg = base_config()
     cfg.consumers[0].api_keys = [key]

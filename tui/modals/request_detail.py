@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from rich.table import Table
@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from store.times import iso_utc
 from store.usage import RECORD_FIELDS
 
 from ..widgets.traffic_feed import status_kind
@@ -64,7 +65,7 @@ def detail_table(rec: dict[str, Any]) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     ts = float(rec.get("ts") or 0.0)
-    utc = rec.get("time") or datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    utc = rec.get("time") or iso_utc(ts)
     table.add_row("Time (UTC)", Text(str(utc)))
     table.add_row("Time (local)", Text(datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")))
     for name in RECORD_FIELDS:

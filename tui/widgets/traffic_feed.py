@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from store.usage import is_error
+
 #: Records kept in memory (the table shows them newest first).
 MAX_RECORDS = 2000
 #: Seconds of history behind the sparklines.
@@ -28,11 +30,6 @@ FILTER_FIELDS = {"consumer", "api", "model", "service", "key", "status", "path",
 _CLASS = re.compile(r"^([1-5])xx$")
 
 Record = dict[str, Any]
-
-
-def is_error(status: int) -> bool:
-    """4xx, 5xx, the gateway's 499 (client went away) and 0 (no answer) count as errors."""
-    return status >= 400 or status < 100
 
 
 def status_kind(status: int) -> str:

@@ -17,7 +17,7 @@ from store.errors import StoreError
 from store.spec import GatewaySpec
 from store.validation import check_listen
 
-from .app import DataPlane
+from .data_plane import DataPlane
 from .routes import load_snapshot
 from .state import GatewayState, ListenInfo
 

@@ -1,0 +1,183 @@
+"""Tokens and cost of an answer: read from the vendor's ``usage``, else estimated; priced.
+
+Kept apart from :mod:`proxy.relay`, which moves bytes: the relay hands each complete
+block of stream events (or a whole answer) here and sends on what comes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .context import Usage
+from .routes import Service
+
+#: Stream bytes kept to estimate tokens when the vendor reports no usage.
+ESTIMATE_KEEP = 2 * 1024 * 1024
+_USAGE = b'"usage"'
+
+
+def extract_usage(obj: Any) -> Usage | None:
+    """The ``usage`` of an answer or chunk (OpenAI's or Anthropic's names), if it has one."""
+    u = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(u, dict):
+        return None
+    pt = u.get("prompt_tokens") or u.get("input_tokens") or 0
+    ct = u.get("completion_tokens") or u.get("output_tokens")
+    if ct is None:
+        total = u.get("total_tokens") or 0
+        ct = max(0, total - pt) if isinstance(total, int) and isinstance(pt, int) else 0
+    if not isinstance(pt, int) or not isinstance(ct, int):
+        return None
+    return Usage(pt, ct)
+
+
+def _chars(value: Any) -> int:
+    """Characters of text in a prompt/answer structure (strings inside lists and dicts).
+
+    Iterative: a client may nest as deep as the JSON parser allows.
+    """
+    n = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            n += len(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(x for k, x in v.items() if k in ("content", "text", "input"))
+    return n
+
+
+def estimate_prompt(body: dict[str, Any] | None) -> int:
+    """About four characters a token: what a record says when the vendor said nothing."""
+    if not body:
+        return 0
+    n = _chars(body.get("messages")) + _chars(body.get("prompt")) + _chars(body.get("input"))
+    return (n + 3) // 4
+
+
+def _answer_chars(choices: Any, delta: bool) -> int:
+    n = 0
+    if isinstance(choices, list):
+        for c in choices:
+            if isinstance(c, dict):
+                part = c.get("delta" if delta else "message")
+                n += _chars(part) if part is not None else _chars(c.get("text"))
+    return n
+
+
+def usage_of_answer(body: dict[str, Any] | None, data: bytes) -> Usage:
+    """A whole (non-stream) answer's usage; parsed only once, and only if it can hold one."""
+    parsed: Any = None
+    if _USAGE in data:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        u = extract_usage(parsed)
+        if u is not None:
+            return u
+    if parsed is None:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = {}
+    choices = parsed.get("choices") if isinstance(parsed, dict) else None
+    return Usage(estimate_prompt(body), (_answer_chars(choices, False) + 3) // 4, estimated=True)
+
+
+def cost_of(service: Service | None, model: str, usage: Usage | None) -> float:
+    """Prompt and completion tokens × the service's price per 1M tokens for ``model``."""
+    if usage is None or service is None or not (usage.prompt_tokens or usage.completion_tokens):
+        return 0.0
+    price = service.price_for(model)
+    if price is None:
+        return 0.0
+    return round((usage.prompt_tokens * price.input + usage.completion_tokens * price.output) / 1_000_000, 10)
+
+
+class StreamUsage:
+    """Usage found in a stream so far, and the usage chunk a client that did not ask must not see.
+
+    Fed complete events only (the relay cuts at event boundaries), so an event is never
+    split across two calls.
+    """
+
+    __slots__ = ("kept", "kept_bytes", "strip", "usage")
+
+    def __init__(self, strip: bool) -> None:
+        self.strip = strip
+        self.usage: Usage | None = None
+        self.kept: list[bytes] = []
+        self.kept_bytes = 0
+
+    def feed(self, complete: bytes) -> bytes:
+        """Complete events in, the bytes to send out (unchanged unless a usage chunk is dropped)."""
+        n = complete.count(_USAGE)
+        if n == 0 or n == complete.count(b'"usage": null') + complete.count(b'"usage":null'):
+            if self.usage is None and self.kept_bytes < ESTIMATE_KEEP:
+                self.kept.append(complete)
+                self.kept_bytes += len(complete)
+            return complete
+        # Only the events that mention usage are parsed; the bytes around them pass as they are.
+        out: list[bytes] = []
+        pos = 0
+        i = complete.find(_USAGE)
+        while i >= 0:
+            start, end = _event_bounds(complete, i)
+            obj = _event_json(complete[start:end])
+            u = extract_usage(obj)
+            if u is not None:
+                self.usage = u  # the last one wins: some vendors repeat cumulative usage
+                if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
+                    out.append(complete[pos:start])
+                    pos = end
+            i = complete.find(_USAGE, end)
+        if not out:
+            return complete
+        out.append(complete[pos:])
+        return b"".join(out)
+
+    def result(self, body: dict[str, Any] | None) -> Usage:
+        """The vendor's last usage, else an estimate from the relayed text."""
+        if self.usage is not None:
+            return self.usage
+        chars = 0
+        for block in self.kept:
+            for event in _split_events(block):
+                obj = _event_json(event)
+                if isinstance(obj, dict):
+                    chars += _answer_chars(obj.get("choices"), True)
+        return Usage(estimate_prompt(body), (chars + 3) // 4, estimated=True)
+
+
+def _split_events(block: bytes) -> list[bytes]:
+    """The events of a block of complete events (LF or CRLF line ends)."""
+    if b"\r" not in block:
+        return block.split(b"\n\n")
+    return block.replace(b"\r\n", b"\n").split(b"\n\n")
+
+
+def _event_bounds(block: bytes, i: int) -> tuple[int, int]:
+    """Start and end (after its blank line) of the event holding ``block[i]``."""
+    a = block.rfind(b"\n\n", 0, i)
+    b = block.rfind(b"\n\r\n", 0, i)
+    start = max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)
+    c = block.find(b"\n\n", i)
+    d = block.find(b"\n\r\n", i)
+    ends = [e for e in (c + 2 if c >= 0 else -1, d + 3 if d >= 0 else -1) if e > 0]
+    return start, min(ends) if ends else len(block)
+
+
+def _event_json(event: bytes) -> Any:
+    """The JSON of an event's ``data:`` lines, or ``None`` (``[DONE]``, not JSON, no data)."""
+    payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+    if not payload or payload == b"[DONE]":
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
