@@ -23,9 +23,12 @@ class Target:
     port: int
     path: str
     key: str | None = None
+    #: More header lines, each ending in CRLF (Portkey's routing headers).
+    headers: bytes = b""
 
     def request(self, body: bytes) -> bytes:
         auth = b"Authorization: Bearer " + self.key.encode() + b"\r\n" if self.key else b""
+        auth += self.headers
         return (
             b"POST "
             + self.path.encode()
@@ -49,6 +52,8 @@ class Answer:
     ttfb: float
     total: float
     body: bytes
+    #: With ``stamps``: when each SSE event arrived (one stamp per event in a chunk).
+    stamps: list[float] = field(default_factory=list)
 
 
 class Connection:
@@ -68,7 +73,9 @@ class Connection:
             self.writer.close()
             self.writer = None
 
-    async def send(self, data: bytes, *, on_first: Callable[[], None] | None = None, keep: bool = False) -> Answer:
+    async def send(
+        self, data: bytes, *, on_first: Callable[[], None] | None = None, keep: bool = False, stamps: bool = False
+    ) -> Answer:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
@@ -79,6 +86,7 @@ class Connection:
         status = int(head[9:12])
         low = head.lower()
         parts: list[bytes] = []
+        times: list[float] = []
         ttfb = 0.0
         if b"transfer-encoding: chunked" in low:
             while True:
@@ -88,6 +96,9 @@ class Connection:
                     await reader.readline()  # the CRLF after the last chunk (no trailers)
                     break
                 data_crlf = await reader.readexactly(size + 2)
+                if stamps:
+                    now = time.perf_counter()
+                    times.extend([now] * max(1, data_crlf.count(b"data: ")))
                 if not ttfb:
                     ttfb = time.perf_counter() - t0
                     if on_first is not None:
@@ -105,7 +116,7 @@ class Connection:
                 if n:
                     parts.append(await reader.readexactly(n))
             ttfb = time.perf_counter() - t0
-        return Answer(status, ttfb, time.perf_counter() - t0, b"".join(parts) if keep else b"")
+        return Answer(status, ttfb, time.perf_counter() - t0, b"".join(parts) if keep else b"", times)
 
 
 @dataclass
@@ -114,24 +125,47 @@ class LoadResult:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    #: With ``timing``: seconds to each answer's first body byte, and between its SSE events.
+    ttfbs: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-async def run_load(target: Target, body: bytes, connections: int, duration: float) -> LoadResult:
-    """``connections`` workers sending back to back for ``duration`` seconds (req/s, latencies)."""
+async def run_load(
+    target: Target,
+    body: bytes,
+    connections: int,
+    duration: float,
+    *,
+    timing: bool = False,
+    rounds: int = 0,
+    connect_at_once: int = 200,
+) -> LoadResult:
+    """``connections`` workers sending back to back for ``duration`` seconds (req/s, latencies).
+
+    With ``rounds``, each worker sends exactly that many requests instead (a wave of
+    ``connections`` requests in flight at once, however slow the answers)."""
     data = target.request(body)
     res = LoadResult()
-    conns = [await Connection(target).open() for _ in range(connections)]
+    gate = asyncio.Semaphore(connect_at_once)
+
+    async def opened() -> Connection:
+        async with gate:
+            return await Connection(target).open()
+
+    conns = await asyncio.gather(*(opened() for _ in range(connections)))
     start = time.perf_counter()
     deadline = start + duration
 
     async def worker(conn: Connection) -> None:
-        while time.perf_counter() < deadline:
+        sent = 0
+        while (sent < rounds) if rounds else (time.perf_counter() < deadline):
+            sent += 1
             try:
-                ans = await conn.send(data)
+                ans = await conn.send(data, stamps=timing)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 res.errors += 1
                 conn.close()
@@ -139,6 +173,10 @@ async def run_load(target: Target, body: bytes, connections: int, duration: floa
             if 200 <= ans.status < 300:
                 res.requests += 1
                 res.latencies.append(ans.total)
+                if timing:
+                    res.ttfbs.append(ans.ttfb)
+                    st = ans.stamps
+                    res.gaps.extend(st[i] - st[i - 1] for i in range(1, len(st)))
             else:
                 res.errors += 1
 
@@ -149,6 +187,18 @@ async def run_load(target: Target, body: bytes, connections: int, duration: floa
             c.close()
     res.seconds = time.perf_counter() - start
     return res
+
+
+def raise_open_files(wanted: int) -> int:
+    """Lift this process's open-file limit towards ``wanted`` (up to the hard limit): the soft limit it got."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
 
 
 async def first_byte_times(target: Target, body: bytes, n: int) -> list[float]:
