@@ -9,6 +9,7 @@ precisely without a client library's own overhead in the numbers.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,16 +57,55 @@ class Answer:
     stamps: list[float] = field(default_factory=list)
 
 
+class StampedReader(asyncio.StreamReader):
+    """A stream reader that notes when each read from the socket arrived.
+
+    Parsing a buffer that holds many chunks takes microseconds per chunk: the time a
+    chunk is parsed is not the time it arrived. Each ``feed_data`` is one read from the
+    socket; a chunk arrived with the read that brought its last byte."""
+
+    def __init__(self) -> None:
+        super().__init__(limit=1 << 20)
+        #: Bytes received so far after each read, and when that read arrived.
+        self.ends: list[int] = []
+        self.times: list[float] = []
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self.ends.append(self.fed)
+        self.times.append(time.perf_counter())
+        super().feed_data(data)
+
+    def arrival(self, offset: int) -> float:
+        """When the byte at ``offset`` (counted from the connection's start) arrived."""
+        i = bisect.bisect_left(self.ends, offset)
+        return self.times[min(i, len(self.times) - 1)]
+
+    def forget_before(self, offset: int) -> None:
+        i = bisect.bisect_left(self.ends, offset)
+        if i > 64:
+            del self.ends[:i], self.times[:i]
+
+
 class Connection:
     """One keep-alive connection that sends a request and reads the whole answer."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.reader: asyncio.StreamReader | None = None
+        self.reader: StampedReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        #: Bytes of answers read on this connection (the offset of the next answer).
+        self.consumed = 0
 
     async def open(self) -> Connection:
-        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port, limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        reader = StampedReader()
+        transport, protocol = await loop.create_connection(
+            lambda: asyncio.StreamReaderProtocol(reader), self.target.host, self.target.port
+        )
+        self.reader, self.writer = reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+        self.consumed = 0
         return self
 
     def close(self) -> None:
@@ -83,6 +123,7 @@ class Connection:
         t0 = time.perf_counter()
         self.writer.write(data)
         head = await reader.readuntil(b"\r\n\r\n")
+        pos = self.consumed + len(head)
         status = int(head[9:12])
         low = head.lower()
         parts: list[bytes] = []
@@ -93,12 +134,13 @@ class Connection:
                 line = await reader.readline()
                 size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
-                    await reader.readline()  # the CRLF after the last chunk (no trailers)
+                    pos += len(line) + len(await reader.readline())  # the CRLF after the last chunk
                     break
                 data_crlf = await reader.readexactly(size + 2)
+                pos += len(line) + size + 2
                 if stamps:
-                    now = time.perf_counter()
-                    times.extend([now] * max(1, data_crlf.count(b"data: ")))
+                    at = reader.arrival(pos)
+                    times.extend([at] * max(1, data_crlf.count(b"data: ")))
                 if not ttfb:
                     ttfb = time.perf_counter() - t0
                     if on_first is not None:
@@ -115,7 +157,12 @@ class Connection:
                 n = int(low[i + 15 : j])
                 if n:
                     parts.append(await reader.readexactly(n))
+                pos += n
             ttfb = time.perf_counter() - t0
+        self.consumed = pos
+        reader.forget_before(pos)
+        if times:
+            ttfb = times[0] - t0
         return Answer(status, ttfb, time.perf_counter() - t0, b"".join(parts) if keep else b"", times)
 
 
@@ -128,6 +175,8 @@ class LoadResult:
     #: With ``timing``: seconds to each answer's first body byte, and between its SSE events.
     ttfbs: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    #: What the first failed request got (a status or an exception), to say why a target failed.
+    first_error: str = ""
 
     @property
     def rate(self) -> float:
@@ -166,8 +215,9 @@ async def run_load(
             sent += 1
             try:
                 ans = await conn.send(data, stamps=timing)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 res.errors += 1
+                res.first_error = res.first_error or repr(exc)
                 conn.close()
                 continue
             if 200 <= ans.status < 300:
@@ -179,6 +229,7 @@ async def run_load(
                     res.gaps.extend(st[i] - st[i - 1] for i in range(1, len(st)))
             else:
                 res.errors += 1
+                res.first_error = res.first_error or f"status {ans.status}"
 
     try:
         await asyncio.gather(*(worker(c) for c in conns))

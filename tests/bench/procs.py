@@ -204,10 +204,7 @@ def start_litellm(
         for m in models
     )
     cfg.write_text(
-        "model_list:\n" + entries + "litellm_settings:\n"
-        "  telemetry: false\n"
-        "general_settings:\n"
-        f"  master_key: {key}\n"
+        "model_list:\n" + entries + f"litellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {key}\n"
     )
     port = free_port()
     env = {
