@@ -882,7 +882,7 @@ def run(
         )
         pinning = (
             f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
-            f"generator on CPU {bench.aux_cpu} (load generator on CPU {bench.proxy_cpu} for direct)"
+            f"generator on CPU {bench.aux_cpu}" + (f" (wrk on CPU {bench.proxy_cpu} for direct)" if use else "")
             if bench.pinned
             else "not pinned"
         )

@@ -57,7 +57,7 @@ def test_the_slow_vendor_wave_is_measured_and_every_record_stored(report: Report
         peak = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("RSS peak"))
         assert all((peak.get(n) or 0) > 0 for n in OURS), peak
         fds = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("open files peak"))
-        assert (fds.get(AIGW) or 0) >= 2 * SMOKE.in_flight  # the clients' sockets and the vendor's
+        assert (fds.get(AIGW) or 0) >= SMOKE.in_flight  # at least the clients' sockets
         stored = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("records stored"))
         assert stored.get(AIGW) == SMOKE.in_flight
 
