@@ -1,7 +1,8 @@
-"""The benchmark's processes: the fast vendor, the bare relay, ``aigw serve`` on a real store.
+"""The benchmark's processes: the vendor, the proxies beside aigw, ``aigw serve`` on a real store.
 
-Every process is started here, pinned to a CPU when asked, measured through
-``/proc/<pid>/status`` and stopped by its own pid.
+Every process is started here, pinned to a CPU when asked, measured through ``/proc``
+(memory, CPU time and open files of the process and all its children: nginx, LiteLLM
+and Portkey run more than one) and stopped by its own pid.
 """
 
 from __future__ import annotations
@@ -43,24 +44,57 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants (LiteLLM runs a master and its workers)."""
-    total, todo = 0.0, [pid]
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (LiteLLM and nginx run a master and workers)."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
         with contextlib.suppress(OSError):
-            total += rss_mb(p)
             for task in os.listdir(f"/proc/{p}/task"):
                 with contextlib.suppress(OSError), open(f"/proc/{p}/task/{task}/children") as f:
                     todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants."""
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += rss_mb(p)
     return total
 
 
-def post_once(port: int, path: str, body: bytes, key: str | None, timeout: float = 5.0) -> int:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants, every thread (``/proc/<pid>/stat``)."""
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _TICK
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors open in ``pid`` and its descendants."""
+    n = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            n += len(os.listdir(f"/proc/{p}/fd"))
+    return n
+
+
+def post_once(
+    port: int, path: str, body: bytes, key: str | None, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> int:
     """One blocking POST on a new connection: the status (raises ``OSError`` if not listening)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         conn.request("POST", path, body=body, headers=headers)
@@ -80,8 +114,6 @@ class Proc:
         self.name = name
         self.port = port
         self.log = log
-        #: Count the RSS of the process's children too (a multi-process server).
-        self.tree = False
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(
                 cmd,
@@ -100,10 +132,18 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
-    def rss(self, field: str = "VmRSS") -> float:
-        return rss_mb(self.pid, field) if not self.tree else tree_rss_mb(self.pid)
+    def rss(self) -> float:
+        return tree_rss_mb(self.pid)
 
-    def wait_answer(self, path: str, body: bytes, key: str | None, timeout: float = 30.0) -> float:
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def fds(self) -> int:
+        return open_fds(self.pid)
+
+    def wait_answer(
+        self, path: str, body: bytes, key: str | None, timeout: float = 30.0, headers: dict[str, str] | None = None
+    ) -> float:
         """Poll until a POST answers 200: seconds since the process was started."""
         deadline = time.monotonic() + timeout
         while True:
@@ -112,7 +152,7 @@ class Proc:
                     f"{self.name} exited {self.popen.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
                 )
             try:
-                status = post_once(self.port, path, body, key)
+                status = post_once(self.port, path, body, key, headers=headers)
             except OSError:
                 status = 0
             if status == 200:
@@ -134,11 +174,12 @@ class Proc:
         return self.popen.returncode
 
 
-def start_upstream(workdir: Path, cpu: int | None) -> Proc:
+def start_upstream(workdir: Path, cpu: int | None, chunk_gap_ms: float = 0.0) -> Proc:
     port = free_port()
-    p = Proc(
-        "upstream", [sys.executable, str(HERE / "upstream.py"), str(port)], port, cpu=cpu, log=workdir / "upstream.log"
-    )
+    cmd = [sys.executable, str(HERE / "upstream.py"), str(port)]
+    if chunk_gap_ms:
+        cmd += ["--chunk-gap-ms", str(chunk_gap_ms)]
+    p = Proc("upstream", cmd, port, cpu=cpu, log=workdir / "upstream.log")
     p.wait_answer("/v1/chat/completions", b"{}", None)
     return p
 
@@ -147,22 +188,23 @@ def start_upstream(workdir: Path, cpu: int | None) -> Proc:
 LITELLM_PATH = "/v1/chat/completions"
 
 
-def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str, workers: int = 2) -> Proc:
+def start_litellm(
+    workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str, models: list[str], workers: int = 2
+) -> Proc:
     """LiteLLM's proxy as the issue measured it: ``workers`` uvicorn workers, no database,
     one model routed to the same benchmark vendor (its own install: ``pip install 'litellm[proxy]'``).
     Its master key is the benchmark's consumer key, so it authenticates every request as aigw does."""
     cfg = workdir / "litellm.yaml"
-    cfg.write_text(
-        "model_list:\n"
-        "  - model_name: bench-model\n"
+    entries = "".join(
+        f"  - model_name: {m}\n"
         "    litellm_params:\n"
-        "      model: openai/bench-model\n"
+        f"      model: openai/{m}\n"
         f"      api_base: http://127.0.0.1:{upstream.port}/v1\n"
         "      api_key: sk-bench-vendor\n"
-        "litellm_settings:\n"
-        "  telemetry: false\n"
-        "general_settings:\n"
-        f"  master_key: {key}\n"
+        for m in models
+    )
+    cfg.write_text(
+        "model_list:\n" + entries + f"litellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {key}\n"
     )
     port = free_port()
     env = {
@@ -180,7 +222,6 @@ def start_litellm(workdir: Path, upstream: Proc, cpu: int | None, exe: str, key:
         log=workdir / "litellm.log",
         env=env,
     )
-    p.tree = True
     return p
 
 
@@ -192,6 +233,90 @@ def start_relay(workdir: Path, upstream: Proc, cpu: int | None) -> Proc:
         port,
         cpu=cpu,
         log=workdir / "relay.log",
+    )
+
+
+def start_raw_relay(workdir: Path, upstream: Proc, cpu: int | None) -> Proc:
+    port = free_port()
+    return Proc(
+        "raw relay",
+        [sys.executable, "-m", "tests.bench.raw_relay", str(port), f"http://127.0.0.1:{upstream.port}/v1"],
+        port,
+        cpu=cpu,
+        log=workdir / "raw_relay.log",
+    )
+
+
+def nginx_conf(workdir: Path, port: int, upstream_port: int) -> str:
+    """The least a proxy hop costs: one worker, keep-alive to the vendor, nothing buffered, no log."""
+    tmp = workdir / "nginx"
+    return f"""worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 10000; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream vendor {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 1024;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://vendor;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 120s;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(workdir: Path, upstream: Proc, cpu: int | None, exe: str) -> Proc:
+    """nginx as a child (``daemon off``), its prefix, config and logs in the run's directory."""
+    port = free_port()
+    tmp = workdir / "nginx"
+    tmp.mkdir(exist_ok=True)
+    (tmp / "nginx.conf").write_text(nginx_conf(workdir, port, upstream.port))
+    cmd = [exe, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log"), "-g", "daemon off;"]
+    return Proc("nginx", cmd, port, cpu=cpu, log=workdir / "nginx.out")
+
+
+#: Where the benchmark looks for Portkey's gateway when ``--portkey`` names no folder:
+#: a folder where ``npm install @portkey-ai/gateway`` was run.
+PORTKEY_DIR = Path("/tmp/portkey")
+PORTKEY_ENTRY = Path("node_modules/@portkey-ai/gateway/build/start-server.js")
+PORTKEY_PATH = "/v1/chat/completions"
+
+
+def portkey_headers(upstream: Proc) -> dict[str, str]:
+    """Portkey routes by header: the OpenAI provider, sent to our vendor as its custom host."""
+    return {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{upstream.port}/v1"}
+
+
+def start_portkey(workdir: Path, folder: Path, cpu: int | None, node: str) -> Proc:
+    """Portkey's gateway on Node (``--headless``: no console UI), no config file: routing is per request."""
+    port = free_port()
+    env = {**os.environ, "NODE_ENV": "production"}
+    return Proc(
+        "Portkey",
+        [node, str(folder / PORTKEY_ENTRY), f"--port={port}", "--headless"],
+        port,
+        cpu=cpu,
+        log=workdir / "portkey.log",
+        env=env,
     )
 
 
@@ -207,7 +332,9 @@ vendor = "custom"
 address = "http://127.0.0.1:{upstream_port}/v1"
 keys = ["bench-key"]
 default_model = "bench-model"
-[model_services.prices.bench-model]
+model_policy = "passthrough"
+models = ["bench-*"]
+[model_services.prices."bench-*"]
 input = 0.8
 output = 2.0
 

@@ -1,17 +1,21 @@
-"""The benchmark: direct to the vendor, a bare aiohttp relay and ``aigw serve``, case by case.
+"""The benchmark: what the gateway itself costs, beside its peers and the floor, in one run.
 
-``python -m tests.bench [--quick | --smoke] [--litellm [EXE]] [--async-load] [--no-pin] [--soak S] [--json FILE]``
+``python -m tests.bench [--quick | --smoke] [--litellm [EXE]] [--portkey [DIR]] [--no-nginx]
+[--chunk-gap-ms MS] [--async-load] [--no-pin] [--soak S] [--json FILE]``
 
-Each case runs against the three targets with the same vendor and load generator and
-the table shows medians of the repetitions and the ratios. The gateway runs with its
-real configuration: a consumer key (authentication), a group grant (authorization),
-requests/tokens per minute and a token quota high enough never to refuse (traffic
-control counts every request), prices (cost accounting) and request records.
+Every case runs against every target with the same vendor and load generator: the
+vendor itself (*direct*), nginx (the floor of any proxy hop), aigw's own HTTP layer
+with nothing on it (*raw relay*), a bare aiohttp relay, ``aigw serve`` with its real
+configuration (a consumer key, a group grant, rpm/tpm limits and a token quota that
+never refuse but count every request, prices, request records), and, when installed,
+LiteLLM's proxy and Portkey's gateway. What counts is what a proxy costs: CPU time per
+request and per streamed chunk (from ``/proc``, all of its processes), the latency and
+the gap between chunks it adds over *direct*, and its memory, file descriptors and
+records with 2,000 slow requests in flight.
 
-With ``--litellm`` LiteLLM's proxy (its own install, 2 workers, no database, its master
-key set to the benchmark's key) runs the throughput, latency, time-to-first-byte,
-idle-memory and start-up cases in front of the same vendor, on the same core, in a phase
-of its own after ours (its workers stay busy when idle), as a fourth column.
+LiteLLM and Portkey run in phases of their own after ours, on the same core (LiteLLM's
+workers stay busy even when idle). A peer that is not installed, or fails a case, costs
+only its cells; the summary says why.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -32,13 +38,56 @@ from typing import Any, TypeVar
 
 from . import loadgen, wrk
 from .loadgen import Target
-from .procs import API_PATH, LITELLM_PATH, Gateway, Proc, start_litellm, start_relay, start_upstream
+from .procs import (
+    API_PATH,
+    LITELLM_PATH,
+    PORTKEY_DIR,
+    PORTKEY_ENTRY,
+    PORTKEY_PATH,
+    Gateway,
+    Proc,
+    portkey_headers,
+    start_litellm,
+    start_nginx,
+    start_portkey,
+    start_raw_relay,
+    start_relay,
+    start_upstream,
+)
 
 T = TypeVar("T")
 
+DIRECT, NGINX, RAW, RELAY, AIGW, LITELLM, PORTKEY = (
+    "direct",
+    "nginx",
+    "raw relay",
+    "bare relay",
+    "aigw",
+    "LiteLLM",
+    "Portkey",
+)
+#: The table's columns, cheapest hop first.
+COLUMNS = [DIRECT, NGINX, RAW, RELAY, AIGW, LITELLM, PORTKEY]
+
 PROMPT = [{"role": "user", "content": "Hello, please introduce yourself."}]
-BODY = json.dumps({"model": "bench-model", "messages": PROMPT}).encode()
-STREAM_BODY = json.dumps({"model": "bench-model", "messages": PROMPT, "stream": True}).encode()
+
+
+def body(model: str, stream: bool = False, **extra: object) -> bytes:
+    return json.dumps({"model": model, "messages": PROMPT, **({"stream": True} if stream else {}), **extra}).encode()
+
+
+BODY = body("bench-model")
+#: The 20-chunk stream written in one go (the profiler's stream).
+STREAM_BODY = body("bench-model", stream=True)
+
+
+def split_body(chunks: int) -> bytes:
+    """A stream of ``chunks`` chunks, each SSE event a write of its own at the vendor."""
+    return body(f"bench-split-{chunks}", stream=True)
+
+
+def slow_body(ms: int, stream: bool) -> bytes:
+    return body(f"bench-slow-{ms}", stream=stream)
 
 
 @dataclass(frozen=True)
@@ -47,74 +96,113 @@ class Settings:
     duration: float  # seconds per throughput run
     latency_duration: float  # seconds per 1-connection latency run
     reps: int
-    ttfb_streams: int
     open_streams: int
     hold_s: float
     soak_s: float
     startup_reps: int
     connections: int = 32
+    #: Slow vendor: requests in flight at once, the answer's delay, a stream's spread, waves.
+    in_flight: int = 2000
+    slow_ms: int = 1000
+    spread_ms: int = 10000
+    slow_rounds: int = 3
 
 
 FULL = Settings(
-    "full",
-    duration=5,
-    latency_duration=4,
-    reps=3,
-    ttfb_streams=300,
-    open_streams=1000,
-    hold_s=10,
-    soak_s=120,
-    startup_reps=3,
+    "full", duration=5, latency_duration=4, reps=3, open_streams=1000, hold_s=10, soak_s=120, startup_reps=3
 )
 QUICK = Settings(
     "quick",
     duration=2,
     latency_duration=2,
     reps=1,
-    ttfb_streams=100,
     open_streams=1000,
     hold_s=6,
     soak_s=20,
     startup_reps=1,
+    spread_ms=5000,
+    slow_rounds=2,
 )
 SMOKE = Settings(
     "smoke",
-    duration=0.5,
-    latency_duration=0.5,
+    duration=0.2,
+    latency_duration=0.2,
     reps=1,
-    ttfb_streams=10,
     open_streams=20,
-    hold_s=3.0,
-    soak_s=1.0,
+    hold_s=0.3,
+    soak_s=0.4,
     startup_reps=1,
     connections=4,
+    in_flight=50,
+    slow_ms=200,
+    spread_ms=400,
+    slow_rounds=1,
 )
+
+#: The stream cases: (chunks per stream, connections; 0 = the settings' connections).
+STREAM_CASES = ((20, 1), (20, 0), (500, 1), (500, 0))
+
+
+@dataclass
+class Run:
+    """One load run against one target."""
+
+    rate: float
+    #: Microseconds of the target's CPU (all its processes) per request, or per chunk of a stream.
+    cpu_us: float | None
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ttfb_ms: float | None = None
+    gap50_ms: float | None = None
+    gap99_ms: float | None = None
+
+
+@dataclass
+class SlowRun:
+    """A wave of slow requests in flight at once against one target."""
+
+    sent: int
+    errors: int
+    p99_ms: float | None
+    rss_peak: float
+    #: Least-squares RSS trend over the middle of the case (MB/s), and what it comes to over that window.
+    rss_slope: float
+    rss_growth: float
+    fds_peak: int
+    records: int | None = None
 
 
 @dataclass
 class Row:
     case: str
     unit: str
-    direct: float | None
-    relay: float | None
-    aigw: float | None
-    #: ``"rate"`` (higher is better: ratios shown) or ``"time"``/``"size"`` (lower is better).
+    #: ``"rate"`` (higher is better: ratios shown), ``"time"`` (each proxy's figure is shown
+    #: as what it adds over *direct*) or ``"size"`` (lower is better).
     kind: str
-    target: str = ""
-    met: bool | None = None
-    #: LiteLLM's proxy, when the run included it (``--litellm``).
-    litellm: float | None = None
+    values: dict[str, float | None]
+    #: Beside a rate: CPU µs per request (or per chunk of a stream) of each target.
+    cpu: dict[str, float | None] = field(default_factory=dict)
+    #: min and max across the repetitions, where there were several.
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Each target of the row and whether it was met (``None``: not measured in this run).
+    checks: list[tuple[str, bool | None]] = field(default_factory=list)
+
+    def get(self, name: str) -> float | None:
+        return self.values.get(name)
+
+    def added(self, name: str) -> float | None:
+        v, d = self.get(name), self.get(DIRECT)
+        return None if v is None or d is None else v - d
+
+    def ratio(self, other: str) -> float | None:
+        a, b = self.get(AIGW), self.get(other)
+        return None if a is None or not b else a / b
 
     @property
-    def added(self) -> float | None:
-        if self.kind == "time" and self.direct is not None and self.aigw is not None:
-            return self.aigw - self.direct
-        return None
-
-    def ratio(self, other: float | None) -> float | None:
-        if self.aigw is None or not other:
-            return None
-        return self.aigw / other
+    def met(self) -> bool | None:
+        known = [m for _, m in self.checks if m is not None]
+        return None if not known else all(known)
 
 
 @dataclass
@@ -130,8 +218,10 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)
     soak_samples: list[tuple[float, float]] = field(default_factory=list)
     seconds: float = 0.0
-    #: What went wrong beside the table without spoiling it (e.g. LiteLLM never started).
+    #: What went wrong beside the table without spoiling it (a peer not installed, a case it failed).
     notes: list[str] = field(default_factory=list)
+    #: Every peer and proxy of the run: "ran", or why not.
+    targets: dict[str, str] = field(default_factory=dict)
 
     def row(self, case: str) -> Row:
         return next(r for r in self.rows if r.case == case)
@@ -147,15 +237,42 @@ def _arun(coro: Coroutine[Any, Any, T]) -> T:
 
 #: LiteLLM's proxy took 29-83 s to its first answer on this machine; past this it is left out.
 LITELLM_START_S = 300.0
+PORTKEY_START_S = 60.0
 
 
 def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def _pct(xs: list[float], p: float) -> float:
+def _pct(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
     s = sorted(xs)
     return s[min(len(s) - 1, int(p / 100.0 * len(s)))]
+
+
+def _slope(samples: list[tuple[float, float]], lo: float, hi: float) -> tuple[float, float]:
+    """Least-squares trend (per second) of the samples between ``lo`` and ``hi`` s, and its total over them."""
+    pts = [(t, v) for t, v in samples if lo <= t <= hi]
+    if len(pts) < 3:
+        return 0.0, 0.0
+    mt = statistics.fmean(t for t, _ in pts)
+    mv = statistics.fmean(v for _, v in pts)
+    den = sum((t - mt) ** 2 for t, _ in pts)
+    slope = sum((t - mt) * (v - mv) for t, v in pts) / den if den else 0.0
+    return slope, slope * (pts[-1][0] - pts[0][0])
+
+
+class TargetFailed(RuntimeError):
+    """A target answered none of a case's requests: its cell stays empty, the run goes on."""
+
+
+@dataclass
+class Live:
+    """A target of the run: where to send, and the processes whose CPU and memory count."""
+
+    target: Target
+    proc: Proc
 
 
 class Bench:
@@ -168,9 +285,15 @@ class Bench:
         workdir: Path,
         log: Callable[[str], None],
         litellm: str | None = None,
+        portkey: Path | None = None,
+        nginx: str | None = None,
+        chunk_gap_ms: float = 0.0,
     ) -> None:
         self.s = settings
         self.litellm = litellm
+        self.portkey = portkey
+        self.nginx = nginx
+        self.chunk_gap_ms = chunk_gap_ms
         self.use_wrk = use_wrk
         self.workdir = workdir
         self.log = log
@@ -180,308 +303,460 @@ class Bench:
         self.proxy_cpu = cpus[0] if self.pinned else None
         self.aux_cpu = cpus[1] if self.pinned else None
         self.errors: dict[str, int] = {}
+        #: case -> target -> the repetitions' runs.
+        self.runs: dict[str, dict[str, list[Run]]] = {}
+        self.slow: dict[str, dict[str, SlowRun]] = {}
+        self.idle: dict[str, float] = {}
+        self.startup: dict[str, list[float]] = {}
+        self.held: dict[str, float | None] = {}
+        self.soak: tuple[float, float, float] | None = None  # growth, backlog, one second of traffic
+        self.notes: list[str] = []
+        self.targets: dict[str, str] = {}
+        self.failed: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ measuring primitives
 
     def _load_cpu(self, t: Target) -> int | None:
-        return self.proxy_cpu if t.name == "direct" else self.aux_cpu
-
-    def throughput(self, t: Target, body: bytes, connections: int, duration: float) -> float:
-        if self.use_wrk:
-            r = wrk.run(t, body, connections, duration, cpu=self._load_cpu(t))
-            rate, errors = r.rate, r.errors
-        else:
-            res = _arun(loadgen.run_load(t, body, connections, duration))
-            rate, errors = res.rate, res.errors
-        self._count_errors(t, errors)
-        return rate
-
-    def latency(self, t: Target, body: bytes, duration: float) -> tuple[float, float]:
-        """p50 and p99 in ms at one connection."""
-        if self.use_wrk:
-            r = wrk.run(t, body, 1, duration, latency=True, cpu=self._load_cpu(t))
-            self._count_errors(t, r.errors)
-            return r.percentiles[50], r.percentiles[99]
-        res = _arun(loadgen.run_load(t, body, 1, duration))
-        self._count_errors(t, res.errors)
-        ms = [x * 1000 for x in res.latencies]
-        return _pct(ms, 50), _pct(ms, 99)
+        return self.proxy_cpu if t.name == DIRECT else self.aux_cpu
 
     def _count_errors(self, t: Target, n: int) -> None:
         if n:
             self.errors[t.name] = self.errors.get(t.name, 0) + n
 
-    def repeat(self, targets: list[Target], fn: Callable[[Target], T]) -> dict[str, list[T]]:
-        """``reps`` rounds, each over every target in turn (so drift hits all alike)."""
-        out: dict[str, list[T]] = {t.name: [] for t in targets}
+    def load(
+        self, live: Live, data: bytes, connections: int, duration: float, *, per: int = 1, timing: bool = False
+    ) -> Run:
+        """One load run; ``per`` = chunks per answer (the CPU figure is per chunk then)."""
+        t = live.target
+        cpu0 = live.proc.cpu()
+        p50 = p99 = ttfb = g50 = g99 = None
+        if self.use_wrk and not timing:
+            r = wrk.run(t, data, connections, duration, latency=connections == 1, cpu=self._load_cpu(t))
+            done, errors, rate = r.requests - r.errors, r.errors, r.rate
+            p50, p99 = r.percentiles.get(50), r.percentiles.get(99)
+            why = "non-2xx answers or socket errors (wrk)"
+        else:
+            res = _arun(loadgen.run_load(t, data, connections, duration, timing=timing))
+            done, errors, rate = res.requests, res.errors, res.rate
+            why = res.first_error
+            ms = [x * 1000 for x in res.latencies]
+            p50, p99 = _pct(ms, 50), _pct(ms, 99)
+            if timing:
+                ttfb = _pct([x * 1000 for x in res.ttfbs], 50)
+                gaps = [x * 1000 for x in res.gaps]
+                g50, g99 = _pct(gaps, 50), _pct(gaps, 99)
+        used = live.proc.cpu() - cpu0
+        self._count_errors(t, errors)
+        if not done:
+            raise TargetFailed(f"{t.name} answered none of {errors} requests ({why})")
+        cpu_us = used / (done * per) * 1e6
+        return Run(rate, cpu_us, errors, p50, p99, ttfb, g50, g99)
+
+    def _case(self, key: str, lives: list[Live], fn: Callable[[Live], Run]) -> None:
+        """``reps`` rounds, each over every target in turn (so drift hits all alike).
+
+        A target that fails a case is left out of the rest of its group (the stream
+        cases are one group): a peer that cannot stream is said once, not four times."""
+        out = self.runs.setdefault(key, {})
+        group = "stream" if key.startswith("s") and key[1:2].isdigit() else key
         for _ in range(self.s.reps):
-            for t in targets:
-                out[t.name].append(fn(t))
-        return out
+            for lv in lives:
+                name = lv.target.name
+                if (name, group) in self.failed:
+                    continue
+                try:
+                    out.setdefault(name, []).append(fn(lv))
+                except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    out.pop(name, None)
+                    self.failed.add((name, group))
+                    self._note(f"{name}: {group} case(s) left out: {str(exc)[:300]}")
 
-    # ------------------------------------------------------------ the run
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        self.log(text)
 
-    def run(self, report: Report) -> None:
-        s = self.s
-        t0 = time.perf_counter()
-        upstream = start_upstream(self.workdir, self.aux_cpu)
-        gw = Gateway(self.workdir, upstream)
-        key = gw.key
+    # ------------------------------------------------------------ the cases
 
-        self.log("start-up: bare relay and aigw, until the first answer")
-        relay_up: list[float] = []
-        relay: Proc | None = None
-        for i in range(s.startup_reps):
-            relay = start_relay(self.workdir, upstream, self.proxy_cpu)
-            relay_up.append(relay.wait_answer(API_PATH, BODY, key))
-            if i < s.startup_reps - 1:
-                relay.stop()
-        aigw_up: list[float] = []
-        aigw: Proc | None = None
-        for i in range(s.startup_reps):
-            aigw = gw.start(self.proxy_cpu)
-            aigw_up.append(aigw.wait_answer(API_PATH, BODY, key))
-            if i < s.startup_reps - 1:
-                aigw.stop()
-        assert relay is not None and aigw is not None
-        procs = {"direct": upstream, "bare relay": relay, "aigw": aigw}
-        try:
-            targets = [
-                Target("direct", "127.0.0.1", upstream.port, API_PATH, key),
-                Target("bare relay", "127.0.0.1", relay.port, API_PATH, key),
-                Target("aigw", "127.0.0.1", aigw.port, API_PATH, key),
-            ]
-            for t in targets:  # warm-up: connection pools, code paths
-                self.throughput(t, BODY, s.connections, min(1.0, s.duration))
-                self.throughput(t, STREAM_BODY, s.connections, min(1.0, s.duration))
-            time.sleep(1.0)
-            idle = {name: p.rss() for name, p in procs.items()}
-            self._measure(report, targets, procs, relay_up, aigw_up, idle, gw)
-            report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
-            relay.stop()
-            aigw.stop()
-            if self.litellm:
-                self._litellm_phase(report, upstream, key)
-        finally:
-            for p in (aigw, relay, upstream):
-                p.stop()
-        report.records_stored = gw.stored_records()
-        report.errors = self.errors
-        report.seconds = time.perf_counter() - t0
-
-    def _litellm_phase(self, report: Report, upstream: Proc, key: str) -> None:
-        """LiteLLM's cases; if it never comes up, its columns stay empty and ours are kept."""
-        try:
-            self._measure_litellm(report, upstream, key)
-        except RuntimeError as exc:
-            report.notes.append(f"LiteLLM left out: {exc}")
-            self.log(f"LiteLLM left out: {exc}")
-
-    def _measure_litellm(self, report: Report, upstream: Proc, key: str) -> None:
-        """LiteLLM's cases in a phase of their own, on the proxy's core once ours are stopped:
-        its workers keep busy even when idle, and would have slowed everything beside them."""
-        assert self.litellm is not None
+    def throughput_cases(self, lives: list[Live]) -> None:
         s, n = self.s, self.s.connections
-        self.log("LiteLLM proxy: start-up, then its cases")
-        lite = start_litellm(self.workdir, upstream, self.proxy_cpu, self.litellm, key)
-        try:
-            try:
-                up = lite.wait_answer(LITELLM_PATH, BODY, key, timeout=LITELLM_START_S)
-            except RuntimeError as exc:  # the work directory goes with the run: keep the log's end
-                tail = lite.log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise RuntimeError(f"{exc}; its log ended: {' | '.join(tail) or '(empty)'}") from None
-            t = Target("litellm", "127.0.0.1", lite.port, LITELLM_PATH, key)
-            self.throughput(t, BODY, n, min(1.0, s.duration))  # warm-up
-            self.throughput(t, STREAM_BODY, n, min(1.0, s.duration))
-            time.sleep(1.0)
-            idle = lite.rss()
-            rps = self.repeat([t], lambda t: self.throughput(t, BODY, n, s.duration))["litellm"]
-            lat = self.repeat([t], lambda t: self.latency(t, BODY, s.latency_duration))["litellm"]
-            sps = self.repeat([t], lambda t: self.throughput(t, STREAM_BODY, n, s.duration))["litellm"]
-            ttfb = self.repeat(
-                [t],
-                lambda t: (
-                    _median(
-                        [x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, min(s.ttfb_streams, 100)))]
-                    )
-                    or 0.0
-                ),
-            )["litellm"]
-        finally:
-            lite.stop()
-        values = {
-            f"non-streaming, {n} connections": _median(rps),
-            "latency p50, 1 connection": _median([v[0] for v in lat]),
-            "latency p99, 1 connection": _median([v[1] for v in lat]),
-            f"streaming 20 chunks, {n} connections": _median(sps),
-            "stream time to first byte p50": _median(ttfb),
-            "idle RSS": idle,
-            "start-up until the first answer": up,
-        }
-        for row in report.rows:
-            row.litellm = values.get(row.case)
-            if row.litellm is not None and row.kind == "rate" and "25× LiteLLM" in row.target:
-                row.met = bool(row.met) and (row.ratio(row.litellm) or 0.0) >= 25.0
-
-    def _measure(
-        self,
-        report: Report,
-        targets: list[Target],
-        procs: dict[str, Proc],
-        relay_up: list[float],
-        aigw_up: list[float],
-        idle: dict[str, float],
-        gw: Gateway,
-    ) -> None:
-        s = self.s
-        n = s.connections
-        add = report.rows.append
-
         self.log(f"non-streaming, {n} connections")
-        rps = self.repeat(targets, lambda t: self.throughput(t, BODY, n, s.duration))
-        row = Row(
-            f"non-streaming, {n} connections",
-            "req/s",
-            *self._meds(rps),
-            kind="rate",
-            target="≥ 80% of bare relay, ≥ 25% of direct, ≥ 25× LiteLLM",
-        )
-        row.met = _ge(row.ratio(row.relay), 0.8) and _ge(row.ratio(row.direct), 0.25)
-        add(row)
-
+        self._case("ns", lives, lambda lv: self.load(lv, BODY, n, s.duration))
         self.log("non-streaming, 1 connection: latency")
-        lat = self.repeat(targets, lambda t: self.latency(t, BODY, s.latency_duration))
-        p50 = {k: [v[0] for v in vs] for k, vs in lat.items()}
-        row = Row("latency p50, 1 connection", "ms", *self._meds(p50), kind="time", target="added ≤ 0.5 ms")
-        row.met = _le(row.added, 0.5)
-        add(row)
-        p99 = {k: [v[1] for v in vs] for k, vs in lat.items()}
-        row = Row("latency p99, 1 connection", "ms", *self._meds(p99), kind="time", target="added ≤ 2 ms")
-        row.met = _le(row.added, 2.0)
-        add(row)
+        self._case("lat", lives, lambda lv: self.load(lv, BODY, 1, s.latency_duration))
+        for chunks, conns in STREAM_CASES:
+            c = conns or n
+            self.log(f"streaming {chunks} chunks (one write per event), {c} connection{'s' if c > 1 else ''}")
+            self._case(
+                f"s{chunks}x{conns}",
+                lives,
+                lambda lv, chunks=chunks, c=c: self.load(
+                    lv,
+                    split_body(chunks),
+                    c,
+                    s.duration if c > 1 else s.latency_duration,
+                    per=chunks + 1,  # the content chunks and [DONE]
+                    timing=c == 1,
+                ),
+            )
 
-        self.log(f"streaming 20 chunks, {n} connections")
-        sps = self.repeat(targets, lambda t: self.throughput(t, STREAM_BODY, n, s.duration))
-        row = Row(
-            f"streaming 20 chunks, {n} connections",
-            "streams/s",
-            *self._meds(sps),
-            kind="rate",
-            target="≥ 80% of bare relay, ≥ 25× LiteLLM",
+    def slow_cases(self, lives: list[Live], gw: Gateway) -> None:
+        s = self.s
+        for key, data, rounds in (
+            ("slow", slow_body(s.slow_ms, False), s.slow_rounds),
+            ("slowstream", slow_body(s.spread_ms, True), 1),
+        ):
+            self.log(f"slow vendor ({key}): {s.in_flight} requests in flight, {rounds} wave(s)")
+            out = self.slow.setdefault(key, {})
+            for lv in lives:
+                try:
+                    out[lv.target.name] = self._slow_one(lv, data, rounds, gw if lv.target.name == AIGW else None)
+                except (RuntimeError, OSError) as exc:
+                    self._note(f"{lv.target.name}: {key} left out: {str(exc)[:300]}")
+
+    def _slow_one(self, lv: Live, data: bytes, rounds: int, gw: Gateway | None) -> SlowRun:
+        before = self._settled_records(gw, None) if gw else 0
+        samples: list[tuple[float, float, int]] = []
+        stop = threading.Event()
+        start = time.perf_counter()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append((time.perf_counter() - start, lv.proc.rss(), lv.proc.fds()))
+                stop.wait(0.1)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            res = _arun(loadgen.run_load(lv.target, data, self.s.in_flight, 0.0, rounds=rounds))
+        finally:
+            stop.set()
+            th.join(5)
+        sent = self.s.in_flight * rounds
+        errors = sent - res.requests
+        self._count_errors(lv.target, errors)
+        took = time.perf_counter() - start
+        slope, growth = _slope([(t, r) for t, r, _ in samples], 0.25 * took, 0.9 * took)
+        records = self._settled_records(gw, before + sent) - before if gw else None
+        return SlowRun(
+            sent,
+            errors,
+            _pct([x * 1000 for x in res.latencies], 99),
+            max((r for _, r, _ in samples), default=0.0),
+            slope,
+            growth,
+            max((f for _, _, f in samples), default=0),
+            records,
         )
-        row.met = _ge(row.ratio(row.relay), 0.8)
-        add(row)
 
-        self.log("time to first byte of a stream, 1 connection")
-        ttfb = self.repeat(
-            targets,
-            lambda t: (
-                _median([x * 1000 for x in _arun(loadgen.first_byte_times(t, STREAM_BODY, s.ttfb_streams))]) or 0.0
-            ),
-        )
-        row = Row("stream time to first byte p50", "ms", *self._meds(ttfb), kind="time", target="added ≤ 0.5 ms")
-        row.met = _le(row.added, 0.5)
-        add(row)
+    def _settled_records(self, gw: Gateway, expected: int | None) -> int:
+        """Records in the store once the writer has caught up (``expected`` reached, or it stopped growing)."""
+        deadline = time.monotonic() + max(10.0, self.s.slow_ms / 100)
+        last = -1
+        while True:
+            n = gw.stored_records()
+            if (expected is not None and n >= expected) or (n == last and gw.metric("aigw_records_pending") == 0):
+                return n
+            if time.monotonic() > deadline:
+                return n
+            last = n
+            time.sleep(0.2)
 
+    def open_streams(self, lives: list[Live]) -> None:
+        s = self.s
         self.log(f"{s.open_streams} streams open at once")
-        hold_body = json.dumps(
-            {"model": "bench-model", "messages": PROMPT, "stream": True, "bench_hold_s": s.hold_s}
-        ).encode()
-        held: dict[str, float | None] = {}
-        for t in targets:
-            proc = procs[t.name]
+        hold = body("bench-model", stream=True, bench_hold_s=s.hold_s)
+        for lv in lives:
 
-            async def sample(p: Proc = proc) -> float:
+            async def sample(p: Proc = lv.proc) -> float:
                 return p.rss()
 
-            res = _arun(loadgen.hold_streams(t, hold_body, s.open_streams, sample))
+            res = _arun(loadgen.hold_streams(lv.target, hold, s.open_streams, sample))
             ok = res.max_open == s.open_streams and res.completed == s.open_streams
             if not ok:
-                self._count_errors(t, s.open_streams - min(res.max_open, res.completed))
-            held[t.name] = res.sampled if ok else None
+                self._count_errors(lv.target, s.open_streams - min(res.max_open, res.completed))
+            self.held[lv.target.name] = res.sampled if ok else None
             self.log(
-                f"  {t.name}: {res.max_open} open at once after {res.all_open_after:.2f} s, "
+                f"  {lv.target.name}: {res.max_open} open at once after {res.all_open_after:.2f} s, "
                 f"{res.completed} completed, RSS {res.sampled:.1f} MB"
             )
-        row = Row(
-            f"{s.open_streams} open streams: RSS",
-            "MB",
-            None,
-            held["bare relay"],
-            held["aigw"],
-            kind="size",
-            target="≤ 150 MB",
-        )
-        row.met = _le(row.aigw, 150.0)
-        add(row)
 
-        row = Row("idle RSS", "MB", None, idle["bare relay"], idle["aigw"], kind="size", target="≤ 80 MB")
-        row.met = _le(row.aigw, 80.0)
-        add(row)
-        row = Row(
-            "start-up until the first answer",
-            "s",
-            None,
-            _median(relay_up),
-            _median(aigw_up),
-            kind="size",
-            target="≤ 1.5 s",
-        )
-        row.met = _le(row.aigw, 1.5)
-        add(row)
-
+    def soak_case(self, lv: Live, gw: Gateway, report: Report) -> None:
+        s, n = self.s, self.s.connections
         self.log(f"memory over a {s.soak_s:g} s run (aigw, streaming and non-streaming)")
-        aigw_t = targets[2]
-        aigw_p = procs["aigw"]
         start = time.perf_counter()
-        samples = [(0.0, aigw_p.rss())]
+        samples = [(0.0, lv.proc.rss())]
         slice_s = min(5.0, s.soak_s)
         i, backlog, rates = 0, 0.0, []
         while time.perf_counter() - start < s.soak_s:
-            rates.append(self.throughput(aigw_t, STREAM_BODY if i % 2 else BODY, n, slice_s))
-            samples.append((time.perf_counter() - start, aigw_p.rss()))
+            data, per = (split_body(20), 21) if i % 2 else (BODY, 1)
+            rates.append(self.load(lv, data, n, slice_s, per=per).rate)
+            samples.append((time.perf_counter() - start, lv.proc.rss()))
             backlog = max(backlog, gw.metric("aigw_records_pending"))  # right after the load, near its peak
             i += 1
         report.soak_samples = samples
         half = [rss for t, rss in samples if t >= s.soak_s / 2] or [samples[-1][1]]
-        growth = samples[-1][1] - half[0]
-        row = Row(
-            f"RSS growth, 2nd half of a {s.soak_s:g} s run",
-            "MB",
-            None,
-            None,
-            growth,
-            kind="size",
-            target="flat (≤ 2 MB)",
-        )
-        row.met = growth <= 2.0
-        add(row)
-        # The record writer keeping up: a backlog that grows is memory that grows, then records
-        # dropped (the buffer is bounded). One second of traffic is what a healthy writer holds.
-        second = min(rates) if rates else 0.0
-        row = Row(
-            "records waiting to be written, at most",
-            "records",
-            None,
-            None,
-            backlog,
-            kind="size",
-            target=f"≤ 1 s of traffic ({second:,.0f})",
-        )
-        row.met = backlog <= second
-        add(row)
+        self.soak = (samples[-1][1] - half[0], backlog, min(rates) if rates else 0.0)
 
-    @staticmethod
-    def _meds(d: dict[str, list[float]]) -> tuple[float | None, float | None, float | None]:
-        return _median(d["direct"]), _median(d["bare relay"]), _median(d["aigw"])
+    # ------------------------------------------------------------ the run
+
+    def _warm(self, lv: Live) -> None:
+        d = min(1.0, self.s.duration)
+        for data, per in ((BODY, 1), (split_body(20), 21)):
+            try:
+                self.load(lv, data, self.s.connections, d, per=per)
+            except TargetFailed as exc:
+                self._note(f"{lv.target.name}: warm-up failed ({exc})")
+
+    def _start_optional(self, name: str, start: Callable[[], Proc], path: str, key: str | None) -> Proc | None:
+        try:
+            p = start()
+        except OSError as exc:
+            self.targets[name] = f"could not start: {exc}"
+            return None
+        try:
+            p.wait_answer(path, BODY, key)
+        except RuntimeError as exc:
+            p.stop()
+            self.targets[name] = f"did not come up: {str(exc)[:300]}"
+            self._note(f"{name} left out: {self.targets[name]}")
+            return None
+        self.targets[name] = "ran"
+        return p
+
+    def run(self, report: Report) -> None:
+        s = self.s
+        t0 = time.perf_counter()
+        upstream = start_upstream(self.workdir, self.aux_cpu, self.chunk_gap_ms)
+        gw = Gateway(self.workdir, upstream)
+        key = gw.key
+        procs: list[Proc] = [upstream]
+        try:
+            self.log("start-up: bare relay and aigw, until the first answer")
+            relay = aigw = None
+            for i in range(s.startup_reps):
+                relay = start_relay(self.workdir, upstream, self.proxy_cpu)
+                self.startup.setdefault(RELAY, []).append(relay.wait_answer(API_PATH, BODY, key))
+                if i < s.startup_reps - 1:
+                    relay.stop()
+            for i in range(s.startup_reps):
+                aigw = gw.start(self.proxy_cpu)
+                self.startup.setdefault(AIGW, []).append(aigw.wait_answer(API_PATH, BODY, key))
+                if i < s.startup_reps - 1:
+                    aigw.stop()
+            assert relay is not None and aigw is not None
+            procs += [relay, aigw]
+            self.targets.update({DIRECT: "ran", RELAY: "ran", AIGW: "ran"})
+            lives = [Live(Target(DIRECT, "127.0.0.1", upstream.port, API_PATH, key), upstream)]
+            if self.nginx:
+                ng = self._start_optional(
+                    NGINX, lambda: start_nginx(self.workdir, upstream, self.proxy_cpu, self.nginx or ""), API_PATH, key
+                )
+                if ng:
+                    procs.append(ng)
+                    lives.append(Live(Target(NGINX, "127.0.0.1", ng.port, API_PATH, key), ng))
+            else:
+                self.targets[NGINX] = "not installed (apt-get install nginx)"
+            raw = self._start_optional(
+                RAW, lambda: start_raw_relay(self.workdir, upstream, self.proxy_cpu), API_PATH, key
+            )
+            if raw:
+                procs.append(raw)
+                lives.append(Live(Target(RAW, "127.0.0.1", raw.port, API_PATH, key), raw))
+            lives += [
+                Live(Target(RELAY, "127.0.0.1", relay.port, API_PATH, key), relay),
+                Live(Target(AIGW, "127.0.0.1", aigw.port, API_PATH, key), aigw),
+            ]
+            for lv in lives:  # warm-up: connection pools, code paths
+                self._warm(lv)
+            time.sleep(1.0 if s.name != "smoke" else 0.2)
+            self.idle.update({lv.target.name: lv.proc.rss() for lv in lives})
+            self.throughput_cases(lives)
+            self.slow_cases(lives, gw)
+            self.open_streams([lv for lv in lives if lv.target.name != DIRECT])
+            self.soak_case(lives[-1], gw, report)
+            report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
+            for p in procs[1:]:
+                p.stop()
+            self._peers(upstream, key)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+        report.records_stored = gw.stored_records()
+        report.seconds = time.perf_counter() - t0
+
+    def _peers(self, upstream: Proc, key: str) -> None:
+        if self.litellm:
+            models = ["bench-model", *(f"bench-split-{c}" for c, _ in STREAM_CASES)]
+            self._peer_phase(
+                LITELLM,
+                lambda: start_litellm(self.workdir, upstream, self.proxy_cpu, self.litellm or "", key, models),
+                Target(LITELLM, "127.0.0.1", 0, LITELLM_PATH, key),
+                LITELLM_START_S,
+                {},
+            )
+        else:
+            self.targets[LITELLM] = "not asked (--litellm EXE)"
+        node = shutil.which("node")
+        if self.portkey is None:
+            self.targets[PORTKEY] = (
+                f"not installed (npm install @portkey-ai/gateway in {PORTKEY_DIR}, or --portkey DIR)"
+            )
+        elif node is None:
+            self.targets[PORTKEY] = "not run: no `node` on PATH"
+        else:
+            folder, hdrs = self.portkey, portkey_headers(upstream)
+            extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs.items())
+            self._peer_phase(
+                PORTKEY,
+                lambda: start_portkey(self.workdir, folder, self.proxy_cpu, node),
+                Target(PORTKEY, "127.0.0.1", 0, PORTKEY_PATH, key, extra),
+                PORTKEY_START_S,
+                hdrs,
+            )
+
+    def _peer_phase(
+        self, name: str, start: Callable[[], Proc], proto: Target, timeout: float, headers: dict[str, str]
+    ) -> None:
+        """A peer's cases in a phase of its own; if it never comes up, its columns stay empty and ours are kept."""
+        self.log(f"{name}: start-up, then its cases")
+        p = start()
+        try:
+            try:
+                up = p.wait_answer(proto.path, BODY, proto.key, timeout=timeout, headers=headers)
+            except RuntimeError as exc:  # the work directory goes with the run: keep the log's end
+                tail = p.log.read_text(errors="replace").strip().splitlines()[-3:]
+                self.targets[name] = f"did not come up: {exc}; its log ended: {' | '.join(tail) or '(empty)'}"
+                self._note(f"{name} left out: {self.targets[name]}")
+                return
+            self.targets[name] = "ran"
+            self.startup[name] = [up]
+            lv = Live(Target(name, proto.host, p.port, proto.path, proto.key, proto.headers), p)
+            self._warm(lv)
+            time.sleep(1.0 if self.s.name != "smoke" else 0.2)
+            self.idle[name] = p.rss()
+            self.throughput_cases([lv])
+        finally:
+            p.stop()
+
+    # ------------------------------------------------------------ the rows
+
+    def rows(self) -> list[Row]:
+        s, n = self.s, self.s.connections
+        out: list[Row] = []
+
+        def per_target(key: str, pick: Callable[[Run], float | None]) -> tuple[dict[str, float | None], dict]:
+            vals: dict[str, float | None] = {}
+            spread: dict[str, tuple[float, float]] = {}
+            for name, runs in self.runs.get(key, {}).items():
+                xs = [x for x in (pick(r) for r in runs) if x is not None]
+                vals[name] = _median(xs)
+                if len(xs) > 1:
+                    spread[name] = (min(xs), max(xs))
+            return vals, spread
+
+        def rate_row(
+            case: str, unit: str, key: str, cpu_unit: str, own: list[tuple[str, Callable[[Row], bool | None]]]
+        ):
+            vals, spread = per_target(key, lambda r: r.rate)
+            cpu, _ = per_target(key, lambda r: r.cpu_us)
+            row = Row(case, f"{unit} (CPU µs/{cpu_unit})", "rate", vals, cpu, spread)
+            for text, check in [
+                *own,
+                ("≥ 10× LiteLLM", lambda r: _ge(r.ratio(LITELLM), 10.0)),
+                ("≥ 5× Portkey", lambda r: _ge(r.ratio(PORTKEY), 5.0)),
+            ]:
+                row.checks.append((text, check(row)))
+            out.append(row)
+            return row
+
+        def time_row(case: str, key: str, pick: Callable[[Run], float | None], limit: float | None) -> None:
+            vals, spread = per_target(key, pick)
+            row = Row(case, "ms (proxies: added over direct)", "time", vals, spread=spread)
+            if limit is not None:
+                row.checks.append((f"added ≤ {limit:g} ms", _le(row.added(AIGW), limit)))
+            out.append(row)
+
+        relay_x = ("≥ 1.5× bare relay", lambda r: _ge(r.ratio(RELAY), 1.5))
+        cpu_le = ("CPU/chunk ≤ bare relay's", lambda r: _le(r.cpu.get(AIGW), r.cpu.get(RELAY) or None))
+        rate_row(f"non-streaming, {n} connections", "req/s", "ns", "req", [relay_x])
+        time_row("latency p50, 1 connection", "lat", lambda r: r.p50_ms, 0.3)
+        time_row("latency p99, 1 connection", "lat", lambda r: r.p99_ms, 1.0)
+        for chunks, conns in STREAM_CASES:
+            c = conns or n
+            own = [relay_x, cpu_le] if conns == 0 else [cpu_le]
+            rate_row(
+                f"stream {chunks} chunks, {c} connection{'s' if c > 1 else ''}",
+                "streams/s",
+                f"s{chunks}x{conns}",
+                "chunk",
+                own,
+            )
+        time_row("stream first byte p50 (20 chunks)", "s20x1", lambda r: r.ttfb_ms, 0.3)
+        time_row("gap between chunks p50 (500 chunks)", "s500x1", lambda r: r.gap50_ms, None)
+        time_row("gap between chunks p99 (500 chunks)", "s500x1", lambda r: r.gap99_ms, None)
+
+        for key, label in (
+            ("slow", f"slow vendor ({s.slow_ms} ms), {s.in_flight} in flight"),
+            ("slowstream", f"slow stream (over {s.spread_ms} ms), {s.in_flight} in flight"),
+        ):
+            runs = self.slow.get(key, {})
+
+            def col(pick: Callable[[SlowRun], float | None], rs: dict[str, SlowRun] = runs) -> dict[str, float | None]:
+                return {name: pick(r) for name, r in rs.items()}
+
+            r = Row(f"{label}: failed requests", "requests", "size", col(lambda x: float(x.errors)))
+            r.checks.append(("0", None if r.get(AIGW) is None else r.get(AIGW) == 0))
+            out.append(r)
+            out.append(Row(f"{label}: p99", "ms (proxies: added over direct)", "time", col(lambda x: x.p99_ms)))
+            r = Row(f"{label}: RSS peak", "MB", "size", col(lambda x: x.rss_peak))
+            r.checks.append(("≤ 150 MB", _le(r.get(AIGW), 150.0)))
+            out.append(r)
+            r = Row(f"{label}: RSS trend", "MB/s", "size", col(lambda x: x.rss_slope))
+            grown = runs[AIGW].rss_growth if AIGW in runs else None
+            r.checks.append((f"flat (≤ 2 MB over the case; aigw {_fmt(grown, 'MB')})", _le(grown, 2.0)))
+            out.append(r)
+            out.append(Row(f"{label}: open files peak", "fds", "size", col(lambda x: float(x.fds_peak))))
+            r = Row(
+                f"{label}: request records stored",
+                "records",
+                "size",
+                col(lambda x: None if x.records is None else float(x.records)),
+            )
+            r.checks.append((f"= requests sent ({s.in_flight * (s.slow_rounds if key == 'slow' else 1):,})", None))
+            if AIGW in runs and runs[AIGW].records is not None:
+                r.checks[-1] = (r.checks[-1][0], runs[AIGW].records == runs[AIGW].sent)
+            out.append(r)
+
+        r = Row(f"{s.open_streams} open streams: RSS", "MB", "size", dict(self.held))
+        r.checks.append(("≤ 150 MB", _le(r.get(AIGW), 150.0)))
+        out.append(r)
+        r = Row("idle RSS", "MB", "size", {k: v for k, v in self.idle.items() if k != DIRECT})
+        r.checks.append(("≤ 80 MB", _le(r.get(AIGW), 80.0)))
+        out.append(r)
+        vals = {k: _median(v) for k, v in self.startup.items()}
+        spread = {k: (min(v), max(v)) for k, v in self.startup.items() if len(v) > 1}
+        r = Row("start-up until the first answer", "s", "size", vals, spread=spread)
+        r.checks.append(("≤ 1.5 s", _le(r.get(AIGW), 1.5)))
+        out.append(r)
+        if self.soak is not None:
+            growth, backlog, second = self.soak
+            r = Row(f"RSS growth, 2nd half of a {s.soak_s:g} s run", "MB", "size", {AIGW: growth})
+            r.checks.append(("flat (≤ 2 MB)", growth <= 2.0))
+            out.append(r)
+            # The record writer keeping up: a backlog that grows is memory that grows, then records
+            # dropped (the buffer is bounded). One second of traffic is what a healthy writer holds.
+            r = Row("records waiting to be written, at most", "records", "size", {AIGW: backlog})
+            r.checks.append((f"≤ 1 s of traffic ({second:,.0f})", backlog <= second))
+            out.append(r)
+        return out
 
 
 def _ge(v: float | None, lo: float) -> bool | None:
     return None if v is None else v >= lo
 
 
-def _le(v: float | None, hi: float) -> bool | None:
-    return None if v is None else v <= hi
+def _le(v: float | None, hi: float | None) -> bool | None:
+    return None if v is None or hi is None else v <= hi
 
 
 # ------------------------------------------------------------------ output
@@ -490,60 +765,52 @@ def _le(v: float | None, hi: float) -> bool | None:
 def _fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
-    if unit in ("req/s", "streams/s", "records"):
+    u = unit.split(" ")[0]
+    if u in ("req/s", "streams/s", "records", "requests", "fds"):
         return f"{v:,.0f}"
-    if unit == "MB":
-        return f"{v:.1f}"
-    if unit == "s":
+    if u in ("MB", "MB/s"):
+        return f"{v:.1f}" if u == "MB" else f"{v:+.2f}"
+    if u == "s":
         return f"{v:.2f}"
-    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:,.1f}"
+
+
+def _cell(r: Row, name: str) -> str:
+    v = r.get(name)
+    if v is None:
+        return "—"
+    if r.kind == "time" and name != DIRECT:
+        added = r.added(name)
+        return f"+{_fmt(added, r.unit)}".replace("+-", "−") if added is not None else _fmt(v, r.unit)
+    text = _fmt(v, r.unit)
+    cpu = r.cpu.get(name)
+    return f"{text} ({cpu:,.0f} µs)" if r.kind == "rate" and cpu is not None else text
 
 
 def table(report: Report) -> str:
-    lite = any(r.litellm is not None for r in report.rows)
-    head = [
-        "case",
-        "unit",
-        "direct",
-        *(["LiteLLM"] if lite else []),
-        "bare relay",
-        "aigw",
-        "aigw − direct",
-        "aigw/direct",
-        *(["aigw/LiteLLM"] if lite else []),
-        "aigw/relay",
-        "target",
-        "met",
-    ]
+    head = ["case", "unit", *COLUMNS, "aigw/relay", "aigw/LiteLLM", "aigw/Portkey", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
-        rd, rr, rl = r.ratio(r.direct), r.ratio(r.relay), r.ratio(r.litellm)
-        cells = [
-            r.case,
-            r.unit,
-            _fmt(r.direct, r.unit),
-            *([_fmt(r.litellm, r.unit)] if lite else []),
-            _fmt(r.relay, r.unit),
-            _fmt(r.aigw, r.unit),
-            _fmt(r.added, r.unit) if r.added is not None else "—",
-            f"{rd:.2f}" if rd is not None and r.kind == "rate" else "—",
-            *(
-                [
-                    f"{rl:.1f}"
-                    if rl is not None and r.kind == "rate"
-                    else f"{1 / rl:.1f}× less"
-                    if rl and r.kind != "rate"
-                    else "—"
-                ]
-                if lite
-                else []
-            ),
-            f"{rr:.2f}" if rr is not None and r.kind != "time" else "—",
-            r.target,
-            {True: "yes", False: "**no**", None: "—"}[r.met],
-        ]
+        ratios = []
+        for other in (RELAY, LITELLM, PORTKEY):
+            x = r.ratio(other)
+            ratios.append(f"{x:.2f}" if x is not None and r.kind == "rate" else "—")
+        met = " · ".join({True: "yes", False: "**no**", None: "—"}[m] for _, m in r.checks) or "—"
+        cells = [r.case, r.unit, *(_cell(r, c) for c in COLUMNS), *ratios, "; ".join(t for t, _ in r.checks), met]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def spread_text(report: Report) -> str:
+    """min–max across the repetitions beside each median of the table."""
+    if report.settings.reps < 2:
+        return "spread: one repetition per case in this mode (none to show)"
+    out = [f"spread across {report.settings.reps} repetitions (min–max):"]
+    for r in report.rows:
+        if r.spread:
+            cells = ", ".join(f"{k} {_fmt(a, r.unit)}–{_fmt(b, r.unit)}" for k, (a, b) in r.spread.items())
+            out.append(f"  {r.case}: {cells}")
+    return "\n".join(out)
 
 
 def summary(report: Report) -> str:
@@ -552,9 +819,10 @@ def summary(report: Report) -> str:
     return "\n".join(
         [
             f"machine: {report.machine}; load average before: {report.load_before}",
-            f"mode: {s.name} (medians of {s.reps} run(s), {s.duration:g} s each; latency runs "
-            f"{s.latency_duration:g} s; TTFB over {s.ttfb_streams} streams); load: {report.load_tool}; "
+            f"mode: {s.name} (medians of {s.reps} run(s), {s.duration:g} s each; 1-connection runs "
+            f"{s.latency_duration:g} s; slow vendor: {s.in_flight} in flight); load: {report.load_tool}; "
             f"{report.pinning}",
+            "targets: " + "; ".join(f"{k}: {v}" for k, v in report.targets.items()),
             f"aigw requests_total {report.requests_total}, request records stored "
             f"{report.records_stored}; failed requests: {errs}; took {report.seconds:.0f} s",
             *report.notes,
@@ -571,7 +839,11 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPU(s) {model}, Python {sys.version.split()[0]}"
+    usable = len(os.sched_getaffinity(0))
+    return (
+        f"{model or platform.processor() or '?'}, {os.cpu_count()} CPU(s) ({usable} usable), "
+        f"{platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
+    )
 
 
 def _loadavg() -> str:
@@ -588,20 +860,38 @@ def run(
     pin: bool = True,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     litellm: str | None = None,
+    portkey: Path | None = None,
+    nginx: str | None = None,
+    chunk_gap_ms: float = 0.0,
 ) -> Report:
     """Run every case once through; the report holds the table's rows."""
     use = wrk.available() if use_wrk is None else use_wrk and wrk.available()
+    # Each of the slow vendor's requests is a socket here and two in a proxy; children inherit the limit.
+    files = loadgen.raise_open_files(4 * settings.in_flight + 1024)
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
-        bench = Bench(settings, use_wrk=use, pin=pin, workdir=Path(tmp), log=log, litellm=litellm)
+        bench = Bench(
+            settings,
+            use_wrk=use,
+            pin=pin,
+            workdir=Path(tmp),
+            log=log,
+            litellm=litellm,
+            portkey=portkey,
+            nginx=nginx,
+            chunk_gap_ms=chunk_gap_ms,
+        )
         pinning = (
             f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
-            f"generator on CPU {bench.aux_cpu} (load generator on CPU {bench.proxy_cpu} for direct)"
+            f"generator on CPU {bench.aux_cpu}" + (f" (wrk on CPU {bench.proxy_cpu} for direct)" if use else "")
             if bench.pinned
             else "not pinned"
         )
         report = Report(
             settings,
-            "wrk (1 thread)" if use else "async generator (tests/bench/loadgen.py)",
+            ("wrk (1 thread)" if use else "async generator (tests/bench/loadgen.py)")
+            + "; streams at 1 connection and the slow vendor: the async generator"
+            + f"; open files limit {files}"
+            + (f"; vendor gap between chunks {chunk_gap_ms:g} ms" if chunk_gap_ms else ""),
             pinning,
             _machine(),
             _loadavg(),
@@ -613,18 +903,31 @@ def run(
         finally:
             if bench.pinned:
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            report.rows = bench.rows()
+            report.errors = bench.errors
+            report.notes = bench.notes
+            report.targets = {c: bench.targets.get(c, "not run") for c in COLUMNS}
     return report
+
+
+def find_portkey(arg: str | None) -> Path | None:
+    """The folder given (``--portkey DIR``), else the documented default when Portkey is installed there."""
+    folder = Path(arg) if arg else PORTKEY_DIR
+    return folder if (folder / PORTKEY_ENTRY).is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one short repetition of each case (~1 min)")
+    mode.add_argument("--quick", action="store_true", help="one short repetition of each case (a few minutes)")
     mode.add_argument("--smoke", action="store_true", help="seconds: proves the benchmark works")
     p.add_argument("--async-load", action="store_true", help="use the async generator even if wrk exists")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--soak", type=float, help="seconds of the memory run (default 120, quick 20)")
     p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    p.add_argument(
+        "--chunk-gap-ms", type=float, default=0.0, help="the vendor sleeps this long between stream events (default 0)"
+    )
     p.add_argument(
         "--litellm",
         nargs="?",
@@ -632,6 +935,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="EXE",
         help="also run LiteLLM's proxy (its `litellm` command; install it apart: pip install 'litellm[proxy]')",
     )
+    p.add_argument(
+        "--portkey",
+        metavar="DIR",
+        help=f"a folder where `npm install @portkey-ai/gateway` was run (default: {PORTKEY_DIR} when present)",
+    )
+    p.add_argument("--no-portkey", action="store_true", help="leave Portkey out even when installed")
+    p.add_argument("--no-nginx", action="store_true", help="leave nginx out even when on PATH")
     args = p.parse_args(argv)
     exe = None
     if args.litellm:
@@ -643,11 +953,29 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    portkey = None if args.no_portkey else find_portkey(args.portkey)
+    if args.portkey and portkey is None:
+        print(
+            f"python -m tests.bench: error: no {PORTKEY_ENTRY} under {args.portkey}; "
+            "run `npm install @portkey-ai/gateway` in that folder",
+            file=sys.stderr,
+        )
+        return 2
     settings = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.soak:
         settings = Settings(**{**asdict(settings), "soak_s": args.soak})
-    report = run(settings, use_wrk=not args.async_load and not args.smoke, pin=not args.no_pin, litellm=exe)
+    report = run(
+        settings,
+        use_wrk=not args.async_load and not args.smoke,
+        pin=not args.no_pin,
+        litellm=exe,
+        portkey=portkey,
+        nginx=None if args.no_nginx else shutil.which("nginx"),
+        chunk_gap_ms=args.chunk_gap_ms,
+    )
     print(table(report))
+    print()
+    print(spread_text(report))
     print()
     print(summary(report))
     if args.json:

@@ -1,37 +1,65 @@
 """The benchmark itself works: a few-second run of every case yields a full table.
 
 The full benchmark (``python -m tests.bench``) is not a test; this smoke run uses the
-async load generator, tiny durations, 20 open streams and no CPU pinning, so it is
-safe on a busy machine. It asserts only that numbers exist, never how fast they are.
+async load generator, tiny durations, 50 slow requests in flight, 20 open streams and
+no CPU pinning, so it is safe on a busy machine. It asserts only that numbers exist,
+never how fast they are. nginx joins when it is on PATH.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from . import runner
-from .runner import SMOKE, Report, run, table
+from . import loadgen, runner
+from .loadgen import Target
+from .procs import start_upstream
+from .runner import AIGW, DIRECT, RAW, RELAY, SMOKE, Report, run, table
 
 
 @pytest.fixture(scope="module")
 def report() -> Report:
-    return run(SMOKE, use_wrk=False, pin=False, log=lambda _m: None)
+    return run(SMOKE, use_wrk=False, pin=False, log=lambda _m: None, nginx=shutil.which("nginx"))
+
+
+OURS = (DIRECT, RAW, RELAY, AIGW)
 
 
 @pytest.mark.timeout(300)
-def test_every_case_has_numbers_for_every_target(report: Report) -> None:
-    assert len(report.rows) == 10
-    for row in report.rows:
-        if row.case.startswith(("RSS growth", "records waiting")):  # may be 0
-            assert row.aigw is not None, row
-            continue
-        columns = (row.relay, row.aigw) if row.kind == "size" else (row.direct, row.relay, row.aigw)
-        assert all(v is not None and v > 0 for v in columns), row
-    # Added latency is measured against the direct call, so it exists for every time row.
-    assert all(r.added is not None for r in report.rows if r.kind == "time")
+def test_every_throughput_case_has_a_rate_and_cpu_for_every_target(report: Report) -> None:
+    rates = [r for r in report.rows if r.kind == "rate"]
+    assert [r.case for r in rates] == [
+        "non-streaming, 4 connections",
+        "stream 20 chunks, 1 connection",
+        "stream 20 chunks, 4 connections",
+        "stream 500 chunks, 1 connection",
+        "stream 500 chunks, 4 connections",
+    ]
+    names = [*OURS, *(["nginx"] if shutil.which("nginx") else [])]
+    for row in rates:
+        for name in names:
+            assert (row.get(name) or 0) > 0, (row.case, name)
+            assert row.cpu.get(name) is not None, (row.case, name)
+    # Latency, first byte and the gap between chunks: measured against the direct call.
+    for case in ("latency p50", "latency p99", "stream first byte", "gap between chunks p50"):
+        row = next(r for r in report.rows if r.case.startswith(case))
+        assert all(row.added(n) is not None for n in OURS[1:]), row
+
+
+@pytest.mark.timeout(300)
+def test_the_slow_vendor_wave_is_measured_and_every_record_stored(report: Report) -> None:
+    for label in ("slow vendor", "slow stream"):
+        failed = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("failed requests"))
+        assert all(failed.get(n) == 0 for n in OURS), failed
+        peak = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("RSS peak"))
+        assert all((peak.get(n) or 0) > 0 for n in OURS), peak
+        fds = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("open files peak"))
+        assert (fds.get(AIGW) or 0) >= SMOKE.in_flight  # at least the clients' sockets
+        stored = next(r for r in report.rows if r.case.startswith(label) and r.case.endswith("records stored"))
+        assert stored.get(AIGW) == SMOKE.in_flight
 
 
 @pytest.mark.timeout(300)
@@ -43,28 +71,69 @@ def test_nothing_failed_and_the_gateway_recorded_every_request(report: Report) -
 
 
 @pytest.mark.timeout(300)
-def test_the_table_shows_each_target_and_ratio(report: Report) -> None:
+def test_the_table_and_json_show_each_target_and_no_retired_target(report: Report, tmp_path: Path) -> None:
     text = table(report)
     head = text.splitlines()[0]
-    for col in ("direct", "bare relay", "aigw", "aigw − direct", "aigw/direct", "aigw/relay", "target"):
+    for col in (*runner.COLUMNS, "aigw/relay", "aigw/LiteLLM", "aigw/Portkey", "target", "met"):
         assert col in head
     assert len(text.splitlines()) == 2 + len(report.rows)
-    assert "open streams" in text
+    assert "of direct" not in text
+    assert report.targets["LiteLLM"].startswith("not asked")
+    assert "Portkey" in report.targets
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps(runner.asdict(report)))
+    assert json.loads(out.read_text())["rows"][1]["values"]["aigw"] is not None
 
 
-def test_a_litellm_that_never_answers_costs_only_its_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full run is 15 minutes: LiteLLM failing to start must not throw the table away."""
+def test_a_peer_that_never_answers_costs_only_its_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full run takes many minutes: a peer failing to start must not throw the table away."""
     fake = tmp_path / "litellm"
     fake.write_text("#!/bin/sh\necho 'loading the proxy, slowly'\nexec sleep 60\n")
     fake.chmod(0o755)
     monkeypatch.setattr(runner, "LITELLM_START_S", 0.5)
     bench = runner.Bench(SMOKE, use_wrk=False, pin=False, workdir=tmp_path, log=lambda _m: None, litellm=str(fake))
-    report = Report(SMOKE, "async", "not pinned", "test", "0")
-    report.rows.append(runner.Row("non-streaming, 4 connections", "req/s", 100.0, 50.0, 60.0, kind="rate"))
-    bench._litellm_phase(report, SimpleNamespace(port=9), "sk-test")  # type: ignore[arg-type]
-    assert report.rows[0].litellm is None and report.rows[0].aigw == 60.0
-    assert len(report.notes) == 1
-    note = report.notes[0]
-    assert note.startswith("LiteLLM left out: litellm did not answer within 0.5 s")
-    assert "loading the proxy, slowly" in note  # the log's end, kept although the run's directory goes
-    assert note in runner.summary(report)
+    upstream = start_upstream(tmp_path, None)
+    try:
+        bench._peers(upstream, "sk-test")
+    finally:
+        upstream.stop()
+    assert runner.LITELLM not in bench.runs.get("ns", {})
+    status = bench.targets[runner.LITELLM]
+    assert status.startswith("did not come up: litellm did not answer within 0.5 s")
+    assert "loading the proxy, slowly" in status  # the log's end, kept although the run's directory goes
+    assert any(n.startswith("LiteLLM left out") for n in bench.notes)
+
+
+@pytest.mark.timeout(60)
+def test_the_vendor_writes_a_split_stream_one_event_at_a_time(tmp_path: Path) -> None:
+    """Each SSE event of a ``bench-split-N`` stream is its own HTTP chunk, so proxies relay tokens one by one."""
+    upstream = start_upstream(tmp_path, None)
+    try:
+        t = Target("direct", "127.0.0.1", upstream.port, "/v1/chat/completions")
+
+        async def one() -> loadgen.Answer:
+            conn = await loadgen.Connection(t).open()
+            try:
+                return await conn.send(t.request(runner.split_body(7)), keep=True, stamps=True)
+            finally:
+                conn.close()
+
+        ans = runner._arun(one())
+    finally:
+        upstream.stop()
+    assert ans.status == 200
+    events = [e for e in ans.body.split(b"\n\n") if e]
+    assert len(events) == 8 and events[-1] == b"data: [DONE]"
+    assert len(ans.stamps) == 8
+
+
+@pytest.mark.timeout(60)
+def test_the_load_generator_holds_a_wave_of_slow_requests_in_flight(tmp_path: Path) -> None:
+    """``rounds`` sends each connection exactly that many requests, however slow the answers."""
+    upstream = start_upstream(tmp_path, None)
+    try:
+        t = Target("direct", "127.0.0.1", upstream.port, "/v1/chat/completions")
+        res = runner._arun(loadgen.run_load(t, runner.slow_body(300, False), 40, 0.0, rounds=2))
+    finally:
+        upstream.stop()
+    assert res.requests == 80 and res.errors == 0

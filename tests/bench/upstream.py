@@ -1,10 +1,20 @@
 """The benchmark's vendor: a raw asyncio HTTP/1.1 server that answers at once, as fast as Python can.
 
-A standalone script (``python upstream.py PORT``), so it runs in its own process (and
-on its own core). Any POST ending in ``/chat/completions`` gets a fixed chat
-completion, or, with ``"stream": true`` in the body, a 20-chunk SSE stream written in
-one go (plus the usage chunk when ``stream_options.include_usage`` is asked). A body
-field ``"bench_hold_s": S`` sends the first chunk at once and the rest after S
+A standalone script (``python upstream.py PORT [--chunk-gap-ms MS]``), so it runs in
+its own process (and on its own core). Any POST ending in ``/chat/completions`` gets a
+fixed chat completion, or, with ``"stream": true`` in the body, a 20-chunk SSE stream
+written in one go (plus the usage chunk when ``stream_options.include_usage`` is asked).
+
+The model name picks how a real vendor would behave, because every proxy forwards it
+untouched (a body field of our own might be dropped by a peer):
+
+- ``bench-split-N``: a stream of N chunks, each SSE event its own ``transport.write``
+  with a return to the event loop between them (and ``--chunk-gap-ms`` of sleep, if
+  given), the way tokens arrive from a real model;
+- ``bench-slow-MS``: the answer after MS milliseconds; a stream sends its 20 events
+  one by one, spread evenly over MS milliseconds.
+
+A body field ``"bench_hold_s": S`` sends the first chunk at once and the rest after S
 seconds: that is how the benchmark holds many streams open. No framework, no
 per-request parsing beyond what is needed, so the vendor is never the bottleneck
 of the gateway measurement.
@@ -57,24 +67,50 @@ def _chunk(delta: dict[str, str], finish: str | None) -> bytes:
     )
 
 
-EVENTS = [_chunk({"role": "assistant", "content": "word0 "}, None)]
-EVENTS += [_chunk({"content": f"word{i} "}, None) for i in range(1, CHUNKS - 1)]
-EVENTS += [_chunk({"content": "end."}, "stop")]
-USAGE_EVENT = _event(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [],
-        "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS},
-    }
-)
 DONE = b"data: [DONE]\n\n"
 
 
 def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _events(n: int) -> list[bytes]:
+    """``n`` content chunks, the last one with ``finish_reason``."""
+    out = [_chunk({"role": "assistant", "content": "word0 "}, None)]
+    out += [_chunk({"content": f"word{i} "}, None) for i in range(1, n - 1)]
+    return [*out, _chunk({"content": "end."}, "stop")] if n > 1 else out
+
+
+def _usage(n: int) -> bytes:
+    return _event(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": MODEL,
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n},
+        }
+    )
+
+
+_SPLIT: dict[tuple[int, bool], list[bytes]] = {}
+
+
+def split_stream(n: int, usage: bool) -> list[bytes]:
+    """The HTTP chunks of an ``n``-chunk stream, one per SSE event, then the last-chunk marker."""
+    key = (n, usage)
+    if key not in _SPLIT:
+        events = [*_events(n), *([_usage(n)] if usage else []), DONE]
+        _SPLIT[key] = [_http_chunk(e) for e in events] + [b"0\r\n\r\n"]
+    return _SPLIT[key]
+
+
+#: Seconds between two separate writes of a split stream (``--chunk-gap-ms``; 0 = yield only).
+GAP_S = 0.0
+
+EVENTS = _events(CHUNKS)
+USAGE_EVENT = _usage(CHUNKS)
 
 
 JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(ANSWER)
@@ -98,16 +134,33 @@ def _wants_stream(body: bytes) -> bool:
     return b'"stream":true' in body or b'"stream": true' in body
 
 
+def _mode_of(body: bytes) -> tuple[str, int]:
+    """``("split", N)``, ``("slow", MS)`` or ``("", 0)``, from the model name."""
+    i = body.find(b'"model":')
+    if i < 0:
+        return "", 0
+    j = body.find(b'"', i + 8)
+    k = body.find(b'"', j + 1)
+    name = body[j + 1 : k]
+    for mode in (b"split", b"slow"):
+        prefix = b"bench-" + mode + b"-"
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return mode.decode(), int(name[len(prefix) :])
+    return "", 0
+
+
 def _wants_usage(body: bytes) -> bool:
     return b'"include_usage":true' in body or b'"include_usage": true' in body
 
 
 class VendorProtocol(asyncio.Protocol):
-    __slots__ = ("buf", "transport")
+    __slots__ = ("buf", "task", "transport")
 
     def __init__(self) -> None:
         self.buf = b""
         self.transport: asyncio.Transport | None = None
+        #: The stream being written one event at a time (one at a time per connection).
+        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -142,6 +195,8 @@ class VendorProtocol(asyncio.Protocol):
             t.write(MODELS_RESP)
         elif not path.endswith(b"/completions"):
             t.write(NOT_FOUND)
+        elif (mode := _mode_of(body))[0]:
+            self._shaped(t, body, *mode)
         elif not _wants_stream(body):
             t.write(JSON_HEAD + ANSWER)
         else:
@@ -152,6 +207,18 @@ class VendorProtocol(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(hold, _write_later, t, rest)
             else:
                 t.write(FIRST + rest)
+
+    def _shaped(self, t: asyncio.Transport, body: bytes, mode: str, n: int) -> None:
+        loop = asyncio.get_running_loop()
+        if mode == "slow" and not _wants_stream(body):
+            loop.call_later(n / 1000.0, _write_later, t, JSON_HEAD + ANSWER)
+        elif mode == "slow":
+            parts = split_stream(CHUNKS, _wants_usage(body))
+            self.task = loop.create_task(_write_spread(t, parts, n / 1000.0 / CHUNKS))
+        elif _wants_stream(body):
+            self.task = loop.create_task(_write_spread(t, split_stream(max(1, n), _wants_usage(body)), GAP_S))
+        else:
+            t.write(JSON_HEAD + ANSWER)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -171,6 +238,16 @@ def _write_later(t: asyncio.Transport, data: bytes) -> None:
         t.write(data)
 
 
+async def _write_spread(t: asyncio.Transport, parts: list[bytes], gap: float) -> None:
+    """The head, then each part as a write of its own, back to the loop (and ``gap`` s) between."""
+    t.write(SSE_HEAD)
+    for part in parts:
+        await asyncio.sleep(gap)
+        if t.is_closing():
+            return
+        t.write(part)
+
+
 async def serve(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(VendorProtocol, "127.0.0.1", port, backlog=4096)
@@ -180,7 +257,10 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
+    global GAP_S
     port = int(sys.argv[1])
+    if len(sys.argv) > 3 and sys.argv[2] == "--chunk-gap-ms":
+        GAP_S = float(sys.argv[3]) / 1000.0
     try:
         import uvloop
     except ImportError:  # pragma: no cover
