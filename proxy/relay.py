@@ -21,11 +21,13 @@ from .http_server import Request
 from .limits import LIMIT_HEADERS
 from .routes import CompiledKey, Service
 from .vendor_client import (
+    ACCEPT_ENCODING,
     ConnectFailed,
     ConnectTimeout,
     ReadTimeout,
     UpstreamError,
     VendorConnection,
+    VendorFault,
     VendorPool,
     origin_of,
 )
@@ -118,6 +120,7 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
         if lk in drop or (named and lk in named):
             continue
         parts.append(k + b": " + v + b"\r\n")
+    parts.append(ACCEPT_ENCODING)
     parts.append(
         b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body))
@@ -144,6 +147,12 @@ def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> byt
 
 def _classify(exc: UpstreamError, svc: Service, stage: str) -> Attempt:
     """Turn a failed vendor call into a retryable :class:`Attempt` with the user's message."""
+    if isinstance(exc, VendorFault):  # its message says what is wrong and what to check
+        return Attempt(
+            bad_gateway(f"model service {svc.name!r} ({stage}): {exc}", code=exc.code),
+            retryable=True,
+            reason=exc.reason,
+        )
     if isinstance(exc, ConnectTimeout):
         return Attempt(
             bad_gateway(
@@ -244,6 +253,8 @@ async def forward(
             request,
             connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
             read_timeout=svc.timeout_s,
+            proxy=svc.proxy,
+            ca_file=svc.ca_file,
         )
     except UpstreamError as exc:
         return _classify(exc, svc, "before answering")
