@@ -121,7 +121,8 @@ def check_proxy(value: str) -> str | None:
 
     The value is never echoed: its userinfo may hold the proxy's password.
     """
-    if not value or value == "none":
+    value = value.strip()
+    if not value or value.lower() == "none":
         return None
     try:
         parts = urlsplit(value)
