@@ -1,4 +1,4 @@
-"""Configuration as code: one TOML document ↔ :class:`~store.spec.Config` (SPEC §4).
+"""Configuration as code: one TOML document ↔ :class:`~store.spec.Config`.
 
 Parsing checks types and unknown fields and names the table, entry and field of each
 problem; the rules themselves are :mod:`store.validation`'s, applied by
