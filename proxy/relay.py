@@ -19,11 +19,13 @@ from .http_server import Request
 from .routes import CompiledKey, Service
 from .usage import StreamUsage, usage_of_answer
 from .vendor_client import (
+    ACCEPT_ENCODING,
     ConnectFailed,
     ConnectTimeout,
     ReadTimeout,
     UpstreamError,
     VendorConnection,
+    VendorFault,
     VendorPool,
     origin_of,
 )
@@ -67,6 +69,7 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
     """The whole request to the vendor, head and body, as one buffer for one write."""
     parts = [req.method.encode() + b" " + target + b" HTTP/1.1\r\n", origin_of(svc.address).host_line]
     parts.extend(k + b": " + v + b"\r\n" for k, v in req.raw_headers if k in FORWARD_REQUEST)
+    parts.append(ACCEPT_ENCODING)
     parts.append(
         b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body))
@@ -78,6 +81,9 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
 def _failed(exc: UpstreamError, svc: Service, stage: str) -> Outcome:
     """A vendor call that broke, as a retryable :class:`Outcome` with the user's message."""
     err: GatewayError
+    if isinstance(exc, VendorFault):  # its message says what is wrong and what to check
+        err = bad_gateway(f"model service {svc.name!r} ({stage}): {exc}", code=exc.code)
+        return Outcome(False, err.status, exc.reason, retryable=True, error=err, detail=err.message)
     if isinstance(exc, ConnectTimeout):
         err = bad_gateway(
             f"model service {svc.name!r} did not accept a connection at {svc.address} within "
@@ -117,6 +123,8 @@ async def forward(
             request,
             connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
             read_timeout=svc.timeout_s,
+            proxy=svc.proxy,
+            ca_file=svc.ca_file,
         )
     except UpstreamError as exc:
         return _failed(exc, svc, "before answering")

@@ -63,6 +63,9 @@ class Service:
     unlisted_model: str
     timeout_s: float
     prices: dict[str, Price]
+    #: The service's forward proxy setting ("" = the environment's, "none" = never) and extra CA file.
+    proxy: str
+    ca_file: str
     price_globs: tuple[tuple[str, Price], ...]
 
     def serves(self, model: str) -> bool:
@@ -168,6 +171,8 @@ def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
         timeout_s=float(s.timeout_s),
         prices=exact,
         price_globs=globs,
+        proxy=s.proxy,
+        ca_file=s.ca_file,
     )
 
 

@@ -6,21 +6,30 @@ jars, tracing hooks, redirects, multidicts, a payload writer. A vendor call here
 ``transport.write`` of head and body, llhttp parsing the answer in C, and the body
 handed over as the bytes that arrived.
 
-Kept from before, because the relay's semantics depend on them:
-- one pool for every vendor, no per-host cap, idle connections reused LIFO and closed
-  after :data:`KEEPALIVE_S`; a pooled connection the vendor had closed just as we reused
-  it is retried once on a fresh one (nothing was answered, nothing billed);
+What the relay's semantics depend on:
+- one pool for every vendor, keyed by (scheme, host, port, proxy, ca_file), no per-host
+  cap, idle connections reused LIFO and closed after :data:`KEEPALIVE_S`; a pooled
+  connection the vendor had closed just as we reused it is retried once on a fresh one
+  (nothing was answered, nothing billed);
 - a connect deadline and a read deadline (no byte for ``timeout_s``) that a slow
   *client* never trips, because the deadline only runs while we wait for the vendor;
-- answers framed by length, chunks or the connection's end; gzip/deflate decoded;
-- a vendor that sends faster than the client reads is paused (bounded buffering);
-- TLS with the system's trust store for ``https://`` services.
+  interim ``1xx`` answers do not count as bytes: the final head is due ``timeout_s``
+  after the request, however many interim answers come first;
+- answers framed by length, chunks or the connection's end; gzip/deflate decoded (the
+  only encodings asked for), any other ``Content-Encoding`` refused;
+- a streamed answer from a vendor that sends faster than the client reads is paused
+  (bounded buffering); a whole answer is read to its end, up to :data:`MAX_ANSWER`;
+- a hostile vendor cannot make the gateway hold more than :data:`MAX_HEAD` of head or
+  :data:`MAX_ANSWER` of (decoded) answer, nor smuggle a second answer after the first;
+- TLS with the system's trust store for ``https://`` services, plus a service's
+  ``ca_file``; forward proxies from the service's ``proxy`` or the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import zlib
 from collections import deque
@@ -30,10 +39,25 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .outbound import Proxy, ProxyChooser, ProxyConfigError
+
 #: Idle pooled connections are closed after this long.
 KEEPALIVE_S = 60.0
-#: Unread answer bytes buffered before the vendor's socket is paused.
+#: Unread streamed bytes buffered before the vendor's socket is paused.
 HIGH_WATER = 1024 * 1024
+#: The largest answer read whole (non-streamed), after decoding gzip/deflate.
+MAX_ANSWER = 64 * 1024 * 1024
+#: An answer's head: all of it, one header line, the number of header lines.
+MAX_HEAD = 64 * 1024
+MAX_HEADER_LINE = 8 * 1024
+MAX_HEADERS = 100
+#: Interim (1xx) answers accepted before the final one.
+MAX_INTERIM = 10
+#: Sent with every request: the encodings :meth:`VendorConnection.on_body` decodes.
+ACCEPT_ENCODING = b"accept-encoding: gzip, deflate\r\n"
+_DECODED = {b"gzip": 47, b"x-gzip": 47, b"deflate": 15}  # 47: gzip or zlib, told by the header
+
+PoolKey = tuple[str, str, int, str, str]
 
 
 class UpstreamError(Exception):
@@ -58,6 +82,39 @@ class Disconnected(UpstreamError):
     """The vendor closed the connection or broke the framing."""
 
 
+class VendorFault(UpstreamError):
+    """A failure the message explains in full: what went wrong and what to check.
+
+    The relay shows the message as it is (after the service's name), so it must never
+    hold a credential.
+    """
+
+    #: The OpenAI error ``code`` of the 502.
+    code = "upstream_error"
+
+    def __init__(self, message: str, reason: str = "bad_answer") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TLSFailed(VendorFault, ConnectFailed):
+    """The vendor's certificate was refused, or the TLS handshake failed."""
+
+    code = "upstream_unreachable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "tls")
+
+
+class ProxyFailed(VendorFault, ConnectFailed):
+    """The forward proxy could not be reached, or refused to carry the call."""
+
+    code = "upstream_unreachable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "proxy")
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     scheme: str
@@ -71,6 +128,12 @@ class Origin:
     @property
     def key(self) -> tuple[str, str, int]:
         return self.scheme, self.host, self.port
+
+    @property
+    def authority(self) -> bytes:
+        """``host:port`` as a CONNECT target and in an absolute-form request."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{shown}:{self.port}".encode("idna")
 
 
 @lru_cache(maxsize=256)
@@ -86,10 +149,25 @@ def origin_of(address: str) -> Origin:
     return Origin(scheme, host, port, b"host: " + host_hdr.encode("idna") + b"\r\n", parts.path.rstrip("/"))
 
 
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing: ``error`` (or None: discard the rest)."""
+
+    def __init__(self, error: UpstreamError | None) -> None:
+        self.error = error
+
+
+def _switched() -> VendorFault:
+    return VendorFault(
+        "the vendor tried to switch protocols (101 Switching Protocols); the gateway speaks "
+        "HTTP/1.1 to vendors: check the service's address",
+        "bad_answer",
+    )
+
+
 class VendorConnection(asyncio.Protocol):
     """One connection to a vendor, carrying one exchange at a time."""
 
-    def __init__(self, pool: VendorPool, key: tuple[str, str, int]) -> None:
+    def __init__(self, pool: VendorPool, key: PoolKey) -> None:
         self.key = key
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
@@ -107,9 +185,15 @@ class VendorConnection(asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
+        self._whole = False  # read_all: read to the end without pausing, up to MAX_ANSWER
+        self._head_seen = 0
+        self._head_bytes = 0
+        self._interim = 0
+        self._length = -1
         self._error: UpstreamError | None = None
         self._framed = False  # by length or chunks (else the connection's end frames it)
         self._inflate: zlib._Decompress | None = None
+        self._deflate_probe = False  # "deflate": zlib-wrapped or raw, told by the first bytes
         self._waiter: asyncio.Future[None] | None = None
         self._timeout = 0.0
         self._last = 0.0
@@ -131,57 +215,152 @@ class VendorConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        self._last = self.loop.time()
+        if self.done or self._error is not None:
+            # Bytes after a complete answer (or after we gave up on it) are no answer to
+            # anything we asked: drop them and the connection with them.
+            self.abort()
+            return
         self.got_bytes = True
+        if self.head_done:
+            self._last = self.loop.time()
+            self._feed(data)
+            return
+        # Until the final head is in, bytes do not move the deadline (interim answers would
+        # hold it open forever) and at most MAX_HEAD of them are parsed as a head.
+        room = MAX_HEAD - self._head_seen
+        self._head_seen += len(data)
+        if len(data) <= room:
+            self._feed(data)
+        else:
+            self._feed(data[:room])
+            if not self.head_done and self._error is None:
+                self._fail(VendorFault(f"the vendor's answer head is longer than {MAX_HEAD // 1024} KiB", "bad_head"))
+            elif self._error is None and not self.done:
+                self._feed(data[room:])
+        if self.head_done:
+            self._last = self.loop.time()
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(_switched())
         except httptools.HttpParserError as exc:
-            if self._error is None:
-                self._error = Disconnected(f"the vendor's answer is not valid HTTP ({exc})")
-            self.abort()
-            self._wake()
+            stop = exc.__context__
+            if isinstance(stop, _Stop):
+                if stop.error is None:  # a second answer after a complete one: discarded
+                    self.abort()
+                else:
+                    self._fail(stop.error)
+            else:
+                self._fail(Disconnected(f"the vendor's answer is not valid HTTP ({exc})"))
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        self.abort()
+        self._wake()
 
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.done:
+            raise _Stop(None)
         self.headers = []
+        self._head_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 4
+        if size > MAX_HEADER_LINE:
+            raise _Stop(
+                VendorFault(
+                    f"the vendor sent a header line longer than {MAX_HEADER_LINE // 1024} KiB "
+                    f"({name[:40].decode('latin-1')!r})",
+                    "bad_head",
+                )
+            )
+        if len(self.headers) >= MAX_HEADERS:
+            raise _Stop(VendorFault(f"the vendor sent more than {MAX_HEADERS} header lines", "bad_head"))
+        self._head_bytes += size
         self.headers.append((name.lower(), value))  # lower case once, here
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status == 101:
+            raise _Stop(_switched())
         if 100 <= status < 200:  # an interim answer: the real one follows
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise _Stop(VendorFault(f"the vendor sent more than {MAX_INTERIM} interim (1xx) answers", "bad_answer"))
             return
         self.status = status
         self.head_done = True
         encoding = b""
         for name, value in self.headers:
             ln = name.lower()
-            if ln == b"content-length" or ln == b"transfer-encoding":
+            if ln == b"content-length":
+                self._framed = True
+                with contextlib.suppress(ValueError):
+                    self._length = int(value)
+            elif ln == b"transfer-encoding":
                 self._framed = True
             elif ln == b"content-encoding":
                 encoding = value.strip().lower()
-        if encoding in (b"gzip", b"x-gzip", b"deflate"):
-            self._inflate = zlib.decompressobj(47)  # gzip or zlib header, detected
+        if encoding and encoding != b"identity":
+            wbits = _DECODED.get(encoding)
+            if wbits is None:
+                shown = encoding[:40].decode("latin-1")
+                raise _Stop(
+                    VendorFault(
+                        f"the vendor answered with Content-Encoding {shown!r}, which the gateway does "
+                        "not decode (it asks for gzip or deflate); check the vendor, or a proxy in "
+                        "front of it, that re-encodes answers",
+                        "encoding",
+                    )
+                )
+            self._inflate = zlib.decompressobj(wbits)
+            self._deflate_probe = wbits == 15
         self._wake()
 
     def on_body(self, body: bytes) -> None:
         if self._inflate is not None:
-            try:
-                body = self._inflate.decompress(body)
-            except zlib.error:
-                self._error = Disconnected("the vendor's compressed answer is corrupt")
-                self.abort()
-                return
+            body = self._decode(body)
             if not body:
                 return
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
+        if self._buffered > MAX_ANSWER:
+            raise _Stop(self._too_large())
+        if self._buffered > HIGH_WATER and not self._paused and not self._whole and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _decode(self, data: bytes) -> bytes:
+        """Inflate, never past :data:`MAX_ANSWER` (a small bomb must not become gigabytes)."""
+        d = self._inflate
+        assert d is not None
+        if self._deflate_probe:  # "deflate" is zlib-wrapped by the standard, raw by some servers
+            self._deflate_probe = False
+            if data and (data[0] & 0x0F != 8 or (len(data) > 1 and (data[0] << 8 | data[1]) % 31)):
+                d = self._inflate = zlib.decompressobj(-15)
+        room = MAX_ANSWER - self._buffered
+        try:
+            out = d.decompress(data, room + 1)
+        except zlib.error:
+            raise _Stop(
+                VendorFault("the vendor's compressed answer is corrupt; check the vendor", "bad_answer")
+            ) from None
+        if len(out) > room:
+            raise _Stop(self._too_large())
+        return out
+
+    def _too_large(self) -> VendorFault:
+        return VendorFault(
+            f"the vendor's answer is larger than {MAX_ANSWER // (1024 * 1024)} MiB (decoded), the "
+            "most the gateway reads whole; ask for less (fewer inputs, smaller max_tokens) or stream it",
+            "too_large",
+        )
 
     def on_message_complete(self) -> None:
         if not self.head_done:
@@ -192,6 +371,10 @@ class VendorConnection(asyncio.Protocol):
     def _finish(self) -> None:
         if self._inflate is not None:
             rest = self._inflate.flush()
+            if len(rest) + self._buffered > MAX_ANSWER:
+                self._error = self._too_large()
+                self.abort()
+                return
             if rest:
                 self._chunks.append(rest)
         self.done = True
@@ -207,7 +390,8 @@ class VendorConnection(asyncio.Protocol):
     async def _wait(self) -> None:
         """Until the parser has news; :class:`ReadTimeout` after ``timeout_s`` of vendor silence."""
         loop = self.loop
-        self._last = loop.time()  # the deadline runs only while we wait for the vendor
+        if self.head_done:  # before the head, the deadline runs from the request's send
+            self._last = loop.time()  # the deadline runs only while we wait for the vendor
         self._waiter = loop.create_future()
         due = self._last + self._timeout
         timer = self._timer
@@ -235,12 +419,14 @@ class VendorConnection(asyncio.Protocol):
 
     def send(self, data: bytes, timeout: float) -> None:
         self._timeout = timeout
+        self._last = self.loop.time()
         self.status = 0
         self.headers = []
         self.got_bytes = False
-        self.head_done = self.done = self.keep_alive = self._framed = False
+        self.head_done = self.done = self.keep_alive = self._framed = self._whole = False
         self._chunks.clear()
-        self._buffered = 0
+        self._buffered = self._head_seen = self._interim = 0
+        self._length = -1
         self._inflate = None
         self._error = None
         assert self.transport is not None
@@ -263,12 +449,15 @@ class VendorConnection(asyncio.Protocol):
         chunks = self._chunks
         data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
         self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        self._resume()
         return data
 
     async def read_all(self) -> bytes:
+        """The whole answer, up to :data:`MAX_ANSWER` (else :class:`VendorFault`)."""
+        if self._inflate is None and self._length > MAX_ANSWER:
+            self._fail(self._too_large())
+        self._whole = True
+        self._resume()
         while not self.done:
             if self._error is not None:
                 raise self._error
@@ -277,6 +466,11 @@ class VendorConnection(asyncio.Protocol):
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         chunks.clear()
         return data
+
+    def _resume(self) -> None:
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def header(self, name: bytes) -> bytes:
         """The first value of a header (``name`` lower case), or ``b""``."""
@@ -298,47 +492,173 @@ class VendorConnection(asyncio.Protocol):
         return self.done and self.keep_alive and not self.lost and not self._chunks and self._error is None
 
 
+class _TunnelReader(asyncio.Protocol):
+    """Reads the proxy's answer to ``CONNECT`` (its head only), then hands the socket over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head = bytearray()
+        self.done: asyncio.Future[bytes] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.head += data
+        if b"\r\n\r\n" in self.head and not self.done.done():
+            self.done.set_result(bytes(self.head))
+        elif len(self.head) > MAX_HEAD and not self.done.done():
+            self.done.set_exception(ProxyFailed("the proxy's answer to CONNECT has an oversized head"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(bytes(self.head))
+
+
+def _cert_problem(exc: ssl.SSLError, host: str) -> TLSFailed:
+    """What is wrong with the vendor's TLS, in the verifier's own words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = str(exc.verify_message or exc.reason or exc).rstrip(".")
+        return TLSFailed(
+            f"the TLS certificate of {host} was refused: {why}; set the service's ca_file to the "
+            "PEM of the CA that signed it (or SSL_CERT_FILE for every vendor), or fix the "
+            "vendor's certificate"
+        )
+    return TLSFailed(f"the TLS handshake with {host} failed: {exc.reason or exc}; check that the address speaks https")
+
+
 class VendorPool:
-    """Every vendor connection the gateway holds, keyed by (scheme, host, port)."""
+    """Every vendor connection the gateway holds, keyed by (scheme, host, port, proxy, ca_file)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._idle: dict[tuple[str, str, int], list[VendorConnection]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[PoolKey, list[VendorConnection]] = {}
+        self._ssl: dict[tuple[str, int], ssl.SSLContext] = {}
+        self._proxies = ProxyChooser(os.environ)
+        self._routes: dict[tuple[str, str, str, int], Proxy | ProxyConfigError | None] = {}
         self._sweeper = self.loop.call_later(KEEPALIVE_S / 2, self._sweep)
         self._closed = False
 
-    def _tls(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        return self._ssl
+    def _tls(self, ca_file: str) -> ssl.SSLContext:
+        """The system's trust store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` included), plus ``ca_file``.
 
-    async def _connect(self, origin: Origin, timeout: float) -> VendorConnection:
-        key = origin.key
+        Keyed by the file's modification time, so a renewed CA file is read again.
+        """
+        mtime = 0
+        if ca_file:
+            try:
+                mtime = os.stat(ca_file).st_mtime_ns
+            except OSError as exc:
+                raise TLSFailed(f"cannot read the service's ca_file {ca_file}: {exc.strerror or exc}") from None
+        ctx = self._ssl.get((ca_file, mtime))
+        if ctx is None:
+            ctx = ssl.create_default_context()
+            if ca_file:
+                try:
+                    ctx.load_verify_locations(cafile=ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise TLSFailed(f"cannot load the service's ca_file {ca_file}: {exc}") from None
+            self._ssl = {k: v for k, v in self._ssl.items() if k[0] != ca_file}
+            self._ssl[(ca_file, mtime)] = ctx
+        return ctx
+
+    def _proxy_for(self, origin: Origin, setting: str) -> Proxy | None:
+        key = (setting, origin.scheme, origin.host, origin.port)
+        if key not in self._routes:
+            try:
+                self._routes[key] = self._proxies.choose(setting, origin.scheme, origin.host, origin.port)
+            except ProxyConfigError as exc:
+                self._routes[key] = exc
+        found = self._routes[key]
+        if isinstance(found, ProxyConfigError):
+            raise ProxyFailed(f"{found}; fix the proxy setting")
+        return found
+
+    async def _connect(
+        self, origin: Origin, key: PoolKey, proxy: Proxy | None, ca_file: str, timeout: float
+    ) -> VendorConnection:
+        tls = self._tls(ca_file) if origin.scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await self.loop.create_connection(
-                    lambda: VendorConnection(self, key),
-                    origin.host,
-                    origin.port,
-                    ssl=self._tls() if origin.scheme == "https" else None,
-                )
+                if proxy is None:
+                    _, conn = await self.loop.create_connection(
+                        lambda: VendorConnection(self, key), origin.host, origin.port, ssl=tls
+                    )
+                    return conn
+                return await self._via_proxy(origin, key, proxy, tls)
         except TimeoutError:
+            if proxy is not None:
+                raise ProxyFailed(
+                    f"no connection through the proxy {proxy.shown} (from {proxy.source}) within {timeout:g} s; "
+                    "check the proxy"
+                ) from None
             raise ConnectTimeout(f"no connection within {timeout:g} s") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(
-                f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
-            ) from None
-        return conn
+        except ssl.SSLError as exc:
+            raise _cert_problem(exc, origin.host) from None
+        except OSError as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+
+    async def _via_proxy(
+        self, origin: Origin, key: PoolKey, proxy: Proxy, tls: ssl.SSLContext | None
+    ) -> VendorConnection:
+        """A connection through ``proxy``: plain for ``http://`` vendors, a CONNECT tunnel for https."""
+        where = f"the proxy {proxy.shown} (from {proxy.source})"
+        if tls is None:  # absolute-form requests on a plain connection to the proxy
+            try:
+                _, conn = await self.loop.create_connection(lambda: VendorConnection(self, key), proxy.host, proxy.port)
+            except OSError as exc:
+                raise ProxyFailed(f"cannot reach {where}: {exc.strerror or exc}; check the proxy") from None
+            return conn
+        try:
+            transport, reader = await self.loop.create_connection(
+                lambda: _TunnelReader(self.loop), proxy.host, proxy.port
+            )
+        except OSError as exc:
+            raise ProxyFailed(f"cannot reach {where}: {exc.strerror or exc}; check the proxy") from None
+        try:
+            target = origin.authority
+            transport.write(b"CONNECT %b HTTP/1.1\r\nhost: %b\r\n%b\r\n" % (target, target, proxy.auth_line))
+            head = await reader.done
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            status = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
+            if not status.isdigit() or not 200 <= int(status) < 300:
+                shown = " ".join(line.split(" ")[1:])[:80] or "no answer"
+                hint = (
+                    "check the proxy's credentials in its URL"
+                    if status == "407"
+                    else "check that the proxy may reach the vendor"
+                )
+                raise ProxyFailed(f"{where} refused to open a tunnel to {origin.host}:{origin.port} ({shown}); {hint}")
+            conn = VendorConnection(self, key)
+            tls_transport = await self.loop.start_tls(transport, reader, tls, server_hostname=origin.host)
+            if tls_transport is None:
+                raise ProxyFailed(f"{where} closed the tunnel during the TLS handshake")
+            tls_transport.set_protocol(conn)
+            conn.connection_made(tls_transport)
+            return conn
+        except BaseException:
+            transport.close()
+            raise
 
     async def exchange(
-        self, origin: Origin, request: bytes, *, connect_timeout: float, read_timeout: float
+        self,
+        origin: Origin,
+        request: bytes,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        proxy: str = "",
+        ca_file: str = "",
     ) -> VendorConnection:
         """Send ``request`` (head and body) and return the connection once the answer's head is in.
 
-        The caller reads the body from the connection, then :meth:`release` it (or ``abort``).
+        ``proxy`` is the service's setting (empty: the environment's), ``ca_file`` the
+        service's extra trusted certificates. The caller reads the body from the
+        connection, then :meth:`release` it (or ``abort``).
         """
-        idle = self._idle.get(origin.key)
+        via = self._proxy_for(origin, proxy)
+        key: PoolKey = (*origin.key, via.key if via is not None else "", ca_file if origin.scheme == "https" else "")
+        if via is not None and origin.scheme == "http":  # absolute form, credentials for the proxy
+            method, _, rest = request.partition(b" ")
+            line, _, tail = rest.partition(b"\r\n")
+            request = method + b" http://" + origin.authority + line + b"\r\n" + via.auth_line + tail
+        idle = self._idle.get(key)
         conn: VendorConnection | None = None
         while idle:
             c = idle.pop()
@@ -348,11 +668,10 @@ class VendorPool:
                 break
         for attempt in (0, 1):
             if conn is None:
-                conn = await self._connect(origin, connect_timeout)
+                conn = await self._connect(origin, key, via, ca_file, connect_timeout)
             try:
                 conn.send(request, read_timeout)
                 await conn.read_head()
-                return conn
             except Disconnected:
                 # A pooled keep-alive connection the vendor closed as we reused it: nothing was
                 # answered, so one immediate retry on a fresh connection is safe.
@@ -361,9 +680,17 @@ class VendorPool:
                 if not retry:
                     raise
                 conn = None
+                continue
             except BaseException:
                 conn.abort()
                 raise
+            if via is not None and origin.scheme == "http" and conn.status == 407:
+                conn.abort()
+                raise ProxyFailed(
+                    f"the proxy {via.shown} (from {via.source}) refused the request (407 Proxy "
+                    "Authentication Required); check the proxy's credentials in its URL"
+                )
+            return conn
         raise AssertionError("unreachable")
 
     def release(self, conn: VendorConnection) -> None:

@@ -63,6 +63,8 @@ class ModelService(_Entity, table=True):
     unlisted_model: str = "refuse"
     timeout_s: float = 120.0
     prices: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    proxy: str = ""
+    ca_file: str = ""
 
 
 class ServiceKey(SQLModel, table=True):

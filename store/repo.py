@@ -112,6 +112,8 @@ def load_config(session: Session) -> Config:
                 models=list(s.models or []),
                 unlisted_model=s.unlisted_model,
                 timeout_s=s.timeout_s,
+                proxy=s.proxy,
+                ca_file=s.ca_file,
                 prices={
                     k: Price(float(v.get("input", 0)), float(v.get("output", 0))) for k, v in (s.prices or {}).items()
                 },
@@ -254,6 +256,8 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
             row.credential = spec.credential
     elif table == "model_services":
         for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model", "unlisted_model"):
+            setattr(row, f, getattr(spec, f))
+        for f in ("proxy", "ca_file"):
             setattr(row, f, getattr(spec, f))
         row.timeout_s = float(spec.timeout_s)
         row.models = list(spec.models)

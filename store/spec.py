@@ -85,6 +85,10 @@ class ModelServiceSpec:
     unlisted_model: str = "refuse"
     timeout_s: float = DEFAULT_TIMEOUT_S
     prices: dict[str, Price] = field(default_factory=dict)
+    #: Forward proxy for this vendor: "" = the environment's, "none" = never, else http://host:port.
+    proxy: str = ""
+    #: A PEM file of certificates to trust for this vendor, on top of the system's.
+    ca_file: str = ""
     description: str = ""
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import re
+import ssl
 from urllib.parse import urlsplit
 
 from .errors import ErrorList
@@ -112,6 +114,46 @@ def check_url(value: str, *, what: str = "address") -> str | None:
     return None
 
 
+def check_proxy(value: str) -> str | None:
+    """Empty (the environment's proxy), ``none``, or an ``http://`` forward proxy URL.
+
+    The value is never echoed: its userinfo may hold the proxy's password.
+    """
+    value = value.strip()
+    if not value or value.lower() == "none":
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "is not a valid proxy URL; use http://host:port, or none"
+    if parts.scheme != "http":
+        return "must be an http:// forward proxy URL (http://[user:password@]host:port), or none for no proxy"
+    if not parts.hostname:
+        return "the proxy URL has no host"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or any(c.isspace() for c in value):
+        return "must be only http://[user:password@]host:port"
+    return None
+
+
+def check_ca_file(value: str) -> str | None:
+    """Empty, or a readable PEM file of at least one certificate (loaded as the gateway will)."""
+    if not value:
+        return None
+    try:
+        with open(value, "rb") as f:
+            data = f.read(16 * 1024 * 1024)
+    except OSError as exc:
+        return f"cannot read {value}: {exc.strerror or exc}"
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return f"{value} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as exc:
+        return f"{value} is not a valid PEM certificate file ({exc.reason if isinstance(exc, ssl.SSLError) else exc})"
+    return None
+
+
 def check_listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not host:
@@ -191,6 +233,12 @@ def _dups(items: list[str]) -> list[str]:
 
 def normalise_service(s: ModelServiceSpec) -> None:
     s.address = normalise_url(s.address)
+    s.proxy = s.proxy.strip()
+    if s.proxy.lower() == "none":
+        s.proxy = "none"
+    s.ca_file = s.ca_file.strip()
+    if s.ca_file:  # the gateway may run from another folder than the import
+        s.ca_file = os.path.abspath(os.path.expanduser(s.ca_file))
     if not s.address and s.vendor in PRESETS:
         s.address = PRESETS[s.vendor].address
 
@@ -231,6 +279,10 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
         err.add(t, n, "default_model", "a default model is required with unlisted_model 'default'")
     if m := check_number(s.timeout_s, lo=0, hi=MAX_TIMEOUT_S, lo_open=True):
         err.add(t, n, "timeout_s", m)
+    if m := check_proxy(s.proxy):
+        err.add(t, n, "proxy", m)
+    if m := check_ca_file(s.ca_file):
+        err.add(t, n, "ca_file", m)
     for model, price in s.prices.items():
         if m := check_model(model, glob=True):
             err.add(t, n, f"prices.{model}", m)

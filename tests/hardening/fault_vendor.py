@@ -2,18 +2,25 @@
 
 A raw asyncio TCP server in a background thread: it reads one HTTP request, records it,
 then does what ``mode`` says — reset the connection, send a truncated body, break the
-SSE framing, stream forever, or say nothing for a long time. Like the mock vendor it is
-a fake *vendor* only; the gateway under test is the real ``aigw serve``.
+SSE framing, stream forever, or say nothing for a long time; or, as a hostile vendor,
+send an oversized head, a gzip bomb, endless interim answers, a smuggled second answer.
+A request whose path holds ``/m/<mode>/`` gets that mode (so one vendor can sit behind
+one service per mode); ``tls`` serves https. Like the mock vendor it is a fake *vendor*
+only; the gateway under test is the real ``aigw serve``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import re
 import socket
+import ssl
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
 CHUNK = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok "}}]}\n\n'
@@ -35,7 +42,25 @@ MODES = (
     "html_200",
     "hop_headers",
     "garbage_status",
+    # hostile or broken vendors (``big-<bytes>`` answers a valid JSON body of that size)
+    "ok",
+    "huge_head",
+    "many_headers",
+    "gzip_bomb",
+    "continue_flood",
+    "many_continues",
+    "extra_after_body",
+    "switch_protocols",
+    "br",
+    "gzip",
+    "deflate",
 )
+OK_BODY = (
+    b'{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":'
+    b'"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,'
+    b'"completion_tokens":1,"total_tokens":2}}'
+)
+_MODE_IN_PATH = re.compile(rb"^[A-Z]+ [^ ]*/m/([a-z0-9_-]+)/")
 
 
 @dataclass
@@ -47,6 +72,8 @@ class Seen:
     #: When the vendor noticed the gateway went away (endless mode), or None.
     client_gone_at: float | None = None
     chunks_sent: int = 0
+    #: Which connection (1, 2, …) carried the request.
+    conn_no: int = 0
 
 
 @dataclass
@@ -56,8 +83,11 @@ class FaultVendor:
     slow_s: float = 5.0
     #: Pause between endless chunks.
     chunk_every_s: float = 0.05
+    #: Serve https with this context (None: plain http).
+    tls: ssl.SSLContext | None = None
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    connections: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _server: asyncio.Server | None = None
@@ -66,13 +96,17 @@ class FaultVendor:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def mode_url(self, mode: str, host: str = "127.0.0.1") -> str:
+        """The address of a service whose every request gets ``mode``."""
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/m/{mode}/v1"
+
     def start(self) -> FaultVendor:
         ready = threading.Event()
 
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            self._server = loop.run_until_complete(asyncio.start_server(self._conn, "127.0.0.1", 0))
+            self._server = loop.run_until_complete(asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.tls))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
@@ -94,6 +128,8 @@ class FaultVendor:
     # ---------------------------------------------------------------- serving
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn_no = self.connections
         try:
             while True:  # keep-alive: the gateway pools connections
                 try:
@@ -105,11 +141,12 @@ class FaultVendor:
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
                 body = await reader.readexactly(length) if length else b""
-                seen = Seen(self.mode, head, body, time.time())
+                picked = _MODE_IN_PATH.match(head)
+                seen = Seen(picked[1].decode() if picked else self.mode, head, body, time.time(), conn_no=conn_no)
                 self.seen.append(seen)
                 if not await self._answer(seen, reader, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             return
         finally:
             with contextlib.suppress(Exception):
@@ -158,6 +195,9 @@ class FaultVendor:
             await writer.drain()
             writer.close()
             return False
+        hostile = _HOSTILE.get(mode)
+        if hostile is not None or mode.startswith("big-"):
+            return await (hostile or _big)(seen, reader, writer)
         if mode == "slow_first_byte":
             await asyncio.sleep(self.slow_s)
             writer.close()
@@ -216,3 +256,124 @@ def _rst(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+# ---------------------------------------------------------------- hostile or broken vendors
+
+
+def _json_answer(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes, keep: bool = True) -> bool:
+    writer.write(data)
+    await writer.drain()
+    if not keep:
+        writer.close()
+    return keep
+
+
+def big_body(size: int) -> bytes:
+    """A valid embeddings-shaped JSON answer of exactly ``size`` bytes (an answer to many inputs)."""
+    head = (
+        b'{"object":"list","model":"m","usage":{"prompt_tokens":1,"total_tokens":1},'
+        b'"data":[{"object":"embedding","index":0,"embedding":"'
+    )
+    tail = b'"}]}'
+    return head + b"A" * (size - len(head) - len(tail)) + tail
+
+
+async def _big(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, _json_answer(big_body(int(seen.mode[4:]))))
+
+
+async def _ok(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, _json_answer(OK_BODY))
+
+
+async def _huge_head(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    pad = b"X-Pad: " + b"a" * (10 * 1024 * 1024) + b"\r\n"
+    return await _send(writer, _json_answer(OK_BODY, pad), keep=False)
+
+
+async def _many_headers(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    extra = b"".join(b"X-H%d: v\r\n" % i for i in range(300))
+    return await _send(writer, _json_answer(OK_BODY, extra), keep=False)
+
+
+_BOMB: list[bytes] = []
+
+
+async def _gzip_bomb(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """65 MiB of zeros in about 65 KB: past the gateway's answer limit once inflated."""
+    if not _BOMB:
+        _BOMB.append(gzip.compress(b"\0" * (65 * 1024 * 1024), 9))
+    return await _send(writer, _json_answer(_BOMB[0], b"Content-Encoding: gzip\r\n"), keep=False)
+
+
+async def _continue_flood(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """An interim answer every half second for a minute, and never the real one."""
+    with contextlib.suppress(ConnectionError, OSError):
+        for _ in range(120):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            seen.chunks_sent += 1
+            await asyncio.sleep(0.5)
+            if writer.is_closing():
+                break
+    seen.client_gone_at = time.time()
+    return False
+
+
+async def _many_continues(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, b"HTTP/1.1 100 Continue\r\n\r\n" * 50 + _json_answer(OK_BODY), keep=False)
+
+
+async def _extra_after_body(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """A complete answer, then in the same write a second one the gateway never asked for."""
+    second = b'{"hijacked":true}'
+    smuggled = b"HTTP/1.1 299 Hijacked\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+        len(second),
+        second,
+    )
+    return await _send(writer, _json_answer(OK_BODY) + smuggled)
+
+
+async def _switch_protocols(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(
+        writer, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x00"
+    )
+
+
+async def _br(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, _json_answer(b"\x1b\x2c\x00\xf8not-really-brotli", b"Content-Encoding: br\r\n"))
+
+
+async def _gzip(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, _json_answer(gzip.compress(OK_BODY), b"Content-Encoding: gzip\r\n"))
+
+
+async def _deflate(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    return await _send(writer, _json_answer(zlib.compress(OK_BODY), b"Content-Encoding: deflate\r\n"))
+
+
+_HOSTILE = {
+    "ok": _ok,
+    "huge_head": _huge_head,
+    "many_headers": _many_headers,
+    "gzip_bomb": _gzip_bomb,
+    "continue_flood": _continue_flood,
+    "many_continues": _many_continues,
+    "extra_after_body": _extra_after_body,
+    "switch_protocols": _switch_protocols,
+    "br": _br,
+    "gzip": _gzip,
+    "deflate": _deflate,
+}

@@ -13,7 +13,7 @@ from textual.widgets import Input, Select, SelectionList
 
 from store.presets import PRESETS, VENDORS
 from store.spec import DEFAULT_TIMEOUT_S, ModelServiceSpec, Price
-from store.validation import check_description, check_model, check_name, check_url
+from store.validation import check_description, check_model, check_name, check_proxy, check_url
 
 from ..widgets.form_field import FormField
 from .form import EntityForm, FormProblem, as_list, as_number
@@ -57,6 +57,7 @@ class ModelServiceForm(EntityForm):
     LIVE_CHECKS: ClassVar = {
         "name": check_name,
         "address": check_url,
+        "proxy": check_proxy,
         "default_model": check_model,
         "description": check_description,
     }
@@ -149,6 +150,17 @@ class ModelServiceForm(EntityForm):
                 Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}", id="timeout-s"),
                 field="timeout_s",
             )
+        with Horizontal(classes="form-row"):
+            yield FormField(
+                "Proxy (empty = environment, none = direct)",
+                Input(o.proxy if o else "", placeholder="http://proxy:3128", id="proxy"),
+                field="proxy",
+            )
+            yield FormField(
+                "CA file (PEM, trusted for this vendor)",
+                Input(o.ca_file if o else "", placeholder="/etc/ssl/vendor-ca.pem", id="ca-file"),
+                field="ca_file",
+            )
         yield FormField(
             "Prices per 1M tokens (model=input/output; …)",
             Input(format_prices(o.prices) if o else "", placeholder="hunyuan-turbos-latest=0.8/2.0", id="prices"),
@@ -199,5 +211,7 @@ class ModelServiceForm(EntityForm):
             unlisted_model=self.value("unlisted_model"),
             timeout_s=as_number(self.value("timeout_s"), "timeout_s"),
             prices=parse_prices(self.value("prices")),
+            proxy=self.value("proxy").strip(),
+            ca_file=self.value("ca_file").strip(),
             description=self.value("description").strip(),
         )
