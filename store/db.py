@@ -7,6 +7,7 @@ connection. Any SQLAlchemy URL works too, so several gateways can share PostgreS
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
@@ -169,3 +170,56 @@ def _migrate(store: Store) -> None:
                 f"knows {models.SCHEMA_VERSION} — upgrade aigw"
             )
         # Future: elif int(row.value) < SCHEMA_VERSION: run the steps in order, then bump.
+    _add_missing_columns(store.engine)
+
+
+def _column_default(column: Any) -> Any:
+    """The value a new column takes in rows that existed before it (its model default)."""
+    default = column.default
+    if default is None:
+        return None
+    if default.is_callable:  # default_factory (lists, dicts): called with no context
+        try:
+            return default.arg(None)
+        except TypeError:
+            return default.arg()
+    return default.arg
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns a newer aigw knows to tables an older one made, with their defaults.
+
+    Every field added since a table was first created has a default, so this is all an
+    upgrade needs: ``create_all`` makes missing tables, never missing columns. Idempotent,
+    and cheap (one inspection per table) on a database that is already current.
+    """
+    found = inspect(engine)
+    existing_tables = set(found.get_table_names())
+    steps: list[str] = []
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            value = _column_default(column)
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value)
+            if value is None:
+                literal = "NULL"
+            elif isinstance(value, bool):
+                literal = "1" if value else "0"
+                if engine.dialect.name == "postgresql":
+                    literal = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                literal = repr(value)
+            else:
+                literal = "'" + str(value).replace("'", "''") + "'"
+            null = "" if value is None else " NOT NULL"
+            steps.append(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{null} DEFAULT {literal}')
+    if steps:
+        with engine.begin() as conn:
+            for step in steps:
+                conn.execute(text(step))

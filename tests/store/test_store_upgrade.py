@@ -1,0 +1,44 @@
+"""A database made by an older aigw opens in a newer one: columns added since get their defaults."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from store import repo
+from store.db import open_store
+from store.spec import Config, ModelKeySpec, ModelServiceSpec
+
+
+def test_columns_added_since_a_table_was_made_are_added_with_their_defaults(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "aigw.db"
+    st = open_store(str(db))
+    with st.session() as s:
+        repo.apply_config(
+            s,
+            Config(
+                model_keys=[ModelKeySpec(name="k", credential="sk-x")],
+                model_services=[ModelServiceSpec(name="s", vendor="openai", keys=["k"], default_model="m")],
+            ),
+            has_gateway=False,
+            prune=False,
+            dry_run=False,
+        )
+        s.commit()
+    st.dispose()
+    # What an older aigw left: the service table without the fields added since.
+    con = sqlite3.connect(db)
+    con.execute('ALTER TABLE model_services DROP COLUMN "proxy"')
+    con.execute('ALTER TABLE model_services DROP COLUMN "ca_file"')
+    con.commit()
+    con.close()
+
+    st = open_store(str(db))
+    try:
+        with st.session() as s:
+            (svc,) = repo.load_config(s).model_services
+        assert svc.name == "s" and svc.proxy == "" and svc.ca_file == ""
+    finally:
+        st.dispose()
+    st = open_store(str(db))  # and again: nothing left to add, nothing fails
+    st.dispose()
