@@ -339,7 +339,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
     stage_authorize(ctx)
     if route.models_list:
         return models_response(request, ctx)
-    stage_read_body(ctx, request.body)
+    stage_read_body(ctx, await request.read_body())
     stage_traffic_control(state, ctx)
     candidates = stage_choose_service(state, ctx)
     await stage_forward(state, request, ctx, candidates)
