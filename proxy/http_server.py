@@ -46,6 +46,7 @@ import httptools
 
 from .errors import GatewayError, error_body, too_large
 from .flow_control import BODY, DONE, QUEUED, FlowControl
+from .metrics import Metrics
 
 log = logging.getLogger("aigw")
 
@@ -727,6 +728,7 @@ class HttpServer:
         max_body: int,
         on_refused: RefusalHook | None = None,
         max_connections: Callable[[], int] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.handler = handler
         self.on_refused = on_refused
@@ -734,8 +736,8 @@ class HttpServer:
         self.max_body = max_body
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpConnection] = set()
-        #: Connections closed at once because the cap (or the descriptor limit) was reached.
-        self.refused_connections = 0
+        #: Open connections and those refused at the cap (or the descriptor limit).
+        self.metrics = metrics or Metrics()
         self._max_connections = max_connections or (lambda: MAX_CONNECTIONS)
         self._fd_cap = _fd_cap()
         self._refusal_logged = -FD_LOG_EVERY_S
@@ -744,10 +746,12 @@ class HttpServer:
     def admit(self, conn: HttpConnection) -> bool:
         """Count a new connection in, or refuse it when the cap is reached."""
         cap = min(self._max_connections(), self._fd_cap)
+        metrics = self.metrics
         if len(self.connections) < cap:
             self.connections.add(conn)
+            metrics.connections_open = len(self.connections)
             return True
-        self.refused_connections += 1
+        metrics.connections_refused += 1
         now = self.loop.time()
         if now - self._refusal_logged >= FD_LOG_EVERY_S:
             self._refusal_logged = now
@@ -757,12 +761,13 @@ class HttpServer:
                 len(self.connections),
                 cap,
                 why,
-                self.refused_connections,
+                metrics.connections_refused,
             )
         return False
 
     def forget(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)
+        self.metrics.connections_open = len(self.connections)
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
         self._server = await self.loop.create_server(
