@@ -13,11 +13,15 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import figures
 import httpx
+import pytest
+from fault_vendor import FaultVendor
 from helpers import wait_for
-from hhelpers import CHAT, MSG, HGw, raw_http, records_by_id, rss_kib
+from hhelpers import CHAT, MSG, HGw, assert_error_shape, raw_http, records_by_id, rss_kib, start_gateway
+from mock_vendor import MockVendor
 
 from store import repo
 from store.db import Store
@@ -146,3 +150,53 @@ def test_connections_past_max_connections_are_closed_at_once(hgw: HGw, hstore: S
     assert (
         httpx.post(hgw.url + "/alpha" + CHAT, json={"messages": MSG}, headers=hgw.auth(), timeout=15).status_code == 200
     )
+
+
+# ------------------------------------------------------------------ the admin listener
+
+#: The client timeout of the gateway below (seconds), and slack for a loaded machine.
+ADMIN_TIMEOUT_S = 2
+SLACK_S = 10
+
+
+@pytest.fixture(scope="module")
+def tgw(vendor: MockVendor, fault: FaultVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HGw]:
+    gw = start_gateway(
+        tmp_path_factory.mktemp("admin"), vendor, fault, env={"AIGW_CLIENT_TIMEOUT_S": str(ADMIN_TIMEOUT_S)}
+    )
+    try:
+        yield gw
+    finally:
+        gw.proc.stop()
+
+
+def _seconds_until_closed(s: socket.socket, bound: float) -> float:
+    t0 = time.monotonic()
+    s.settimeout(bound)
+    with contextlib.suppress(ConnectionResetError):
+        while s.recv(65536):
+            pass
+    return time.monotonic() - t0
+
+
+def test_admin_connections_idle_or_trickling_are_closed(tgw: HGw) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", tgw.proc.admin_port), timeout=5) as idle,
+        socket.create_connection(("127.0.0.1", tgw.proc.admin_port), timeout=5) as partial,
+    ):
+        partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        try:
+            took = max(
+                _seconds_until_closed(idle, ADMIN_TIMEOUT_S + SLACK_S),
+                _seconds_until_closed(partial, ADMIN_TIMEOUT_S + SLACK_S),
+            )
+        except TimeoutError:
+            raise AssertionError(f"an admin connection still open after {ADMIN_TIMEOUT_S + SLACK_S} s") from None
+    figures.put("server.admin.partial_head_closed_s", round(took, 1))
+
+
+def test_admin_answers_bad_http_in_the_api_error_shape(tgw: HGw) -> None:
+    resp = raw_http(tgw.proc.admin_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: secret-sk-aigw-x\r\n\r\n")
+    err = assert_error_shape(resp.status, resp.headers.get("content-type", ""), resp.body, what="admin bad HTTP")
+    assert resp.status == 400 and err["code"] == "bad_http_request"
+    assert resp.headers.get("x-request-id") and b"secret" not in resp.raw
