@@ -124,8 +124,9 @@ def request_timeout(seconds: float) -> GatewayError:
 class Request:
     """One request, handed over once its head is in, and the way to answer it.
 
-    ``headers`` has lower-case names (repeated headers joined with ", "); ``raw_headers``
-    keeps the names and values as they came. The body arrives through :meth:`read_body`.
+    ``headers`` has the names lower-cased once, when the head is parsed (repeated headers
+    joined with ", "); ``raw_headers`` keeps each pair as it came, for forwarding.
+    The body arrives through :meth:`read_body`.
     """
 
     __slots__ = (
@@ -494,7 +495,7 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         headers: dict[str, str] = {}
-        for name, value in self._raw:  # names lower-cased here, once
+        for name, value in self._raw:  # names lower-cased here, once for the whole request
             k = name.decode("latin-1").lower()
             v = value.decode("latin-1")
             headers[k] = headers[k] + ", " + v if k in headers else v

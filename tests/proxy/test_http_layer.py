@@ -480,3 +480,17 @@ async def test_pipelined_answers_wait_for_a_client_that_does_not_read() -> None:
                 await asyncio.wait_for(writer.drain(), 2)
         writer.close()
     assert answered < 20_000, f"{answered} answers written to a client that read none"
+
+
+async def test_header_names_lower_cased_in_headers_as_they_came_in_raw_headers() -> None:
+    seen: list[object] = []
+
+    async def look(req: Request) -> None:
+        seen.extend((req.headers, req.raw_headers))
+        req.respond(200, b"", b"")
+
+    async with gateway(look) as port:
+        await talk(port, b"GET / HTTP/1.1\r\nHost: g\r\nX-Api-Key: k\r\nX-TWO: a\r\nx-two: b\r\n\r\n")
+    headers, raw = seen
+    assert headers == {"host": "g", "x-api-key": "k", "x-two": "a, b"}
+    assert raw == [(b"Host", b"g"), (b"X-Api-Key", b"k"), (b"X-TWO", b"a"), (b"x-two", b"b")]
