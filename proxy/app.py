@@ -17,7 +17,7 @@ from .vendor_client import VendorPool
 
 log = logging.getLogger("aigw")
 
-#: How often the store's revision is checked (SPEC: changes live within 2 s).
+#: How often the store's revision is checked (changes are live within 2 s).
 POLL_S = 0.5
 
 

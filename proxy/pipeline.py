@@ -1,4 +1,4 @@
-"""The request path of SPEC §2 as named stages, called in this order by :func:`handle`.
+"""The request path as named stages, called in this order by :func:`handle`.
 
 route → authenticate → authorize → (read body) → traffic control → choose service →
 choose model → choose key → forward/relay (:mod:`proxy.relay`) → account → log.

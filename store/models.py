@@ -140,7 +140,7 @@ class GroupGrant(SQLModel, table=True):
 
 
 class RequestRecord(SQLModel, table=True):
-    """One request through the gateway (SPEC §2 "Account and log").
+    """One request through the gateway (accounted and logged at its end).
 
     Names, not ids: a record outlives renames and deletions of what it names.
     """

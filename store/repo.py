@@ -497,7 +497,7 @@ def apply_config(
                 if table == "model_keys" and spec.credential is None:
                     spec.credential = old.credential
                 # No api_key_hashes = keep the stored keys (a console-made key survives
-                # re-importing SPEC §4's example); plain api_keys are registered beside them.
+                # re-importing the documented example); plain api_keys are registered beside them.
                 if table == "consumers" and spec.api_key_hashes is None:
                     spec.api_key_hashes = old.api_key_hashes
             out.append(spec)

@@ -1,4 +1,4 @@
-"""The configuration as plain data: every entity of SPEC §1, references by name.
+"""The configuration as plain data: every entity, references by name.
 
 This is the shape users think in (the TOML document, a console form), and the one
 shape the validator checks. The database rows in :mod:`store.models` are its storage;
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Enumerations (SPEC §1). Tuples keep the order the console offers them in.
+# Enumerations. Tuples keep the order the console offers them in.
 PROTOCOLS = ("openai",)
 KEY_POLICIES = ("polling", "random", "failover")
 MODEL_POLICIES = ("specified", "passthrough")

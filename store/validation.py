@@ -42,7 +42,7 @@ ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-#: Plain consumer keys given in an import: the user's own choice (SPEC §4's example uses
+#: Plain consumer keys given in an import: the user's own choice (the documented example uses
 #: ``sk-aigw-…``), so only what an Authorization header cannot carry is refused.
 PLAIN_KEY_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{8,256}$")
 MAX_DESCRIPTION = 1024

@@ -369,7 +369,7 @@ def test_named_path_tricks_to_beta_are_refused(hgw: HGw, vendor: MockVendor, pat
     ],
 )
 def test_near_miss_paths_are_404_not_a_different_route(hgw: HGw, vendor: MockVendor, path: str) -> None:
-    """Routes match exactly (SPEC §2): case, slashes and encodings are not folded into a route."""
+    """Routes match exactly: case, slashes and encodings are not folded into a route."""
     data = request_bytes(
         "POST", path, [(b"Authorization", f"Bearer {hgw.keys.app}".encode())], orjson.dumps({"messages": MSG})
     )
