@@ -384,7 +384,7 @@ def test_record_buffer_is_bounded_and_retried(tmp_path: Path) -> None:
 
     async def run() -> tuple[int, int, int]:
         metrics = Metrics()
-        r = Recorder(st, metrics, max_pending_bytes=100 * row_bytes(rec(0)), interval_s=0.05)
+        r = Recorder(st, metrics, max_pending_bytes=100 * row_bytes(rec(100)), interval_s=0.05)
         r.start()
         _readonly(files, True)  # type: ignore[arg-type]
         try:
