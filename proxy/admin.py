@@ -1,4 +1,4 @@
-"""The admin listener (SPEC §3): health, Prometheus metrics, live records, reload.
+"""The admin listener: health, Prometheus metrics, live records, reload.
 
 ``/events`` and ``/reload`` need the admin token (constant-time check); health and
 metrics are open, so they must never carry a credential or a consumer key.
@@ -10,15 +10,17 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import Any
 
 import orjson
-from aiohttp import web, web_protocol
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from store import __version__
 from store.admin_token import check
 
 from .errors import GatewayError, error_body, unauthorized
+from .pipeline import CLIENT_TIMEOUT_S
 from .state import GatewayState
 
 log = logging.getLogger("aigw")
@@ -38,20 +40,18 @@ class _DropClientHttpErrors(logging.Filter):
         return not isinstance(exc, HttpProcessingError)
 
 
-def _json_http_errors() -> None:
-    """Answer HTTP aiohttp cannot parse in the API's error shape, without echoing the bytes."""
-    original = web_protocol.RequestHandler.handle_error
-    if getattr(original, "_aigw", False):
-        return
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering HTTP it cannot parse in the API's error shape
+    (plain text by default) and never echoing the bytes."""
 
     def handle_error(
-        self: web_protocol.RequestHandler,
+        self,
         request: web.BaseRequest,
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        original(self, request, status, exc, message)  # logs (filtered) and refuses if already answering
+        super().handle_error(request, status, exc, message)  # logs (filtered); refuses if already answering
         if status < 500:
             body = error_body(
                 "the request is not valid HTTP/1.1 (request line, a header or the framing); fix the client",
@@ -68,22 +68,54 @@ def _json_http_errors() -> None:
         resp.force_close()
         return resp
 
-    handle_error._aigw = True  # type: ignore[attr-defined]
-    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+class _JsonErrorServer(web.Server):
+    """Makes :class:`_JsonErrorHandler` connections (aiohttp's makes its own class)."""
+
+    def __init__(self, base: web.Server, **kwargs: Any) -> None:
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            **kwargs,
+        )
+        self._handler_kwargs = kwargs
+
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrorHandler(self, loop=asyncio.get_running_loop(), **self._handler_kwargs)
+
+
+class _AdminRunner(web.AppRunner):
+    """The app's runner with :class:`_JsonErrorServer` as its connection factory."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._handler_kwargs = {k: v for k, v in kwargs.items() if k not in _RUNNER_ONLY}
+
+    async def _make_server(self) -> web.Server:
+        return _JsonErrorServer(await super()._make_server(), **self._handler_kwargs)
+
+
+#: ``AppRunner`` options that are the runner's own, not the connection handler's.
+_RUNNER_ONLY = frozenset({"handle_signals", "shutdown_timeout", "handler_cancellation"})
 
 
 class AdminListener:
-    """The admin app on its own aiohttp runner (started after the data plane listens)."""
+    """The admin app on its own aiohttp runner (started after the data plane listens).
+
+    ``keepalive_timeout`` closes a connection that sends no complete request head within
+    the client timeout, idle or trickling (aiohttp's default would keep it an hour).
+    """
 
     def __init__(self, state: GatewayState) -> None:
-        _json_http_errors()
         logging.getLogger("aiohttp.server").addFilter(_DropClientHttpErrors())
-        self.runner = web.AppRunner(
+        self.runner = _AdminRunner(
             create_admin_app(state),
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=2.0,
             handle_signals=False,
+            keepalive_timeout=CLIENT_TIMEOUT_S,
         )
 
     async def start(self, host: str, port: int) -> None:

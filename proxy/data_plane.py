@@ -56,7 +56,12 @@ class DataPlane:
             return record_refusal(state, method, path, headers, status, message)
 
         self.server = HttpServer(
-            make_handler(state), client_timeout=CLIENT_TIMEOUT_S, max_body=MAX_BODY, on_refused=refused
+            make_handler(state),
+            client_timeout=CLIENT_TIMEOUT_S,
+            max_body=MAX_BODY,
+            on_refused=refused,
+            max_connections=lambda: state.snapshot.gateway.max_connections,
+            metrics=state.metrics,
         )
 
     async def listen(self, host: str, port: int) -> None:

@@ -63,6 +63,15 @@ def method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
     )
 
 
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        f"the request body is larger than {limit // (1024 * 1024)} MiB; send a smaller request",
+    )
+
+
 def rate_limited(
     message: str, retry_after: float, code: str = "rate_limit_exceeded", headers: dict[str, str] | None = None
 ) -> GatewayError:

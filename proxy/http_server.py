@@ -2,28 +2,37 @@
 
 Why not aiohttp's server (the admin listener still uses it): on the request path its
 per-request machinery (request and response objects, multidicts, the router, the
-payload writer) cost more CPU than everything aigw itself does, and the gateway's
-throughput target is well beyond a bare aiohttp relay. Here a request is parsed by
-llhttp (C, via httptools), handed to the pipeline as one small :class:`Request`, and its
-answer goes out in one ``transport.write`` — head and body together.
+payload writer) cost more CPU than everything aigw itself does. Here a request is parsed
+by llhttp (C, via httptools), handed to the handler as one small :class:`Request` as soon
+as its head is in, and its answer goes out in one ``transport.write`` — head and body
+together.
 
-What aiohttp used to give us and this module keeps:
-- limits: header lines and count, the URL, the body (413), one deadline from the end of
-  the last answer to the end of the next request's head (idle keep-alive and slowloris
-  alike) and one for the body (408);
-- HTTP/1.0 and 1.1 keep-alive, pipelining (answered in order), ``Expect: 100-continue``,
-  chunked request bodies, HEAD answered without a body;
+What this module guarantees:
+- limits: a header line (8,190 bytes) and the whole head (64 KiB, 100 headers) are
+  counted as the bytes arrive, and refused with 431 the moment either is passed; the URL;
+  the body (413); one deadline from the end of the last answer to the end of the next
+  request's head (idle keep-alive and slowloris alike) and one for the body (408);
+- the handler sees the head first and asks for the body with :meth:`Request.read_body`:
+  a request refused before that (no key, no route) never has its body read — a short
+  rest is discarded, a long one closes the connection after the answer;
+- HTTP/1.0 and 1.1 keep-alive, pipelining (answered in order), ``Expect: 100-continue``
+  (answered when the body is asked for), chunked request bodies, HEAD answered without a
+  body;
 - anything llhttp refuses — bad framing, smuggling shapes (two lengths, length plus
   chunked), bytes that are not HTTP — gets the API's JSON error and the connection
   closed, without echoing a byte of the request;
 - a client that goes away cancels its request's handler (the pipeline records a 499);
-- write back-pressure: a stream waits for a slow client instead of buffering.
+- back-pressure (:mod:`proxy.flow_control`): reading stops while the client is not taking
+  its answers, and a stream waits for a slow client instead of buffering;
+- at most ``max_connections`` connections: past it a new one is closed at once; running
+  out of file descriptors neither spins nor stops the listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -31,21 +40,31 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import cast
 
 import httptools
 
-from .errors import error_body
+from .errors import GatewayError, error_body, too_large
+from .flow_control import BODY, DONE, QUEUED, FlowControl
 from .heads import JSON, request_id_line
+from .metrics import Metrics
 
 log = logging.getLogger("aigw")
 
 MAX_HEADER_LINE = 8190
 MAX_HEADERS_BYTES = 64 * 1024
 MAX_HEADERS = 100
-#: Completed pipelined requests held while one is being answered; reading pauses beyond it.
-MAX_QUEUED = 16
+#: An unread request body at most this long (after an answer that did not need it) is read
+#: and dropped, keeping the connection; a longer one closes the connection instead.
+DISCARD_MAX = 256 * 1024
+#: The default cap on open client connections (``[gateway] max_connections``).
+MAX_CONNECTIONS = 10_000
+#: Running out of file descriptors is logged at most this often.
+FD_LOG_EVERY_S = 60.0
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+_HEAD_TOO_LARGE = "the request head is too large (8190 bytes a line, 64 KiB and 100 headers in all); send less"
 
 
 def _status_line(status: int) -> bytes:
@@ -88,19 +107,41 @@ def split_target(target: bytes) -> tuple[str, str]:
     return path.partition(b"#")[0].decode("latin-1"), query.partition(b"#")[0].decode("latin-1")
 
 
+def request_timeout(seconds: float) -> GatewayError:
+    return GatewayError(
+        408,
+        "invalid_request_error",
+        "request_timeout",
+        f"the request body did not arrive within {seconds:g} s; send it at once",
+    )
+
+
 class Request:
-    """One parsed request and the way to answer it (through the connection that read it)."""
+    """One request, handed over once its head is in, and the way to answer it.
+
+    ``headers`` has the names lower-cased once, when the head is parsed (repeated headers
+    joined with ", "); ``raw_headers`` keeps each pair as it came, for forwarding.
+    The body arrives through :meth:`read_body`.
+    """
 
     __slots__ = (
+        "_chunks",
+        "_discard",
+        "_error",
+        "_waiter",
         "body",
+        "complete",
         "conn",
+        "expect_continue",
         "head_only",
         "headers",
         "keep_alive",
+        "length",
         "method",
         "path",
         "query",
         "raw_headers",
+        "received",
         "started",
         "version",
     )
@@ -113,7 +154,6 @@ class Request:
         version: str,
         raw_headers: list[tuple[bytes, bytes]],
         headers: dict[str, str],
-        body: bytes,
         keep_alive: bool,
     ) -> None:
         self.conn = conn
@@ -122,10 +162,90 @@ class Request:
         self.version = version
         self.raw_headers = raw_headers
         self.headers = headers
-        self.body = body
         self.keep_alive = keep_alive
         self.head_only = method == "HEAD"
         self.started = False
+        cl = headers.get("content-length")
+        #: The announced body length, or -1 (chunked, or none announced).
+        self.length = int(cl) if cl is not None and cl.strip().isdigit() else -1
+        self.expect_continue = False
+        #: Every byte of the body is in (or there is none).
+        self.complete = False
+        self.received = 0
+        self.body = b""
+        self._chunks: list[bytes] = []
+        self._discard = False
+        self._error: GatewayError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------ the body
+
+    async def read_body(self) -> bytes:
+        """The whole body: at most the server's ``max_body`` (413), within its client timeout (408).
+
+        Only now is the body read from the connection (``100 Continue`` is sent if the
+        client waits for one): a handler that refuses the request first never reads it.
+        """
+        conn = self.conn
+        if self._error is not None:
+            raise self._error
+        if self.length > conn.server.max_body:
+            raise too_large(conn.server.max_body)
+        if not self.complete:
+            if self.expect_continue and not self.received:
+                self.expect_continue = False
+                conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._waiter = conn.loop.create_future()
+            conn.want_body()
+            timeout = conn.server.client_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                conn.closing = True
+                raise request_timeout(timeout) from None
+            finally:
+                self._waiter = None
+        if self._chunks:
+            self.body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            self._chunks = []
+        return self.body
+
+    def _add_body(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._discard:
+            if self.received > DISCARD_MAX:
+                self.conn.closing = True
+                self.conn.close()
+            return
+        if self.received > self.conn.server.max_body:
+            self._fail(too_large(self.conn.server.max_body))
+            raise _Refuse
+        self._chunks.append(data)
+
+    def _end_body(self) -> None:
+        self.complete = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, err: GatewayError) -> None:
+        """The body cannot be read to its end: whoever waits for it gets ``err``, and the
+        connection closes after the answer (the next request's start is unknown)."""
+        self._error = err
+        self._chunks = []
+        conn = self.conn
+        conn.closing = True
+        conn._broken = True
+        if conn.flow is not None:
+            conn.flow.hold(DONE)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(err)
+
+    def _reusable(self) -> bool:
+        """After the answer, the connection can go on: the body is in or short enough to drop."""
+        if self.complete:
+            return True
+        return self._error is None and 0 <= self.length - self.received <= DISCARD_MAX
 
     # ------------------------------------------------------------ answering
 
@@ -133,7 +253,7 @@ class Request:
         """The whole answer in one write: ``head`` is header lines, framing is added here."""
         self.started = True
         conn = self.conn
-        keep = self.keep_alive and not close and not conn.closing
+        keep = self.keep_alive and not close and not conn.closing and self._reusable()
         if not keep:
             conn.closing = True
         line = _STATUS_LINES.get(status) or _status_line(status)
@@ -162,7 +282,7 @@ class Request:
             framing = b"connection: close\r\n"
         else:
             framing = b"transfer-encoding: chunked\r\n"
-        if not self.keep_alive or conn.closing:
+        if not self.keep_alive or conn.closing or not self._reusable():
             self.keep_alive = False
             conn.closing = True
             if self.version != "1.0":
@@ -187,8 +307,7 @@ class Request:
         if conn.lost:
             raise ConnectionResetError("client closed the connection")
         conn.write(self._chunk(data))
-        if conn.paused:
-            await conn.drain()
+        await conn.drain()
 
     def end_stream(self) -> None:
         conn = self.conn
@@ -210,18 +329,16 @@ class _Refuse(Exception):
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client connection: parse, queue, answer in order, enforce the deadlines."""
+    """One client connection: parse, queue, answer in order, enforce the limits and deadlines."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the current answer is written
         self.lost = False
-        self.paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._reading_paused = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         # the message being parsed
@@ -229,14 +346,17 @@ class HttpConnection(asyncio.Protocol):
         self._raw: list[tuple[bytes, bytes]] = []
         self._headers: dict[str, str] | None = None  # once the head is complete
         self._hbytes = 0
-        self._body: list[bytes] = []
-        self._blen = 0
-        self._in_body = False
-        self._expect = False  # owe the client a "100 Continue" once this read is parsed
+        self._in_head = False  # a head has begun and is not complete
+        self._head_len = 0  # bytes of that head so far
+        self._line_len = 0  # bytes of its unfinished line so far
+        self._completed = 0  # messages that ended in the read being parsed
+        self._req: Request | None = None  # the request whose body is being parsed
         self._upgrade_need = -1  # body bytes still to read after an Upgrade request's head
         self._upgrade_req: Request | None = None
         #: The answer to bytes we refused, sent once the requests before them are answered.
         self._refusal: bytes | None = None
+        #: A body could not be parsed to its end (too large): nothing more is read.
+        self._broken = False
         # one lazy timer: ``_deadline`` moves, the timer re-arms itself only when it fires
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -244,56 +364,68 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.server.connections.add(self)
-        self._set_deadline(self.server.client_timeout)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is one, not a subclass of it
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        server = self.server
+        if not server.admit(self):
+            self.lost = True
+            transport.abort()  # at the cap: closed at once, nothing read or written
+            return
+        self._set_deadline(server.client_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.server.connections.discard(self)
+        self.server.forget(self)
+        if self.flow is not None:
+            self.flow.connection_lost()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._task is not None:
             self._task.cancel()  # the pipeline records a 499 and stops the vendor call
         self._queue.clear()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("client closed the connection"))
-            self._drain.exception()  # retrieved here: nobody may be waiting any more
 
     def pause_writing(self) -> None:
-        self.paused = True
+        if self.flow is not None:
+            self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        if self.flow is not None:
+            self.flow.resume_writing()
+
+    @property
+    def paused(self) -> bool:
+        """The client is not taking what was written (the write buffer is above its mark)."""
+        return self.flow is not None and self.flow.write_paused
 
     async def drain(self) -> None:
-        if self.lost:
+        if self.lost or self.flow is None:
             raise ConnectionResetError("client closed the connection")
-        if self.paused:
-            self._drain = self.loop.create_future()
-            await self._drain
+        await self.flow.drain()
 
     def write(self, data: bytes) -> None:
         t = self.transport
         if t is not None and not self.lost:
             t.write(data)
 
+    def want_body(self) -> None:
+        """The handler asked for the body: read on."""
+        if self.flow is not None:
+            self.flow.release(BODY)
+
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:
+        if self._refusal is not None or self._broken:
             return  # refused: nothing after the bad bytes is read
         if self._upgrade_need >= 0:
             self._feed_upgrade_body(data)
             return
+        self._completed = 0
         try:
             self.parser.feed_data(data)
-            if self._expect:
-                self._expect = False
-                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         except httptools.HttpParserUpgrade as exc:
             self._after_upgrade(data[exc.args[0] :] if exc.args else b"")
+            return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Refuse):
                 return
@@ -302,6 +434,30 @@ class HttpConnection(asyncio.Protocol):
                 "the request is not valid HTTP/1.1 (request line, a header or the framing); fix the client",
                 "bad_http_request",
             )
+            return
+        req = self._req
+        if req is not None and req._waiter is None and not req._discard and self.flow is not None:
+            self.flow.hold(BODY)  # a body is due: read it only once the handler asks (read_body)
+        if self._in_head:
+            self._count_head(data)
+
+    def _count_head(self, data: bytes) -> None:
+        """Bound a head that is still arriving, before the parser has buffered much of it.
+
+        httptools hands a header over only once its line is complete (and builds it by
+        appending each read), so a line that never ends would be kept whole. When a
+        message ended earlier in this read, where the new head began in it is unknown:
+        what the parser reported is counted then, and the next read counts in full.
+        """
+        if self._completed:
+            self._head_len = len(self._url) + self._hbytes
+            self._line_len = 0
+        else:
+            self._head_len += len(data)
+            nl = data.rfind(b"\n")
+            self._line_len = self._line_len + len(data) if nl < 0 else len(data) - nl - 1
+        if self._head_len > MAX_HEADERS_BYTES or self._line_len > MAX_HEADER_LINE:
+            self._refuse(431, _HEAD_TOO_LARGE, "request_header_fields_too_large")
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -310,13 +466,14 @@ class HttpConnection(asyncio.Protocol):
         self._raw = []
         self._headers = None
         self._hbytes = 0
-        self._body = []
-        self._blen = 0
+        self._in_head = True
+        self._head_len = 0
+        self._line_len = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > MAX_HEADER_LINE:
-            self._refuse(400, "the request URL is longer than 8190 bytes", "bad_http_request")
+            self._refuse(414, "the request URL is longer than 8190 bytes; shorten it", "uri_too_long")
             raise _Refuse
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -326,75 +483,53 @@ class HttpConnection(asyncio.Protocol):
             or self._hbytes > MAX_HEADERS_BYTES
             or len(self._raw) >= MAX_HEADERS
         ):
-            self._refuse(
-                400,
-                "the request headers are too large (8190 bytes a line, 64 KiB and 100 headers in all)",
-                "bad_http_request",
-            )
+            self._refuse(431, _HEAD_TOO_LARGE, "request_header_fields_too_large")
             raise _Refuse
-        if self._in_body:
+        if not self._in_head:
             return  # a chunked body's trailers: never merged into the request's head
         self._raw.append((name.lower(), value))  # lower case once, here
 
     def on_headers_complete(self) -> None:
-        server = self.server
+        self._in_head = False
         headers: dict[str, str] = {}
         for name, value in self._raw:
             k = name.decode("latin-1")
             v = value.decode("latin-1")
             headers[k] = headers[k] + ", " + v if k in headers else v
         self._headers = headers
-        cl = headers.get("content-length")
-        length = int(cl) if cl is not None and cl.strip().isdigit() else -1
         expect = headers.get("expect", "").strip().lower()
-        if length > server.max_body:
-            self._refuse(
-                413,
-                f"the request body is larger than {server.max_body // (1024 * 1024)} MiB; send a smaller request",
-                "request_too_large",
-            )
+        if expect and expect != "100-continue":
+            self._refuse(417, "only 'Expect: 100-continue' is supported; drop the Expect header", "expectation_failed")
             raise _Refuse
-        if expect:
-            if expect != "100-continue":
-                self._refuse(
-                    417, "only 'Expect: 100-continue' is supported; drop the Expect header", "expectation_failed"
-                )
-                raise _Refuse
-            # Sent after this read, and only if none of the body came with the head (RFC 9110,
-            # section 10.1.1, lets a server skip it then): a client that waited gets its go-ahead.
-            self._expect = self.parser.get_http_version() == "1.1"
-        self._in_body = True
-        if self._task is None:  # the body has its own deadline, from the end of the head
-            self._set_deadline(server.client_timeout)
-
-    def on_body(self, body: bytes) -> None:
-        self._expect = False
-        self._blen += len(body)
-        if self._blen > self.server.max_body:
-            self._refuse(
-                413,
-                f"the request body is larger than {self.server.max_body // (1024 * 1024)} MiB; send a smaller request",
-                "request_too_large",
-            )
-            raise _Refuse
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._in_body = False
-        self._expect = False
         parser = self.parser
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         req = Request(
             self,
             parser.get_method().decode("latin-1"),
             self._url,
             parser.get_http_version(),
             self._raw,
-            self._headers or {},
-            body,
+            headers,
             parser.should_keep_alive(),
         )
+        # Sent only when the handler asks for the body, and only if none of it has come
+        # yet: a client that waits gets its go-ahead once the request passed the checks.
+        req.expect_continue = bool(expect) and req.version == "1.1"
+        self._req = req
         self._enqueue(req)
+
+    def on_body(self, body: bytes) -> None:
+        req = self._req
+        if req is not None:
+            req._add_body(body)
+
+    def on_message_complete(self) -> None:
+        self._completed += 1
+        self._in_head = False
+        req, self._req = self._req, None
+        if req is not None:
+            req._end_body()
+            if self.flow is not None:
+                self.flow.release(BODY)
 
     # ------------------------------------------------------------ Upgrade (h2c and friends)
 
@@ -411,16 +546,15 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(400, "HTTP upgrades and CONNECT are not supported; send plain HTTP/1.1", "bad_http_request")
             return
         req.keep_alive = False
-        length = req.headers.get("content-length", "0").strip()
-        need = int(length) if length.isdigit() else 0
-        if need == 0:
-            self._upgrade_need = 0  # nothing to read; any further bytes are ignored
-            return
-        # the request is queued already: hold it back until its body is here
-        self._queue.pop()
-        self._upgrade_req = req
+        need = max(req.length, 0)
         self._upgrade_need = need
-        self._body = []
+        if need == 0:
+            return  # nothing to read; any further bytes are ignored
+        # llhttp counted the request complete at its head: its body is read here instead
+        req.complete = False
+        self._upgrade_req = req
+        if self.flow is not None:
+            self.flow.hold(BODY)
         if rest:
             self._feed_upgrade_body(rest)
 
@@ -429,12 +563,12 @@ class HttpConnection(asyncio.Protocol):
         if req is None or self._upgrade_need <= 0:
             return  # everything after the answered upgrade request is ignored
         part = data[: self._upgrade_need]
-        self._body.append(part)
         self._upgrade_need -= len(part)
+        with contextlib.suppress(_Refuse):
+            req._add_body(part)
         if self._upgrade_need == 0:
-            req.body = b"".join(self._body)
             self._upgrade_req = None
-            self._enqueue(req)
+            req._end_body()
 
     # ------------------------------------------------------------ running the handler
 
@@ -443,18 +577,18 @@ class HttpConnection(asyncio.Protocol):
         if self._task is None:
             self._deadline = 0.0  # being answered: the handler's own timeouts apply
             self._task = self.loop.create_task(self._serve())
-        elif len(self._queue) >= MAX_QUEUED and not self._reading_paused and self.transport:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        elif self.flow is not None:
+            self.flow.hold(QUEUED)  # requests wait: read no more until they are answered
 
     async def _serve(self) -> None:
         handler = self.server.handler
+        flow = self.flow
+        assert flow is not None
         try:
             while self._queue and not self.lost:
                 req = self._queue.popleft()
-                if self._reading_paused and self.transport is not None:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
+                if not self._queue:
+                    flow.release(QUEUED)
                 try:
                     await handler(req)
                 except asyncio.CancelledError:
@@ -463,19 +597,8 @@ class HttpConnection(asyncio.Protocol):
                     self.closing = True
                 except Exception:  # the pipeline answers its own errors: this is a bug
                     log.exception("unexpected error answering %s %s", req.method, req.path)
-                    if not req.started:
-                        req.respond(
-                            500,
-                            JSON,
-                            error_body(
-                                "the gateway failed to handle this request; see gateway.log",
-                                "api_error",
-                                "internal_error",
-                            ),
-                            close=True,
-                        )
                     self.closing = True
-                if not req.started:  # cannot happen unless a stage forgot to answer
+                if not req.started:  # a bug, or a stage forgot to answer
                     req.respond(
                         500,
                         JSON,
@@ -485,9 +608,17 @@ class HttpConnection(asyncio.Protocol):
                         close=True,
                     )
                 if self.closing:
-                    self._close()
+                    self.close()
                     return
+                if not req.complete:  # answered without its body: drop the (short) rest
+                    req._discard = True
+                    req._chunks = []
+                    flow.release(BODY)
+                if flow.write_paused:  # the client is not reading: answer no more until it does
+                    await flow.drain()
         except asyncio.CancelledError:
+            return
+        except ConnectionResetError:
             return
         finally:
             self._task = None
@@ -511,11 +642,8 @@ class HttpConnection(asyncio.Protocol):
         if self.loop.time() < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
             return
-        if self._in_body or self._upgrade_req is not None:
-            t = self.server.client_timeout
-            self._refuse(408, f"the request body did not arrive within {t:g} s; send it at once", "request_timeout")
-        else:  # idle keep-alive, or a head that never finished: nothing to answer
-            self._close()
+        # idle keep-alive, a head that never finished, a body dropped too slowly: nothing to answer
+        self.close()
 
     def _refuse(self, status: int, message: str, code: str) -> None:
         """Answer a request we will not read to the end, and close the connection.
@@ -524,6 +652,8 @@ class HttpConnection(asyncio.Protocol):
         """
         if self.lost or self._refusal is not None:
             return
+        if self.flow is not None:
+            self.flow.hold(DONE)
         rid = ""
         hook = self.server.on_refused
         if self._headers is not None and hook is not None:  # a whole head: a request to record
@@ -549,9 +679,10 @@ class HttpConnection(asyncio.Protocol):
         if self._refusal is not None and not self.closing:
             self.closing = True
             self.write(self._refusal)
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close once what was written is sent."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -560,11 +691,36 @@ class HttpConnection(asyncio.Protocol):
         return self._task is None and not self._queue
 
 
+#: File descriptors kept free for what connections need besides their own socket (vendor
+#: connections, the store, the log): past ``RLIMIT_NOFILE`` less this, new clients are
+#: refused like past ``max_connections``, so the ones being served can still reach a vendor.
+FD_RESERVE = 64
+
+
+def _fd_cap() -> int:
+    """Client connections the process's descriptor limit leaves room for."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return MAX_CONNECTIONS * 100
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS * 100
+    return max(1, (soft - FD_RESERVE) // 2)
+
+
 class HttpServer:
-    """The listening socket, its connections, and a graceful stop."""
+    """The listening socket, its connections, the connection cap and a graceful stop."""
 
     def __init__(
-        self, handler: Handler, *, client_timeout: float, max_body: int, on_refused: RefusalHook | None = None
+        self,
+        handler: Handler,
+        *,
+        client_timeout: float,
+        max_body: int,
+        on_refused: RefusalHook | None = None,
+        max_connections: Callable[[], int] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.handler = handler
         self.on_refused = on_refused
@@ -572,12 +728,71 @@ class HttpServer:
         self.max_body = max_body
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpConnection] = set()
+        #: Open connections and those refused at the cap (or the descriptor limit).
+        self.metrics = metrics or Metrics()
+        self._max_connections = max_connections or (lambda: MAX_CONNECTIONS)
+        self._fd_cap = _fd_cap()
+        self._refusal_logged = -FD_LOG_EVERY_S
         self._server: asyncio.AbstractServer | None = None
+
+    def admit(self, conn: HttpConnection) -> bool:
+        """Count a new connection in, or refuse it when the cap is reached."""
+        cap = min(self._max_connections(), self._fd_cap)
+        metrics = self.metrics
+        if len(self.connections) < cap:
+            self.connections.add(conn)
+            metrics.connections_open = len(self.connections)
+            return True
+        metrics.connections_refused += 1
+        now = self.loop.time()
+        if now - self._refusal_logged >= FD_LOG_EVERY_S:
+            self._refusal_logged = now
+            why = "max_connections" if cap == self._max_connections() else "the file descriptor limit (ulimit -n)"
+            log.warning(
+                "refusing new client connections: %d open, the cap is %d (%s); %d refused so far",
+                len(self.connections),
+                cap,
+                why,
+                metrics.connections_refused,
+            )
+        return False
+
+    def forget(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        self.metrics.connections_open = len(self.connections)
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
         self._server = await self.loop.create_server(
             lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True
         )
+        self._quiet_accept_errors()
+
+    def _quiet_accept_errors(self) -> None:
+        """asyncio's own loop reports every failed ``accept`` (EMFILE: out of descriptors) to
+        the loop's exception handler, once a second per listening socket, forever: logged
+        once a minute here instead. (uvloop's libuv answers EMFILE itself, without a word.)"""
+        loop = self.loop
+        previous = loop.get_exception_handler()
+        last = -FD_LOG_EVERY_S
+
+        def handler(lp: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            nonlocal last
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                now = lp.time()
+                if now - last >= FD_LOG_EVERY_S:
+                    last = now
+                    log.warning(
+                        "cannot accept client connections: %s; serving the open ones (raise ulimit -n)",
+                        os.strerror(exc.errno or 0),
+                    )
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     async def shutdown(self, drain_s: float) -> None:
         """Stop accepting, close idle connections, let in-flight answers finish (bounded)."""
@@ -586,7 +801,7 @@ class HttpServer:
         for c in list(self.connections):
             c.closing = True
             if c.idle:
-                c._close()
+                c.close()
         deadline = self.loop.time() + drain_s
         while any(not c.idle for c in self.connections) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -596,7 +811,7 @@ class HttpServer:
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
         for c in list(self.connections):
-            c._close()
+            c.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

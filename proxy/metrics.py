@@ -34,6 +34,11 @@ class Metrics:
         #: Records waiting to be written (set by the recorder).
         self.records_pending = 0
         self.requests_total = 0
+        #: Requests refused before any consumer was known (no key, no route, bad HTTP), by status.
+        self.refused: dict[int, int] = {}
+        #: Client connections open now, and closed at once because the cap was reached.
+        self.connections_open = 0
+        self.connections_refused = 0
 
     def observe(self, row: tuple[Any, ...]) -> None:
         """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
@@ -108,5 +113,14 @@ class Metrics:
             "# HELP aigw_records_pending Records waiting to be written to the store.",
             "# TYPE aigw_records_pending gauge",
             f"aigw_records_pending {self.records_pending}",
+            "# HELP aigw_refused_total Requests refused before a consumer was known, by status (sampled into records).",
+            "# TYPE aigw_refused_total counter",
+            *(f'aigw_refused_total{{status="{status}"}} {n}' for status, n in sorted(self.refused.items())),
+            "# HELP aigw_connections Client connections open.",
+            "# TYPE aigw_connections gauge",
+            f"aigw_connections {self.connections_open}",
+            "# HELP aigw_connections_refused_total Client connections closed at once: max_connections reached.",
+            "# TYPE aigw_connections_refused_total counter",
+            f"aigw_connections_refused_total {self.connections_refused}",
         ]
         return "\n".join(out) + "\n"

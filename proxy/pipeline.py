@@ -160,9 +160,10 @@ def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext
     request.respond(200, json_head(ctx.request_id), orjson.dumps(payload))
 
 
-def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    """The JSON body (the HTTP layer read it whole: its size and deadline are enforced there)."""
-    raw = request.body
+async def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """The JSON body, read only now that the client is known to be allowed to send it
+    (the HTTP layer enforces its size and deadline while reading)."""
+    raw = await request.read_body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -381,7 +382,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         if ctx.route.models_list:
             stage_list_models(state, request, ctx)
             return
-        stage_read_body(state, request, ctx)
+        await stage_read_body(state, request, ctx)
         stage_traffic_control(state, request, ctx)
         stage_choose_service(state, request, ctx)
         while next_attempt(state, request, ctx):

@@ -34,6 +34,7 @@ class GatewaySettings(SQLModel, table=True):
     listen: str = "127.0.0.1:8080"
     public_url: str = ""
     admin_listen: str = "127.0.0.1:8081"
+    max_connections: int = 10_000
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -88,7 +88,9 @@ def load_config(session: Session) -> Config:
     """The whole configuration, entities sorted by name, references by name."""
     cfg = Config()
     gw = session.get(m.GatewaySettings, 1) or m.GatewaySettings()
-    cfg.gateway = GatewaySpec(listen=gw.listen, public_url=gw.public_url, admin_listen=gw.admin_listen)
+    cfg.gateway = GatewaySpec(
+        listen=gw.listen, public_url=gw.public_url, admin_listen=gw.admin_listen, max_connections=gw.max_connections
+    )
 
     for k in session.exec(select(m.ModelKey).order_by(m.ModelKey.name)).all():
         cfg.model_keys.append(ModelKeySpec(name=k.name, credential=k.credential, description=k.description))
@@ -414,6 +416,7 @@ def save_gateway(session: Session, gw: GatewaySpec) -> GatewaySpec:
             cfg.gateway.public_url,
             cfg.gateway.admin_listen,
         )
+        row.max_connections = cfg.gateway.max_connections
         row.updated_at = m.utcnow()
         session.add(row)
 
@@ -529,6 +532,7 @@ def apply_config(
                 merged.gateway.public_url,
                 merged.gateway.admin_listen,
             )
+            row.max_connections = merged.gateway.max_connections
             session.add(row)
         _release_unique(session, writes, deletes)
         for table, spec, original in writes:

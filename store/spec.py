@@ -28,6 +28,7 @@ SCENARIO_ROUTES: dict[str, tuple[str, ...]] = {
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081"
+DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_TIMEOUT_S = 120.0
 
 
@@ -36,6 +37,8 @@ class GatewaySpec:
     listen: str = DEFAULT_LISTEN
     public_url: str = ""
     admin_listen: str = DEFAULT_ADMIN_LISTEN
+    #: Client connections the data plane keeps open at most; past it new ones are closed at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def effective_public_url(self) -> str:
         """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""

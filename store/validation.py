@@ -385,6 +385,8 @@ def check_gateway(g: GatewaySpec, err: ErrorList) -> None:
         err.add("gateway", "", "admin_listen", "must differ from listen")
     if g.public_url and (m := check_url(g.public_url, what="public_url")):
         err.add("gateway", "", "public_url", m)
+    if m := check_number(g.max_connections, lo=1, hi=1_000_000, integer=True):
+        err.add("gateway", "", "max_connections", m)
 
 
 # ---------------------------------------------------------------- the whole

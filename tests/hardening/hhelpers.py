@@ -22,7 +22,7 @@ from tui.cli import main as aigw_main
 CHAT = "/v1/chat/completions"
 MSG = [{"role": "user", "content": "Hello, please introduce yourself."}]
 #: Statuses the gateway may answer with itself (docs/reference.md, plus 405); 5xx only 502/504 by design.
-GATEWAY_STATUSES = frozenset({200, 400, 401, 403, 404, 405, 408, 413, 417, 429, 431, 502, 504})
+GATEWAY_STATUSES = frozenset({200, 400, 401, 403, 404, 405, 408, 413, 414, 417, 429, 431, 502, 504})
 
 
 @dataclass

@@ -344,12 +344,12 @@ def test_sigterm_under_load_loses_nothing(
 
 
 def test_record_buffer_is_bounded_and_retried(tmp_path: Path) -> None:
-    """In-process: with the database unwritable, at most ``max_pending`` records wait (the rest are
+    """In-process: with the database unwritable, at most ``max_pending_bytes`` of records wait (the rest are
     counted as dropped); when it heals, the kept ones are written."""
     import asyncio
 
     from proxy.metrics import Metrics
-    from proxy.recorder import Recorder
+    from proxy.recorder import Recorder, row_bytes
 
     if not _chattr_works(tmp_path):
         pytest.skip("chattr +i is not available here")
@@ -384,7 +384,7 @@ def test_record_buffer_is_bounded_and_retried(tmp_path: Path) -> None:
 
     async def run() -> tuple[int, int, int]:
         metrics = Metrics()
-        r = Recorder(st, metrics, max_pending=100, interval_s=0.05)
+        r = Recorder(st, metrics, max_pending_bytes=100 * row_bytes(rec(100)), interval_s=0.05)
         r.start()
         _readonly(files, True)  # type: ignore[arg-type]
         try:

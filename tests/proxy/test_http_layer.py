@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.errors import GatewayError
 from proxy.http_server import HttpServer, Request
 from proxy.vendor_client import (
     ConnectFailed,
@@ -253,8 +255,13 @@ async def gateway(
 
 
 async def echo(req: Request) -> None:
+    try:
+        body = await req.read_body()
+    except GatewayError as err:
+        req.respond(err.status, b"content-type: application/json\r\n", err.body())
+        return
     req.respond(
-        200, b"content-type: text/plain\r\n", f"{req.method} {req.path} q={req.query} body={req.body.decode()}".encode()
+        200, b"content-type: text/plain\r\n", f"{req.method} {req.path} q={req.query} body={body.decode()}".encode()
     )
 
 
@@ -342,7 +349,7 @@ async def test_limits_and_bad_bytes_get_json_errors() -> None:
         )
         assert out.startswith(b"HTTP/1.1 413")
         out = await talk(port, b"GET / HTTP/1.1\r\nx-long: " + b"v" * 9000 + b"\r\n\r\n")
-        assert out.startswith(b"HTTP/1.1 400") and b"bad_http_request" in out
+        assert out.startswith(b"HTTP/1.1 431") and b"request_header_fields_too_large" in out
         out = await talk(port, b"\x16\x03\x01 not http\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 400") and b"x-request-id: " in out
         # the bad request comes after a good one on the same connection: the good one is answered
@@ -390,3 +397,101 @@ async def test_client_leaving_cancels_the_handler_and_streams_wait_for_slow_read
         first = await asyncio.wait_for(reader.readuntil(b"data: 1\n\n"), 5)
         assert b"transfer-encoding: chunked" in first
         writer.close()
+
+
+async def _sent_before_answer(port: int, head: bytes, piece: bytes, most: int) -> tuple[int, bytes]:
+    """Send ``head`` then ``piece`` after ``piece`` (up to ``most`` bytes) until the server
+    answers; how much was sent by then and the answer (``b""`` if none)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    sent = len(head)
+    answer = b""
+    try:
+        while sent < most:
+            writer.write(piece)
+            sent += len(piece)
+            try:
+                await asyncio.wait_for(writer.drain(), 2)
+                answer = await asyncio.wait_for(reader.read(65536), 0.001)
+            except (TimeoutError, ConnectionError):
+                pass
+            if answer or reader.at_eof():
+                break
+        if not answer:
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                answer = await asyncio.wait_for(reader.read(65536), 2)
+    finally:
+        writer.close()
+    return sent, answer
+
+
+async def test_an_endless_header_line_is_refused_as_it_arrives() -> None:
+    """httptools buffers a header line whole before reporting it: the server counts the bytes
+    itself and answers 431 once a line passes 8,190 bytes or the head 64 KiB."""
+    async with gateway(echo) as port:
+        sent, answer = await _sent_before_answer(port, b"GET / HTTP/1.1\r\nx-big: ", b"a" * 4096, 64 * 1024 * 1024)
+        assert answer.startswith(b"HTTP/1.1 431") and b"request_header_fields_too_large" in answer, answer[:200]
+        assert sent < 1024 * 1024, f"{sent} bytes of one header line were read before the 431"
+        line = b"x-h: " + b"v" * 1000 + b"\r\n"  # short lines, a huge head
+        sent, answer = await _sent_before_answer(port, b"GET / HTTP/1.1\r\n", line, 64 * 1024 * 1024)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert sent < 1024 * 1024
+
+
+async def test_the_handler_answers_before_the_body_is_sent() -> None:
+    """A handler that refuses on the head never makes the client send its body: the answer
+    comes at once, and the connection closes after it (the long body was never read)."""
+
+    async def refuse(req: Request) -> None:
+        req.respond(401, b"content-type: application/json\r\n", b'{"error": {}}')
+
+    async with gateway(refuse, max_body=8 * 1024 * 1024) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /c HTTP/1.1\r\nhost: g\r\ncontent-length: 8388608\r\n\r\n")
+        out = await asyncio.wait_for(reader.read(), 5)  # the answer, then the server's close
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 401") and b"connection: close" in out
+        # a short unread body is dropped and the connection kept for the next request
+        out = await talk(
+            port,
+            b"POST /c HTTP/1.1\r\nhost: g\r\ncontent-length: 3\r\n\r\nabcGET /d HTTP/1.1\r\nhost: g\r\n\r\n",
+            until=2,
+        )
+        assert out.count(b"HTTP/1.1 401") == 2 and b"connection: close" not in out
+
+
+async def test_pipelined_answers_wait_for_a_client_that_does_not_read() -> None:
+    """Reading stops while the answers are not taken: the client's sending blocks, instead of
+    the server buffering an answer for every request it is sent."""
+    answered = 0
+
+    async def quick(req: Request) -> None:
+        nonlocal answered
+        answered += 1
+        req.respond(404, b"content-type: application/json\r\n", b"x" * 1000)
+
+    async with gateway(quick) as port:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        batch = b"GET /x HTTP/1.1\r\nhost: g\r\n\r\n" * 1000
+        with contextlib.suppress(TimeoutError):
+            for _ in range(200):  # 200,000 requests, unless the server stops taking them
+                writer.write(batch)
+                await asyncio.wait_for(writer.drain(), 2)
+        writer.close()
+    assert answered < 20_000, f"{answered} answers written to a client that read none"
+
+
+async def test_header_names_lower_cased_once_where_they_are_parsed() -> None:
+    seen: list[object] = []
+
+    async def look(req: Request) -> None:
+        seen.extend((req.headers, req.raw_headers))
+        req.respond(200, b"", b"")
+
+    async with gateway(look) as port:
+        await talk(port, b"GET / HTTP/1.1\r\nHost: g\r\nX-Api-Key: k\r\nX-TWO: a\r\nx-two: b\r\n\r\n")
+    headers, raw = seen
+    assert headers == {"host": "g", "x-api-key": "k", "x-two": "a, b"}
+    assert raw == [(b"host", b"g"), (b"x-api-key", b"k"), (b"x-two", b"a"), (b"x-two", b"b")]

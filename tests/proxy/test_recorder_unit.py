@@ -16,24 +16,24 @@ from sqlalchemy import create_engine, event
 
 from proxy import recorder as recorder_mod
 from proxy.metrics import Metrics
-from proxy.recorder import Recorder
+from proxy.recorder import Recorder, row_bytes
 from store import usage
 from store.db import Store
 
 
-def rec(i: int) -> tuple[Any, ...]:
+def rec(i: int, *, consumer: str = "c", status: int = 200, path: str = "/p") -> tuple[Any, ...]:
     return usage.record_row(
         {
             "ts": time.time(),
             "request_id": f"r{i}",
             "method": "POST",
-            "path": "/p",
-            "consumer": "c",
+            "path": path,
+            "consumer": consumer,
             "api": "a",
             "service": "s",
             "model": "m",
             "key_name": "k",
-            "status": 200,
+            "status": status,
             "latency_ms": 1.0,
             "ttfb_ms": 0.5,
             "prompt_tokens": 1,
@@ -85,12 +85,33 @@ async def test_failed_write_is_kept_and_retried(store: Store, monkeypatch: pytes
 
 async def test_full_buffer_drops_and_counts(store: Store) -> None:
     m = Metrics()
-    r = Recorder(store, m, max_pending=3)
+    r = Recorder(store, m, max_pending_bytes=3 * row_bytes(rec(0)))
     for i in range(5):
         r.submit(rec(i))
     assert m.records_dropped == 2 and m.requests_total == 5
     await r.flush()
     assert stored(store) == ["r0", "r1", "r2"]
+
+
+async def test_refusals_never_push_out_billed_records(store: Store) -> None:
+    """A flood of refused requests (no consumer) is counted and sampled, with short paths; every
+    billed record still finds room, whatever the flood filled."""
+    m = Metrics()
+    r = Recorder(store, m, max_pending_bytes=60 * row_bytes(rec(0)), max_unbilled_bytes=4096)
+    for i in range(20_000):
+        r.submit(rec(100_000 + i, consumer="", status=401 if i % 2 else 404, path="/" + "x" * 8000))
+        if i % 400 == 0:
+            r.submit(rec(i // 400))  # 50 billed records among them
+    assert m.refused == {401: 10_000, 404: 10_000} and m.records_dropped == 0
+    await r.flush()
+    with store.session() as s:
+        rows = usage.recent(s, 100_000)
+    billed = [x for x in rows if x.consumer]
+    refused = [x for x in rows if not x.consumer]
+    assert len(billed) == 50
+    assert 2 <= len(refused) <= 2 * 3, "one row per status per second (the loop takes a second or two)"
+    assert all(len(x.path) <= 256 for x in refused)
+    assert 'aigw_refused_total{status="401"} 10000' in m.render(revision=1, in_flight=0)
 
 
 async def test_slow_subscriber_loses_events_but_never_blocks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -469,3 +469,14 @@ def test_db_file_not_a_database(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite at all, just text " * 200)
     with pytest.raises(StoreError, match="cannot open database"):
         open_store(str(bad))
+
+
+def test_max_connections_saved_exported_and_imported(filled: Session) -> None:
+    from store import config_io
+
+    repo.save_gateway(filled, GatewaySpec("0.0.0.0:8000", "", "127.0.0.1:8001", max_connections=250))
+    assert repo.load_config(filled).gateway.max_connections == 250
+    text = config_io.dumps(repo.load_config(filled))
+    assert "max_connections = 250" in text
+    parsed = config_io.parse(text.replace("max_connections = 250", "max_connections = 300"))
+    assert parsed.config.gateway.max_connections == 300

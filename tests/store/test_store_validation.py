@@ -842,3 +842,17 @@ def test_plain_key_already_stored_as_hash_is_kept() -> None:
     cfg.consumers[0].api_keys = []
     cfg.consumers[0].api_key_hashes = ["sha256:" + hash_key(key)] * 2
     refused(cfg, "consumers", "c1", "api_keys", "twice")
+
+
+@pytest.mark.parametrize("value", [0, -1, 1_000_001, 2.5, "100"])
+def test_max_connections_refused(value: object) -> None:
+    cfg = base_config()
+    cfg.gateway.max_connections = value  # type: ignore[assignment]
+    refused(cfg, "gateway", "", "max_connections")
+
+
+@pytest.mark.parametrize("value", [1, 10_000, 1_000_000])
+def test_max_connections_accepted(value: int) -> None:
+    cfg = base_config()
+    cfg.gateway.max_connections = value
+    accepted(cfg)

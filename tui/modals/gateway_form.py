@@ -14,7 +14,7 @@ from store.spec import Config, GatewaySpec
 from store.validation import check_listen, check_url
 
 from ..widgets.form_field import FormField
-from .form import EntityForm
+from .form import EntityForm, as_number
 
 
 class GatewayForm(EntityForm):
@@ -55,12 +55,19 @@ class GatewayForm(EntityForm):
             field="admin_listen",
             hint="healthz, metrics, events, reload — keep it on loopback",
         )
+        yield FormField(
+            "Max client connections",
+            Input(str(g.max_connections), id="max-connections"),
+            field="max_connections",
+            hint="Past it new client connections are closed at once (1–1,000,000)",
+        )
 
     def build_spec(self) -> GatewaySpec:
         return GatewaySpec(
             listen=self.value("listen").strip(),
             public_url=self.value("public_url").strip(),
             admin_listen=self.value("admin_listen").strip(),
+            max_connections=int(as_number(self.value("max_connections"), "max_connections", integer=True)),
         )
 
     def write(self, session: Any, spec: Any) -> Any:
