@@ -80,9 +80,20 @@ def ensure_private_dir(path: Path, *, tighten: bool) -> None:
 
 
 def private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 if it does not exist; tighten it if it does."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    """Create ``path`` with mode 0600 if it does not exist; tighten it if it does.
+
+    An existing file is not opened: closing any descriptor of a file drops every POSIX
+    lock the process holds on it, so opening the store a second time in one process
+    released the locks of its open SQLite connections. Another process closing its last
+    connection then took itself for the last one and deleted the WAL under them, which
+    corrupts the database.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         path.chmod(0o600)
 
