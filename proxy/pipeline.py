@@ -34,7 +34,7 @@ from .errors import (
 from .events import record_of
 from .http_server import Request, header_lines
 from .relay import Attempt, forward, response_head
-from .routes import Consumer, Route, Service
+from .routes import Consumer, Route, Service, find_model, granted_apis, listed_models
 from .state import GatewayState
 
 log = logging.getLogger("aigw")
@@ -90,7 +90,7 @@ def stage_route(ctx: RequestContext, method: str) -> Route:
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
     want = "GET" if route.models_list else "POST"
-    if method != want:
+    if method != want and not (method == "HEAD" and route.models_list):
         raise method_not_allowed(method, ctx.path, want)
     ctx.route = route
     ctx.api = route.api
@@ -293,23 +293,26 @@ async def stage_forward(
 
 
 def models_response(request: Request, ctx: RequestContext) -> None:
-    """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
-    api = ctx.api
-    assert api is not None
-    owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
-    names = api.offered_models()
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")} for m in names]
+    """The models of the granted APIs on the base path in OpenAI's list shape, or one of them."""
+    assert ctx.route is not None and ctx.consumer is not None
+    apis = granted_apis(ctx.snapshot, ctx.route, ctx.consumer.name)
+    named = apis or ctx.route.apis
+    names = ("model API " if len(named) == 1 else "model APIs ") + ", ".join(repr(a.name) for a in named)
+    if not apis:
+        raise forbidden(
+            f"consumer {ctx.consumer.name!r} is not authorized for {names}; add it to a consumer group that grants "
+            + ("this API" if len(named) == 1 else "one of them")
+        )
+    ctx.api = apis[0]
+    data = listed_models(apis)
     payload: Any = {"object": "list", "data": data}
     if ctx.model:
-        payload = next((d for d in data if d["id"] == ctx.model), None)
+        payload = find_model(apis, ctx.model)
         if payload is None:
-            if not any(s.serves(ctx.model) for s in api.services):
-                raise model_not_found(
-                    f"model {ctx.model!r} is not offered by model API "
-                    f"{api.name!r}; use one of: "
-                    f"{', '.join(names) or '(none configured)'}"
-                )
-            payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
+            raise model_not_found(
+                f"model {ctx.model!r} is not offered by {names}; use one of: "
+                f"{', '.join(str(d['id']) for d in data) or '(none configured)'}"
+            )
     ctx.status = 200
     request.respond(
         200, b"content-type: application/json\r\nx-request-id: %b\r\n" % ctx.request_id.encode(), orjson.dumps(payload)
@@ -336,9 +339,9 @@ def stage_log(state: GatewayState, ctx: RequestContext) -> None:
 async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     route = stage_route(ctx, request.method)
     stage_authenticate(ctx, request.headers)
-    stage_authorize(ctx)
-    if route.models_list:
+    if route.models_list:  # shared by the APIs on the base path: authorized per API
         return models_response(request, ctx)
+    stage_authorize(ctx)
     stage_read_body(ctx, request.body)
     stage_traffic_control(state, ctx)
     candidates = stage_choose_service(state, ctx)

@@ -293,6 +293,25 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
             err.add(t, n, "fallback_services", f"{f!r} is already one of the API's services")
 
 
+def route_overlaps(apis: list[ModelApiSpec]) -> list[tuple[str, str, str]]:
+    """``(api, request path, api already answering it)`` for each request path two APIs claim.
+
+    APIs may share a base path (chat and embeddings behind one client ``base_url``) as long
+    as none of their routes is the same request path: ``{base_path}/v1/models`` is not one
+    of them (no scenario offers it as a route), it lists the models of every API on the path.
+    """
+    owners: dict[str, str] = {}
+    out: list[tuple[str, str, str]] = []
+    for a in apis:
+        for r in a.routes:
+            path = a.base_path + r
+            other = owners.setdefault(path, a.name)
+            if other != a.name:
+                out.append((a.name, path, other))
+                break
+    return out
+
+
 def check_consumer(c: ConsumerSpec, err: ErrorList) -> None:
     t, n = "consumers", c.name
     if m := check_description(c.description):
@@ -387,19 +406,14 @@ def validate_config(cfg: Config) -> None:
             if k not in key_names:
                 err.add("model_services", s.name, "keys", f"model key {k!r} does not exist")
 
-    seen_paths: dict[str, str] = {}
     for a in cfg.model_apis:
         check_api(a, err)
         for s in [*a.services, *a.fallback_services]:
             if s not in service_names:
                 fld = "services" if s in a.services else "fallback_services"
                 err.add("model_apis", a.name, fld, f"model service {s!r} does not exist")
-        for path in [*(a.base_path + r for r in a.routes), a.base_path + "/v1/models"]:
-            other = seen_paths.setdefault(path, a.name)
-            if other != a.name:
-                fld = "base_path"
-                err.add("model_apis", a.name, fld, f"request path {path!r} is already served by model API {other!r}")
-                break
+    for name, path, other in route_overlaps(cfg.model_apis):
+        err.add("model_apis", name, "base_path", f"request path {path!r} is already served by model API {other!r}")
 
     owners: dict[str, str] = {}
     for c in cfg.consumers:
