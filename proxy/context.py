@@ -52,6 +52,8 @@ class RequestContext:
     upstream_failure: str = ""
     #: The response's ``x-ratelimit-*`` header lines, filled by the limiter.
     limit_headers: bytes = b""
+    #: The response's CORS header lines (:mod:`proxy.cors`), set once the route is known.
+    cors_headers: bytes = b""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

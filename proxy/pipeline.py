@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from . import cors
 from .context import RequestContext
 from .errors import (
     GatewayError,
@@ -90,7 +91,7 @@ def stage_route(ctx: RequestContext, method: str) -> Route:
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
     want = "GET" if route.models_list else "POST"
-    if method != want and not (method == "HEAD" and route.models_list):
+    if method != want and method != "OPTIONS" and not (method == "HEAD" and route.models_list):
         raise method_not_allowed(method, ctx.path, want)
     ctx.route = route
     ctx.api = route.api
@@ -315,7 +316,9 @@ def models_response(request: Request, ctx: RequestContext) -> None:
             )
     ctx.status = 200
     request.respond(
-        200, b"content-type: application/json\r\nx-request-id: %b\r\n" % ctx.request_id.encode(), orjson.dumps(payload)
+        200,
+        b"content-type: application/json\r\nx-request-id: %b\r\n" % ctx.request_id.encode() + ctx.cors_headers,
+        orjson.dumps(payload),
     )
 
 
@@ -338,6 +341,11 @@ def stage_log(state: GatewayState, ctx: RequestContext) -> None:
 
 async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     route = stage_route(ctx, request.method)
+    ctx.cors_headers = cors.answer_headers(route, request.headers)
+    if request.method == "OPTIONS":  # a browser's preflight: answered without a key
+        head = cors.preflight(route, ctx.path, request.headers)
+        ctx.status = 204
+        return request.respond(204, head + b"x-request-id: %b\r\n" % ctx.request_id.encode(), b"")
     stage_authenticate(ctx, request.headers)
     if route.models_list:  # shared by the APIs on the base path: authorized per API
         return models_response(request, ctx)
@@ -352,7 +360,9 @@ def error_response(request: Request, err: GatewayError, ctx: RequestContext) -> 
     headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
     if err.headers:
         headers.update(err.headers)
-    request.respond(err.status, header_lines(headers) + ctx.limit_headers, err.body(), close=err.status == 408)
+    request.respond(
+        err.status, header_lines(headers) + ctx.limit_headers + ctx.cors_headers, err.body(), close=err.status == 408
+    )
 
 
 def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:

@@ -66,6 +66,10 @@ DROP_RESPONSE = HOP_BY_HOP | {
     b"x-request-id",
     b"server",
     b"date",
+    # CORS is the gateway's to answer (per API), not a vendor's to open.
+    b"access-control-allow-origin",
+    b"access-control-allow-credentials",
+    b"access-control-expose-headers",
 }
 CONNECT_TIMEOUT_S = 10.0
 #: Stream bytes kept to estimate tokens when the vendor reports no usage.
@@ -139,6 +143,7 @@ def response_head(vendor: list[tuple[bytes, bytes]], ctx: RequestContext) -> byt
         parts.append(k + b": " + v + b"\r\n")
     parts.append(b"x-request-id: " + ctx.request_id.encode() + b"\r\n")
     parts.append(limits)
+    parts.append(ctx.cors_headers)
     return b"".join(parts)
 
 

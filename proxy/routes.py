@@ -124,6 +124,8 @@ class Route:
     op: str
     models_list: bool = False
     apis: tuple[Api, ...] = ()
+    #: Browser origins allowed on this path (``*`` = any; the APIs' ``cors_origins``).
+    cors_origins: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,7 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
     apis: dict[str, Api] = {}
     routes: dict[str, Route] = {}
     on_path: dict[str, list[Api]] = {}
+    origins: dict[str, frozenset[str]] = {}
     for a in cfg.model_apis:
         api = Api(
             name=a.name,
@@ -204,11 +207,19 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
         )
         apis[a.name] = api
+        origins[a.name] = frozenset(a.cors_origins)
         for r in a.routes:
-            routes[a.base_path + r] = Route(api, r, op_for(r))
+            routes[a.base_path + r] = Route(api, r, op_for(r), cors_origins=origins[a.name])
         on_path.setdefault(a.base_path, []).append(api)
     for base, shared in on_path.items():
-        routes[base + MODELS_ROUTE] = Route(shared[0], MODELS_ROUTE, "/models", models_list=True, apis=tuple(shared))
+        routes[base + MODELS_ROUTE] = Route(
+            shared[0],
+            MODELS_ROUTE,
+            "/models",
+            models_list=True,
+            apis=tuple(shared),
+            cors_origins=frozenset().union(*(origins[a.name] for a in shared)),
+        )
 
     consumers = {
         c.name: Consumer(c.name, c.enabled, float(c.quota), c.quota_unit, c.quota_period) for c in cfg.consumers

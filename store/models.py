@@ -84,6 +84,7 @@ class ModelApi(_Entity, table=True):
     path_simplification: bool = True
     service_type: str = "single"
     routing: str = "model"
+    cors_origins: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class ApiService(SQLModel, table=True):

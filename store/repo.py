@@ -154,6 +154,7 @@ def load_config(session: Session) -> Config:
                 weights=weights if len(weights) == len(prim) and weights else [],
                 fallback_services=fallbacks.get(a.id, []),
                 description=a.description,
+                cors_origins=list(a.cors_origins or []),
             )
         )
 
@@ -269,6 +270,7 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
         for f in ("scenario", "protocol", "base_path", "path_simplification", "service_type", "routing"):
             setattr(row, f, getattr(spec, f))
         row.routes = list(spec.routes)
+        row.cors_origins = list(spec.cors_origins)
     elif table == "consumers":
         for f in ("enabled", "quota_unit", "quota_period"):
             setattr(row, f, getattr(spec, f))

@@ -41,6 +41,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
+ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9._~-]+)(?::(?P<port>[0-9]{1,5}))?$")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Plain consumer keys given in an import: the user's own choice (SPEC §4's example uses
 #: ``sk-aigw-…``), so only what an Authorization header cannot carry is refused.
@@ -241,8 +242,28 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
                 err.add(t, n, f"prices.{model}.{side}", m)
 
 
+def normalise_origin(value: str) -> str:
+    """Origins compare as browsers send them: lower case, no trailing slash."""
+    v = value.strip()
+    return v if v == "*" else v.rstrip("/").lower()
+
+
+def check_origin(value: str) -> str | None:
+    """``*`` or ``scheme://host[:port]``: what a browser sends in ``Origin``, never a path."""
+    if value == "*":
+        return None
+    m = ORIGIN_RE.match(value)
+    if m is None:
+        return f"{value!r} is not an origin; use scheme://host[:port] (e.g. https://app.example.com) or *"
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return f"{value!r}: port must be 1-65535"
+    return None
+
+
 def normalise_api(a: ModelApiSpec) -> None:
     a.base_path = normalise_base_path(a.base_path)
+    a.cors_origins = [normalise_origin(o) for o in a.cors_origins]
     if not a.routes and a.scenario in SCENARIO_ROUTES:
         a.routes = [SCENARIO_ROUTES[a.scenario][0]]
 
@@ -291,6 +312,11 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
     for f in a.fallback_services:
         if f in a.services:
             err.add(t, n, "fallback_services", f"{f!r} is already one of the API's services")
+    for o in a.cors_origins:
+        if m := check_origin(o):
+            err.add(t, n, "cors_origins", m)
+    for d in _dups(a.cors_origins):
+        err.add(t, n, "cors_origins", f"origin {d!r} is listed twice")
 
 
 def route_overlaps(apis: list[ModelApiSpec]) -> list[tuple[str, str, str]]:

@@ -87,6 +87,7 @@ base_path = "/emb"
 services = ["hy"]
 fallback_services = ["alpha"]
 path_simplification = false
+cors_origins = ["https://App.example.com/", "*"]
 
 [[consumers]]
 name = "app"
@@ -351,6 +352,12 @@ BAD_FILES = [
         "'dup'",
     ),
     ("gateway", '[gateway]\nlisten = "nowhere"\n', "gateway.listen"),
+    (
+        "cors origin with a path",
+        '[[model_apis]]\nname = "c"\nbase_path = "/c"\nservices = ["hunyuan-service"]\n'
+        'cors_origins = ["https://app.example.com/page"]\n',
+        "model_apis[c].cors_origins",
+    ),
 ]
 
 
@@ -820,3 +827,8 @@ def test_database_failure_is_one_line(aigw, db: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(repo, "apply_config", locked)
     line = one_line_error(aigw("--db", db, "import", SPEC_EXAMPLE))
     assert "database is locked" in line
+
+
+def test_cors_origins_round_trip_normalised(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
+    assert 'cors_origins = ["https://app.example.com", "*"]' in export(aigw, db)

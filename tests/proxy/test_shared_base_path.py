@@ -16,6 +16,7 @@ from mock_vendor import MockVendor
 from tui.cli import main as aigw_main
 
 CONSUMERS = ("both", "chatter", "stranger")
+ORIGIN = "https://app.example.com"
 
 
 def shared_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
@@ -25,10 +26,10 @@ def shared_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
             f'keys = ["k1"]\nmodel_policy = "passthrough"\ndefault_model = "{default}"\n{models}\n'
         )
 
-    def api(name: str, base: str, services: str, scenario: str = "text-generation") -> str:
+    def api(name: str, base: str, services: str, scenario: str = "text-generation", extra: str = "") -> str:
         return (
             f'[[model_apis]]\nname = "{name}"\nscenario = "{scenario}"\nbase_path = "{base}"\n'
-            f"services = [{services}]\n\n"
+            f"services = [{services}]\n{extra}\n"
         )
 
     return "".join(
@@ -40,8 +41,11 @@ def shared_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
             api("chat", "/one", '"chat-svc"'),
             api("emb", "/one", '"emb-svc"', "embeddings"),
             api("open", "/open", '"any-svc"'),
+            api("web", "/web", '"chat-svc"', extra=f'cors_origins = ["{ORIGIN}"]\n'),
+            api("pub", "/pub", '"chat-svc"', extra='cors_origins = ["*"]\n'),
             *(f'[[consumers]]\nname = "{c}"\napi_keys = ["{k}"]\n\n' for c, k in keys.items()),
-            '[[consumer_groups]]\nname = "all"\nconsumers = ["both"]\nmodel_apis = ["chat", "emb", "open"]\n\n',
+            '[[consumer_groups]]\nname = "all"\nconsumers = ["both"]\n'
+            'model_apis = ["chat", "emb", "open", "web", "pub"]\nrequests_per_minute = 3\n\n',
             '[[consumer_groups]]\nname = "chat-only"\nconsumers = ["chatter"]\nmodel_apis = ["chat"]\n\n',
             '[[consumer_groups]]\nname = "elsewhere"\nconsumers = ["stranger"]\nmodel_apis = ["open"]\n\n',
         ]
@@ -131,3 +135,64 @@ def test_head_on_the_models_routes_answers_like_get_without_a_body(shared: Share
     assert head.headers["content-type"] == "application/json"
     refused = shared.get("/one/v1/chat/completions", method="HEAD")
     assert refused.status_code == 405
+
+
+def _preflight(shared: Shared, path: str, origin: str) -> httpx.Response:
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+    }
+    return httpx.options(shared.proc.url + path, headers=headers, timeout=10)
+
+
+def _chat(shared: Shared, base: str, origin: str, key: str | None = None) -> httpx.Response:
+    headers = {"Origin": origin}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    body = {"model": "chat-1", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(f"{shared.proc.url}{base}/v1/chat/completions", json=body, headers=headers, timeout=10)
+
+
+def test_preflight_from_an_allowed_origin_is_answered_without_a_key(shared: Shared) -> None:
+    r = _preflight(shared, "/web/v1/chat/completions", ORIGIN)
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert r.headers["access-control-allow-methods"] == "POST"
+    assert r.headers["access-control-allow-headers"] == "authorization, content-type, x-stainless-os"
+    assert int(r.headers["access-control-max-age"]) > 0
+    assert "Origin" in r.headers["vary"]
+    star = _preflight(shared, "/pub/v1/chat/completions", "https://anyone.example")
+    assert star.status_code == 204 and star.headers["access-control-allow-origin"] == "*"
+
+
+def test_preflight_from_another_origin_or_to_an_api_without_cors_is_refused(shared: Shared) -> None:
+    other = _preflight(shared, "/web/v1/chat/completions", "https://evil.example")
+    assert other.status_code == 403 and other.json()["error"]["code"] == "cors_origin_not_allowed"
+    assert "access-control-allow-origin" not in other.headers
+    assert "cors_origins" in other.json()["error"]["message"]
+    closed = _preflight(shared, "/one/v1/chat/completions", ORIGIN)  # no cors_origins: no CORS
+    assert closed.status_code == 403 and "access-control-allow-origin" not in closed.headers
+    plain = httpx.options(shared.proc.url + "/web/v1/chat/completions", timeout=10)  # not a preflight
+    assert plain.status_code == 405
+
+
+def test_answers_to_an_allowed_origin_carry_cors_headers_errors_included(shared: Shared) -> None:
+    ok = _chat(shared, "/web", ORIGIN, shared.keys["both"])
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == ORIGIN
+    exposed = {h.strip() for h in ok.headers["access-control-expose-headers"].split(",")}
+    assert {"x-request-id", "x-ratelimit-remaining-requests", "retry-after"} <= exposed
+    assert "Origin" in ok.headers["vary"]
+    no_key = _chat(shared, "/web", ORIGIN)
+    assert no_key.status_code == 401 and no_key.headers["access-control-allow-origin"] == ORIGIN
+    statuses = [_chat(shared, "/pub", "https://anyone.example", shared.keys["both"]) for _ in range(4)]
+    limited = statuses[-1]  # 3 requests a minute on each API
+    assert limited.status_code == 429 and limited.headers["access-control-allow-origin"] == "*"
+    assert "retry-after" in limited.headers
+    other = _chat(shared, "/web", "https://evil.example", shared.keys["both"])
+    assert "access-control-allow-origin" not in other.headers
+    models = shared.get("/web/v1/models")
+    assert "access-control-allow-origin" not in models.headers  # no Origin sent: no CORS answer
+    closed = _chat(shared, "/one", ORIGIN, shared.keys["both"])
+    assert closed.status_code == 200 and "access-control-allow-origin" not in closed.headers
