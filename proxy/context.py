@@ -103,6 +103,12 @@ class RequestContext:
     #: How the latest attempt ended.
     outcome: Outcome | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    #: The response's CORS header lines (:mod:`proxy.cors`), set once the route is known.
+    cors_headers: bytes = b""
+
+    def extra_lines(self) -> bytes:
+        """Header lines every answer of this request carries: the limiter's and CORS's."""
+        return self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -34,6 +34,10 @@ DROP_RESPONSE = HOP_BY_HOP | {
     b"x-request-id",
     b"server",
     b"date",
+    # CORS is the gateway's to answer (per API), not a vendor's to open.
+    b"access-control-allow-origin",
+    b"access-control-allow-credentials",
+    b"access-control-expose-headers",
 }
 JSON = b"content-type: application/json\r\n"
 

@@ -1,4 +1,4 @@
-"""Traffic control (SPEC §2): per-consumer rpm/tpm windows and period quotas, in memory.
+"""Traffic control: per-consumer rpm/tpm windows and period quotas, in memory.
 
 The pipeline calls :meth:`Limiter.check` before forwarding and :meth:`Limiter.settle`
 once the answer is accounted (tokens of a stream are known only at its end), so
@@ -9,9 +9,14 @@ another backend (one shared by several gateway processes) can replace
   generous granting group) per (consumer, API) and are counted over a sliding 60 s
   window: O(1) amortised per request, in bounded memory (entries of one 10 ms slot
   merge; a count leaves the window at most 10 ms late, never early).
-* ``quota`` is counted per consumer and period from the request records: restored
-  from the store before serving, then kept up to date by ``settle``; a new period or a
-  changed unit is loaded lazily in the background.
+* ``quota`` is counted per consumer and period from the request records: loaded by
+  :meth:`Limiter.restore` before serving and again for every consumer a new snapshot
+  brings (a new consumer, a quota given, a changed unit or period) *before* that
+  snapshot serves a request, then kept up to date by ``settle``. So a counter exists
+  and is complete before the first request that can use it is checked: admission is
+  exact from the first request, with no query on the request path. A new period starts
+  a counter at 0 (this process's requests are the only ones it counts until the next
+  load; gateways sharing a store see each other's use from then).
 
 Concurrency: ``check`` *reserves* what an admitted request may use (one request; an
 estimate of its tokens — prompt from the body size plus ``max_tokens`` /
@@ -28,7 +33,6 @@ admitted answer is never cut off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -122,28 +126,16 @@ class Limiter(Protocol):
         ...
 
     async def restore(self, snapshot: Snapshot) -> None:
-        """Load what the store knows (quota use this period) before serving."""
+        """Load what the store knows (quota use this period) before ``snapshot`` serves.
+
+        Called before serving and before each new snapshot is swapped in, for the
+        consumers whose quota counter the limiter does not hold yet.
+        """
         ...
 
     def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
         """Each consumer's limits and what it uses now (``GET /limits`` for the console)."""
         ...
-
-
-class PassThroughLimiter:
-    """Admits everything (benchmarks of the bare request path)."""
-
-    def check(self, ctx: RequestContext) -> Decision:
-        return ALLOW
-
-    def settle(self, ctx: RequestContext, usage: Usage | None) -> None:
-        return None
-
-    async def restore(self, snapshot: Snapshot) -> None:
-        return None
-
-    def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
-        return {}
 
 
 def duration(seconds: float) -> str:
@@ -221,8 +213,8 @@ class _Quota:
     used: float = 0.0
     #: Held by admitted requests still in flight (1 each for a ``requests`` quota).
     reserved: float = 0.0
+    #: Records of requests that started before this are in ``used`` (loaded from the store).
     created: float = 0.0
-    loaded: bool = False
 
 
 @dataclass(slots=True)
@@ -271,7 +263,6 @@ class MemoryLimiter:
         self._requests: dict[tuple[str, str], _Window] = {}
         self._tokens: dict[tuple[str, str], _Window] = {}
         self._quotas: dict[tuple[str, str, float], _Quota] = {}
-        self._loading: set[asyncio.Task[None]] = set()
         self._periods: dict[str, tuple[float, float]] = {}
         #: Reservations of admitted requests, by ``id(ctx)`` until ``settle``.
         self._holds: dict[int, _Hold] = {}
@@ -324,7 +315,7 @@ class MemoryLimiter:
                 )
         quota: _Quota | None = None
         if error is None and consumer.quota:
-            quota = self._quota(consumer, now)
+            quota = self._quota(consumer, ctx.ts)
             error = self._check_quota(consumer, quota, now)
 
         lines = token_lines
@@ -381,13 +372,13 @@ class MemoryLimiter:
             code="insufficient_quota",
         )
 
-    def _quota(self, consumer: Consumer, now: float) -> _Quota:
-        key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
+    def _quota(self, consumer: Consumer, ts: float) -> _Quota:
+        """The counter of the period holding ``ts``; one not loaded by :meth:`restore` is a new
+        period's, which no request of this process has used yet: it starts at 0."""
+        key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, ts))
         q = self._quotas.get(key)
         if q is None:
-            q = self._quotas[key] = _Quota(created=now, loaded=self.loader is None)
-            if self.loader is not None:
-                self._schedule_load(key, q)
+            q = self._quotas[key] = _Quota(created=key[2])
         return q
 
     def _period_start(self, period: str, now: float) -> float:
@@ -399,23 +390,6 @@ class MemoryLimiter:
         end = period_end(period, now)
         self._periods[period] = (start, end if end is not None else math.inf)
         return start
-
-    def _schedule_load(self, key: tuple[str, str, float], q: _Quota) -> None:
-        assert self.loader is not None
-        loader = self.loader
-
-        async def load() -> None:
-            try:
-                q.used += await loader(key[0], key[1], key[2], q.created)
-            except Exception as exc:  # keep counting from what we saw; the log says why
-                log.error("cannot restore quota use of consumer %r: %s", key[0], type(exc).__name__)
-            finally:
-                q.loaded = True
-
-        with contextlib.suppress(RuntimeError):  # no running loop (unit tests without one)
-            task = asyncio.get_running_loop().create_task(load())
-            self._loading.add(task)
-            task.add_done_callback(self._loading.discard)
 
     # ---------------------------------------------------------------- settle
 
@@ -441,21 +415,39 @@ class MemoryLimiter:
             tokens.add(now, total)
         if consumer.quota:
             q = hold.quota if hold is not None and hold.quota is not None else self._quota(consumer, ctx.ts)
-            # A request older than a lazily loaded counter is in the records it loads from.
-            if ctx.ts >= q.created or q.loaded:
+            # A request older than the counter is in the records it was loaded from.
+            if ctx.ts >= q.created:
                 unit = consumer.quota_unit
                 q.used += 1 if unit == "requests" else ctx.cost if unit == "cost" else total
 
     # ---------------------------------------------------------------- restore
 
     async def restore(self, snapshot: Snapshot) -> None:
-        """Quota use of every consumer with a quota, from the records, before serving."""
+        """Quota use of each consumer of ``snapshot`` whose counter is not held yet, from the records.
+
+        Awaited before ``snapshot`` serves (at start and on every reload): its requests all
+        start after ``now``, so the records up to ``now`` plus what ``settle`` counts from
+        then on is the whole period, and no request is admitted on a counter still loading.
+        """
+        if self.loader is None:
+            return
         now = self.clock()
+        todo: list[tuple[str, str, float]] = []
         for consumer in snapshot.consumers.values():
             if consumer.quota:
-                self._quota(consumer, now)
-        if self._loading:
-            await asyncio.gather(*self._loading, return_exceptions=True)
+                key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
+                if key not in self._quotas and key not in todo:
+                    todo.append(key)
+        if not todo:
+            return
+        loader = self.loader
+        found = await asyncio.gather(*(loader(c, unit, start, now) for c, unit, start in todo), return_exceptions=True)
+        for key, used in zip(todo, found, strict=True):
+            if isinstance(used, BaseException):  # count from 0; the log says why
+                log.error("cannot restore quota use of consumer %r: %s", key[0], type(used).__name__)
+                used = 0.0
+            # A counter a request made meanwhile (a new period) already counts all of it.
+            self._quotas.setdefault(key, _Quota(used=used, created=now))
 
     # ---------------------------------------------------------------- reporting
 
@@ -486,12 +478,12 @@ class MemoryLimiter:
                 }
             entry: dict[str, Any] = {"apis": apis, "quota": None}
             if consumer.quota:
-                q = self._quota(consumer, now)  # a new period's use starts loading now
+                q = self._quota(consumer, now)
                 entry["quota"] = {
                     "limit": consumer.quota,
                     "unit": consumer.quota_unit,
                     "period": consumer.quota_period,
-                    "used": q.used if q.loaded else None,
+                    "used": q.used,
                     "reserved": q.reserved,
                     "resets_at": period_end(consumer.quota_period, now),
                 }

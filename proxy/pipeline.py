@@ -23,6 +23,7 @@ import orjson
 
 from store.keys import hash_key
 
+from . import cors
 from .context import Attempt, RequestContext
 from .errors import (
     GatewayError,
@@ -36,10 +37,10 @@ from .errors import (
     unauthorized,
 )
 from .events import record_of
-from .heads import error_head, json_head, relayed_head
+from .heads import error_head, json_head, relayed_head, request_id_line
 from .http_server import Request
 from .relay import forward
-from .routes import Service
+from .routes import Service, find_model, granted_apis, listed_models
 from .state import GatewayState
 from .usage import cost_of
 
@@ -95,11 +96,21 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
         raise not_found(
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
+    method = request.method
     want = "GET" if route.models_list else "POST"
-    if request.method != want:
-        raise method_not_allowed(request.method, ctx.path, want)
+    if method != want and method != "OPTIONS" and not (method == "HEAD" and route.models_list):
+        raise method_not_allowed(method, ctx.path, want)
     ctx.route = route
     ctx.api = route.api
+    ctx.cors_headers = cors.answer_headers(route, request.headers)
+
+
+def stage_preflight(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+    """A browser's CORS preflight (``OPTIONS``), answered without a key (:mod:`proxy.cors`)."""
+    assert ctx.route is not None
+    head = cors.preflight(ctx.route, ctx.path, request.headers)
+    ctx.status = 204
+    request.respond(204, head + request_id_line(ctx.request_id), b"")
 
 
 def stage_authenticate(state: GatewayState, request: Request, ctx: RequestContext) -> None:
@@ -139,25 +150,33 @@ def stage_authorize(state: GatewayState, request: Request, ctx: RequestContext) 
 
 
 def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    """The API's models in OpenAI's list shape, or one of them (``ctx.model`` set by the route)."""
-    api = ctx.api
-    assert api is not None
-    owner = {m: s.name for s in reversed(api.services) for m in s.offered()}
-    names = api.offered_models()
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner.get(m, "aigw")} for m in names]
+    """The models of the granted APIs on the base path in OpenAI's list shape, or one of them.
+
+    APIs may share a base path (chat and embeddings behind one SDK base URL), so the list
+    is authorized per API: a consumer sees what the APIs it is granted offer, and is
+    refused only when it is granted none of them.
+    """
+    assert ctx.route is not None and ctx.consumer is not None
+    apis = granted_apis(ctx.snapshot, ctx.route, ctx.consumer.name)
+    named = apis or ctx.route.apis
+    names = ("model API " if len(named) == 1 else "model APIs ") + ", ".join(repr(a.name) for a in named)
+    if not apis:
+        raise forbidden(
+            f"consumer {ctx.consumer.name!r} is not authorized for {names}; add it to a consumer group that grants "
+            + ("this API" if len(named) == 1 else "one of them")
+        )
+    ctx.api = apis[0]
+    data = listed_models(apis)
     payload: Any = {"object": "list", "data": data}
     if ctx.model:
-        payload = next((d for d in data if d["id"] == ctx.model), None)
+        payload = find_model(apis, ctx.model)
         if payload is None:
-            if not any(s.serves(ctx.model) for s in api.services):
-                raise model_not_found(
-                    f"model {ctx.model!r} is not offered by model API "
-                    f"{api.name!r}; use one of: "
-                    f"{', '.join(names) or '(none configured)'}"
-                )
-            payload = {"id": ctx.model, "object": "model", "created": 0, "owned_by": "aigw"}
+            raise model_not_found(
+                f"model {ctx.model!r} is not offered by {names}; use one of: "
+                f"{', '.join(str(d['id']) for d in data) or '(none configured)'}"
+            )
     ctx.status = 200
-    request.respond(200, json_head(ctx.request_id), orjson.dumps(payload))
+    request.respond(200, json_head(ctx.request_id, ctx.cors_headers), orjson.dumps(payload))
 
 
 async def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
@@ -353,7 +372,7 @@ def stage_answer_failure(state: GatewayState, request: Request, ctx: RequestCont
         raise o.error
     ctx.status = o.status
     ctx.error = f"vendor answered {o.status}"
-    request.respond(o.status, relayed_head(o.headers, ctx.request_id, ctx.limit_headers), o.body)
+    request.respond(o.status, relayed_head(o.headers, ctx.request_id, ctx.extra_lines()), o.body)
 
 
 # ------------------------------------------------------------------ after the answer
@@ -376,12 +395,15 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
     """Every stage, in order; errors answered in one place; every request accounted and logged."""
     try:
         stage_route(state, request, ctx)
+        if request.method == "OPTIONS":
+            stage_preflight(state, request, ctx)
+            return
         stage_authenticate(state, request, ctx)
-        stage_authorize(state, request, ctx)
         assert ctx.route is not None
-        if ctx.route.models_list:
+        if ctx.route.models_list:  # authorized per API on the base path
             stage_list_models(state, request, ctx)
             return
+        stage_authorize(state, request, ctx)
         await stage_read_body(state, request, ctx)
         stage_traffic_control(state, request, ctx)
         stage_choose_service(state, request, ctx)
@@ -409,7 +431,7 @@ def answer_error(request: Request, ctx: RequestContext, err: GatewayError, *, er
     if request.started:  # cannot answer twice: end what was sent
         request.conn.closing = True
         return
-    head = error_head(ctx.request_id, err.headers, ctx.limit_headers)
+    head = error_head(ctx.request_id, err.headers, ctx.extra_lines())
     request.respond(err.status, head, err.body(), close=err.status == 408)
 
 

@@ -152,7 +152,7 @@ async def forward(
             )
         ctx.status = status
         ctx.usage = usage_of_answer(ctx.body, data)
-        req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.limit_headers), data)
+        req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
         ctx.ttfb_ms = ctx.elapsed_ms()
         return Outcome(True, status)
     finally:
@@ -205,7 +205,7 @@ async def _relay_stream(
         del pending[:end]
     if _DONE in out:
         ctx.complete = True
-    req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.limit_headers), out)
+    req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
     ctx.ttfb_ms = ctx.elapsed_ms()
     broken: Outcome | None = None
     # The read deadline only runs while we wait for the vendor: a slow client is not the

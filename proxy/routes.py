@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 from store import repo
 from store.db import Store
+from store.limits_rule import granted_limits
 from store.spec import Config, GatewaySpec, ModelServiceSpec, Price
 from store.validation import model_matches
 
 from .errors import bad_gateway
 
 ENV_PREFIX = "env:"
+#: The route each base path answers with the models of the APIs on it.
+MODELS_ROUTE = "/v1/models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +115,20 @@ class Api:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a request path resolves to: the API and the vendor operation (``/chat/completions``)."""
+    """What a request path resolves to: the API and the vendor operation (``/chat/completions``).
+
+    A models listing (``{base_path}/v1/models``) belongs to every API on its base path:
+    ``apis`` holds them all (chat and embeddings may share one client ``base_url``), and
+    ``api`` is the first of them.
+    """
 
     api: Api
     route: str
     op: str
     models_list: bool = False
+    apis: tuple[Api, ...] = ()
+    #: Browser origins allowed on this path (``*`` = any; the APIs' ``cors_origins``).
+    cors_origins: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +197,8 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
     services = {s.name: _compile_service(s, creds) for s in cfg.model_services}
     apis: dict[str, Api] = {}
     routes: dict[str, Route] = {}
+    on_path: dict[str, list[Api]] = {}
+    origins: dict[str, frozenset[str]] = {}
     for a in cfg.model_apis:
         api = Api(
             name=a.name,
@@ -199,9 +212,19 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
         )
         apis[a.name] = api
+        origins[a.name] = frozenset(a.cors_origins)
         for r in a.routes:
-            routes[a.base_path + r] = Route(api, r, op_for(r))
-        routes[a.base_path + "/v1/models"] = Route(api, "/v1/models", "/models", models_list=True)
+            routes[a.base_path + r] = Route(api, r, op_for(r), cors_origins=origins[a.name])
+        on_path.setdefault(a.base_path, []).append(api)
+    for base, shared in on_path.items():
+        routes[base + MODELS_ROUTE] = Route(
+            shared[0],
+            MODELS_ROUTE,
+            "/models",
+            models_list=True,
+            apis=tuple(shared),
+            cors_origins=frozenset().union(*(origins[a.name] for a in shared)),
+        )
 
     consumers = {
         c.name: Consumer(c.name, c.enabled, float(c.quota), c.quota_unit, c.quota_period) for c in cfg.consumers
@@ -209,21 +232,10 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
     by_hash = {h: consumers[n] for h, n in consumer_keys if n in consumers}
 
     grants: dict[str, set[str]] = {}
-    limits: dict[tuple[str, str], GroupLimits] = {}
     for g in cfg.consumer_groups:
         for c in g.consumers:
             grants.setdefault(c, set()).update(g.model_apis)
-            for api_name in g.model_apis:
-                old = limits.get((c, api_name))
-                new = GroupLimits(g.requests_per_minute, g.tokens_per_minute)
-                limits[(c, api_name)] = (
-                    new
-                    if old is None
-                    else GroupLimits(
-                        _generous(old.requests_per_minute, new.requests_per_minute),
-                        _generous(old.tokens_per_minute, new.tokens_per_minute),
-                    )
-                )
+    limits = {key: GroupLimits(rpm, tpm) for key, (rpm, tpm) in granted_limits(cfg.consumer_groups).items()}
     return Snapshot(
         revision=revision,
         gateway=cfg.gateway,
@@ -237,8 +249,45 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
     )
 
 
-def _generous(a: int, b: int) -> int:
-    return 0 if a == 0 or b == 0 else max(a, b)
+def granted_apis(snapshot: Snapshot, route: Route, consumer: str) -> tuple[Api, ...]:
+    """The APIs of a models listing whose models ``consumer`` may see: those it is granted."""
+    granted = snapshot.grants.get(consumer, frozenset())
+    return tuple(a for a in route.apis if a.name in granted)
+
+
+def model_entry(model: str, owner: str) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": owner}
+
+
+def listed_models(apis: tuple[Api, ...]) -> list[dict[str, object]]:
+    """OpenAI's model objects for what ``apis`` offer, each once, owned by its first service."""
+    seen: set[str] = set()
+    out: list[dict[str, object]] = []
+    for api in apis:
+        for svc in api.services:
+            for m in svc.offered():
+                if m not in seen:
+                    seen.add(m)
+                    out.append(model_entry(m, svc.name))
+    return out
+
+
+def find_model(apis: tuple[Api, ...], model: str) -> dict[str, object] | None:
+    """The model object of ``model`` if one of ``apis`` offers it, else ``None``.
+
+    Offered = a listed model (a ``default_model`` or a non-glob ``models`` entry) or a name
+    a service's ``models`` glob matches. A service with an empty ``models`` forwards any
+    model the client names, but that does not make every id exist: a client probing ids
+    must be told which ones are really there.
+    """
+    for entry in listed_models(apis):
+        if entry["id"] == model:
+            return entry
+    for api in apis:
+        for svc in api.services:
+            if any(c in p for p in svc.models for c in "*?[") and svc.serves(model):
+                return model_entry(model, svc.name)
+    return None
 
 
 def read_revision(store: Store) -> int:

@@ -81,6 +81,7 @@ class GatewayState:
                 if rev == self.snapshot.revision:
                     return rev
             snap = await asyncio.to_thread(load_snapshot, self.store)
+            await self.limiter.restore(snap)  # quotas it brings are complete before it serves
             old = self.snapshot.revision
             self.snapshot = snap
             if snap.revision != old:

@@ -185,7 +185,16 @@ def read_file(path: str | Path) -> ParsedConfig:
 # ---------------------------------------------------------------- export
 
 #: Fields written only when they differ from empty (keeps documents short and stable).
-_OMIT_WHEN_EMPTY = {"description", "models", "prices", "weights", "fallback_services", "public_url", "api_keys"}
+_OMIT_WHEN_EMPTY = {
+    "description",
+    "models",
+    "prices",
+    "weights",
+    "fallback_services",
+    "public_url",
+    "api_keys",
+    "cors_origins",
+}
 #: A model service's outbound settings: empty means the environment's proxy and the system's CAs.
 _OMIT_WHEN_EMPTY |= {"proxy", "ca_file"}
 

@@ -81,9 +81,20 @@ def ensure_private_dir(path: Path, *, tighten: bool) -> None:
 
 
 def private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 if it does not exist; tighten it if it does."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    """Create ``path`` with mode 0600 if it does not exist; tighten it if it does.
+
+    An existing file is not opened: closing any descriptor of a file drops every POSIX
+    lock the process holds on it, so opening the store a second time in one process
+    released the locks of its open SQLite connections. Another process closing its last
+    connection then took itself for the last one and deleted the WAL under them, which
+    corrupts the database.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         path.chmod(0o600)
 
@@ -223,3 +234,23 @@ def _add_missing_columns(engine: Engine) -> None:
         with engine.begin() as conn:
             for step in steps:
                 conn.execute(text(step))
+    _reconcile_indexes(engine)
+
+
+def _reconcile_indexes(engine: Engine) -> None:
+    """Recreate indexes whose uniqueness changed since the table was made.
+
+    ``model_apis.base_path`` was unique once; APIs may now share a base path when their
+    routes differ, and an old unique index would refuse what validation allows.
+    """
+    found = inspect(engine)
+    existing_tables = set(found.get_table_names())
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        have = {ix["name"]: bool(ix["unique"]) for ix in found.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name in have and have[index.name] != bool(index.unique):
+                with engine.begin() as conn:
+                    conn.execute(text(f'DROP INDEX "{index.name}"'))
+                    index.create(conn)

@@ -83,10 +83,11 @@ class ModelApi(_Entity, table=True):
     scenario: str = "text-generation"
     protocol: str = "openai"
     routes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    base_path: str = Field(index=True, unique=True)
+    base_path: str = Field(index=True)  # APIs whose routes differ may share one
     path_simplification: bool = True
     service_type: str = "single"
     routing: str = "model"
+    cors_origins: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class ApiService(SQLModel, table=True):

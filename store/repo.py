@@ -149,6 +149,7 @@ def load_config(session: Session) -> Config:
                 weights=weights if len(weights) == len(prim) and weights else [],
                 fallback_services=fallbacks.get(a.id, []),
                 description=a.description,
+                cors_origins=list(a.cors_origins or []),
             )
         )
 
@@ -268,6 +269,7 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
         for f in ("scenario", "protocol", "base_path", "path_simplification", "service_type", "routing"):
             setattr(row, f, getattr(spec, f))
         row.routes = list(spec.routes)
+        row.cors_origins = list(spec.cors_origins)
     elif table == "consumers":
         for f in ("enabled", "quota_unit", "quota_period"):
             setattr(row, f, getattr(spec, f))
@@ -548,19 +550,11 @@ def apply_config(
 def _release_unique(
     session: Session, writes: list[tuple[str, Any, str | None]], deletes: list[tuple[str, str]]
 ) -> None:
-    """Free the unique values (base paths, consumer key digests) that changed or pruned rows hold.
+    """Free the consumer key digests that changed or pruned rows hold.
 
-    The merged config is valid as a whole, but rows are written one at a time: two APIs
-    swapping base paths, a new API taking a pruned one's path, or a key moving between
-    consumers would otherwise hit the UNIQUE constraints half-way through.
+    The merged config is valid as a whole, but rows are written one at a time: a key
+    moving between consumers would otherwise hit the UNIQUE constraint half-way through.
     """
-    api_rows = [_row(session, "model_apis", name) for table, name in deletes if table == "model_apis"]
-    api_rows += [
-        _row(session, "model_apis", orig) for table, _, orig in writes if table == "model_apis" and orig is not None
-    ]
-    for row in api_rows:
-        row.base_path = f"\x00releasing:{row.id}"
-        session.add(row)
     keep: dict[int, set[str]] = {}
     for table, name in deletes:
         if table == "consumers":

@@ -109,6 +109,8 @@ class ModelApiSpec:
     weights: list[int] = field(default_factory=list)
     fallback_services: list[str] = field(default_factory=list)
     description: str = ""
+    #: Browser origins allowed to call the API (``*`` = any); empty = no CORS answers.
+    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass

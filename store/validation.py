@@ -44,6 +44,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-\[\]*?]{0,255}$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
+ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9._~-]+)(?::(?P<port>[0-9]{1,5}))?$")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_DESCRIPTION = 1024
 MAX_CREDENTIAL = 8192
@@ -291,8 +292,28 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
                 err.add(t, n, f"prices.{model}.{side}", m)
 
 
+def normalise_origin(value: str) -> str:
+    """Origins compare as browsers send them: lower case, no trailing slash."""
+    v = value.strip()
+    return v if v == "*" else v.rstrip("/").lower()
+
+
+def check_origin(value: str) -> str | None:
+    """``*`` or ``scheme://host[:port]``: what a browser sends in ``Origin``, never a path."""
+    if value == "*":
+        return None
+    m = ORIGIN_RE.match(value)
+    if m is None:
+        return f"{value!r} is not an origin; use scheme://host[:port] (e.g. https://app.example.com) or *"
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return f"{value!r}: port must be 1-65535"
+    return None
+
+
 def normalise_api(a: ModelApiSpec) -> None:
     a.base_path = normalise_base_path(a.base_path)
+    a.cors_origins = [normalise_origin(o) for o in a.cors_origins]
     if not a.routes and a.scenario in SCENARIO_ROUTES:
         a.routes = [SCENARIO_ROUTES[a.scenario][0]]
 
@@ -341,6 +362,30 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
     for f in a.fallback_services:
         if f in a.services:
             err.add(t, n, "fallback_services", f"{f!r} is already one of the API's services")
+    for o in a.cors_origins:
+        if m := check_origin(o):
+            err.add(t, n, "cors_origins", m)
+    for d in _dups(a.cors_origins):
+        err.add(t, n, "cors_origins", f"origin {d!r} is listed twice")
+
+
+def route_overlaps(apis: list[ModelApiSpec]) -> list[tuple[str, str, str]]:
+    """``(api, request path, api already answering it)`` for each request path two APIs claim.
+
+    APIs may share a base path (chat and embeddings behind one client ``base_url``) as long
+    as none of their routes is the same request path: ``{base_path}/v1/models`` is not one
+    of them (no scenario offers it as a route), it lists the models of every API on the path.
+    """
+    owners: dict[str, str] = {}
+    out: list[tuple[str, str, str]] = []
+    for a in apis:
+        for r in a.routes:
+            path = a.base_path + r
+            other = owners.setdefault(path, a.name)
+            if other != a.name:
+                out.append((a.name, path, other))
+                break
+    return out
 
 
 def check_consumer(c: ConsumerSpec, err: ErrorList) -> None:
@@ -437,19 +482,14 @@ def validate_config(cfg: Config) -> None:
             if key_name not in key_names:
                 err.add("model_services", s.name, "keys", f"model key {key_name!r} does not exist")
 
-    seen_paths: dict[str, str] = {}
     for a in cfg.model_apis:
         check_api(a, err)
         for service_name in [*a.services, *a.fallback_services]:
             if service_name not in service_names:
                 fld = "services" if service_name in a.services else "fallback_services"
                 err.add("model_apis", a.name, fld, f"model service {service_name!r} does not exist")
-        for path in [*(a.base_path + r for r in a.routes), a.base_path + "/v1/models"]:
-            other = seen_paths.setdefault(path, a.name)
-            if other != a.name:
-                fld = "base_path"
-                err.add("model_apis", a.name, fld, f"request path {path!r} is already served by model API {other!r}")
-                break
+    for name, path, other in route_overlaps(cfg.model_apis):
+        err.add("model_apis", name, "base_path", f"request path {path!r} is already served by model API {other!r}")
 
     owners: dict[str, str] = {}
     for c in cfg.consumers:

@@ -88,6 +88,7 @@ base_path = "/emb"
 services = ["hy"]
 fallback_services = ["alpha"]
 path_simplification = false
+cors_origins = ["https://App.example.com/", "*"]
 
 [[consumers]]
 name = "app"
@@ -352,6 +353,12 @@ BAD_FILES = [
         "'dup'",
     ),
     ("gateway", '[gateway]\nlisten = "nowhere"\n', "gateway.listen"),
+    (
+        "cors origin with a path",
+        '[[model_apis]]\nname = "c"\nbase_path = "/c"\nservices = ["hunyuan-service"]\n'
+        'cors_origins = ["https://app.example.com/page"]\n',
+        "model_apis[c].cors_origins",
+    ),
 ]
 
 
@@ -834,3 +841,8 @@ def test_import_refuses_key_no_header_can_carry(aigw, db: str, tmp_path: Path, k
     line = one_line_error(aigw("--db", db, "import", write(tmp_path, "keys.toml", body)))
     assert "consumers[app].api_keys" in line and "visible ASCII characters" in line, line
     assert key not in line
+
+
+def test_cors_origins_round_trip_normalised(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
+    assert 'cors_origins = ["https://app.example.com", "*"]' in export(aigw, db)

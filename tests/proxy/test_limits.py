@@ -193,3 +193,61 @@ def test_tokens_quota_under_concurrent_bursts_stays_within_the_bound(lim: Lim, v
     assert 100 <= used <= 100 + 41 + 15 * 30
     final = lim.chat("tq", "tq-app", max_tokens=10)
     assert final.status_code == 429 and final.json()["error"]["code"] == "insufficient_quota"
+
+
+def _add_consumer(lim: Lim, tmp_path: Path, consumer: str, api: str, quota: str) -> None:
+    """Import a consumer (and its API and group) into the store of the running gateway."""
+    lim.keys[consumer] = new_key(consumer)
+    f = tmp_path / f"{consumer}.toml"
+    f.write_text(
+        f'[[model_apis]]\nname = "{api}"\nbase_path = "/{api}"\nservices = ["main"]\n\n'
+        f'[[consumers]]\nname = "{consumer}"\napi_keys = ["{lim.keys[consumer]}"]\n{quota}\n'
+        f'[[consumer_groups]]\nname = "g-{consumer}"\nconsumers = ["{consumer}"]\nmodel_apis = ["{api}"]\n'
+    )
+    assert aigw_main(["--db", str(lim.db), "import", str(f)]) == 0
+
+
+def _wait_known(lim: Lim, api: str, consumer: str) -> None:
+    """Until the gateway knows the consumer (its models list answers; it uses no quota)."""
+    url = f"{lim.proc.url}/{api}/v1/models"
+    headers = {"Authorization": f"Bearer {lim.keys[consumer]}"}
+    wait_for(lambda: httpx.get(url, headers=headers, timeout=5).status_code == 200, 10, what=f"{consumer} known")
+
+
+DAILY_2 = 'quota = 2\nquota_unit = "requests"\nquota_period = "day"\n'
+
+
+def test_quota_of_a_consumer_added_while_serving_is_exact(lim: Lim, tmp_path: Path) -> None:
+    _add_consumer(lim, tmp_path, "late-seq", "lateseq", DAILY_2)
+    _wait_known(lim, "lateseq", "late-seq")
+    statuses = [lim.chat("lateseq", "late-seq").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    assert _quota_use(lim, "late-seq")["used"] == 2
+
+
+def test_quota_of_a_consumer_added_while_serving_is_exact_under_a_burst(
+    lim: Lim, vendor: MockVendor, tmp_path: Path
+) -> None:
+    _add_consumer(lim, tmp_path, "late-burst", "lateburst", DAILY_2)
+    _wait_known(lim, "lateburst", "late-burst")
+    vendor.behave(delay=0.2)
+    responses = asyncio.run(_burst(lim, 6, "lateburst", "late-burst"))
+    assert sorted(r.status_code for r in responses) == [200, 200, 429, 429, 429, 429]
+    assert len(vendor.requests) == 2
+    assert lim.chat("lateburst", "late-burst").status_code == 429
+
+
+def test_quota_given_while_serving_counts_the_requests_made_before(lim: Lim, tmp_path: Path) -> None:
+    _add_consumer(lim, tmp_path, "late-quota", "latequota", "")
+    _wait_known(lim, "latequota", "late-quota")
+    for _ in range(3):
+        assert lim.chat("latequota", "late-quota").status_code == 200
+    quota = tmp_path / "quota.toml"
+    quota.write_text(
+        f'[[consumers]]\nname = "late-quota"\napi_keys = ["{lim.keys["late-quota"]}"]\n'
+        'quota = 4\nquota_unit = "requests"\nquota_period = "day"\n'
+    )
+    assert aigw_main(["--db", str(lim.db), "import", str(quota)]) == 0
+    wait_for(lambda: _quota_use(lim, "late-quota") is not None, 10, what="the quota in force")
+    statuses = [lim.chat("latequota", "late-quota").status_code for _ in range(3)]
+    assert statuses == [200, 429, 429]

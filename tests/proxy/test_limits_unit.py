@@ -330,3 +330,22 @@ def test_windows_stay_bounded_however_fast_requests_come() -> None:
 def test_reset_durations_in_openais_format(seconds: float, text: str) -> None:
     assert duration(seconds) == text
     assert duration_bytes(seconds) == text.encode()
+
+
+async def test_restore_loads_only_the_counters_a_new_snapshot_brings() -> None:
+    clock = Clock()
+    calls = []
+
+    async def loader(consumer: str, unit: str, since: float, until: float) -> float:
+        calls.append(unit)
+        return 1.0
+
+    lim = MemoryLimiter(loader=loader, clock=clock)
+    await lim.restore(snapshot(rpm=[0], quota=2, unit="requests"))
+    await lim.restore(snapshot(rpm=[0], quota=5, unit="requests"))  # the limit alone changed
+    assert calls == ["requests"]
+    tokens = snapshot(rpm=[0], quota=100, unit="tokens")
+    await lim.restore(tokens)  # a new unit: its use is loaded before the snapshot serves
+    assert calls == ["requests", "tokens"]
+    d = lim.check(ctx_for(tokens, clock))
+    assert d.allowed

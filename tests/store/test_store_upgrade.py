@@ -42,3 +42,23 @@ def test_columns_added_since_a_table_was_made_are_added_with_their_defaults(tmp_
         st.dispose()
     st = open_store(str(db))  # and again: nothing left to add, nothing fails
     st.dispose()
+
+
+def test_an_index_that_was_unique_once_is_made_plain(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "aigw.db"
+    open_store(str(db)).dispose()
+    con = sqlite3.connect(db)  # an older aigw: one model API per base path
+    con.execute("DROP INDEX ix_model_apis_base_path")
+    con.execute("CREATE UNIQUE INDEX ix_model_apis_base_path ON model_apis (base_path)")
+    con.commit()
+    con.close()
+
+    open_store(str(db)).dispose()
+    con = sqlite3.connect(db)
+    try:
+        unique = con.execute(
+            "SELECT \"unique\" FROM pragma_index_list('model_apis') WHERE name = 'ix_model_apis_base_path'"
+        )
+        assert unique.fetchone() == (0,)
+    finally:
+        con.close()

@@ -360,16 +360,46 @@ def test_base_path_unique() -> None:
     assert "model_apis[a2].base_path" in str(err)
 
 
-def test_same_base_path_other_scenario_still_collides_on_models_listing() -> None:
+@pytest.mark.parametrize("origin", ["*", "https://app.example.com", "http://localhost:3000", "http://[::1]:8080"])
+def test_cors_origin_accepted(origin: str) -> None:
+    cfg = base_config()
+    cfg.model_apis[0].cors_origins = [origin]
+    assert accepted(cfg).model_apis[0].cors_origins == [origin]
+
+
+@pytest.mark.parametrize("origin", ["app.example.com", "https://app.example.com/path", "https://x:0", "null", ""])
+def test_cors_origin_refused(origin: str) -> None:
+    cfg = base_config()
+    cfg.model_apis[0].cors_origins = [origin]
+    err = refused(cfg, "model_apis", "a1", "cors_origins")
+    assert "model_apis[a1].cors_origins" in str(err)
+
+
+def test_cors_origins_normalised_as_browsers_send_them() -> None:
+    cfg = base_config()
+    cfg.model_apis[0].cors_origins = ["https://App.Example.com/", " * "]
+    assert accepted(cfg).model_apis[0].cors_origins == ["https://app.example.com", "*"]
+
+
+def test_apis_whose_routes_differ_share_a_base_path() -> None:
     cfg = base_config()
     cfg.model_apis.append(ModelApiSpec("a2", scenario="embeddings", base_path="/a1", services=["s2"]))
-    refused(cfg, "model_apis", "a2", "base_path", "/a1/v1/models")
+    accepted(cfg)
+
+
+def test_apis_on_one_base_path_with_a_common_route_collide() -> None:
+    cfg = base_config()
+    cfg.model_apis.append(
+        ModelApiSpec("a2", base_path="/a1", routes=["/v1/completions", "/v1/chat/completions"], services=["s2"])
+    )
+    err = refused(cfg, "model_apis", "a2", "base_path", "'/a1/v1/chat/completions' is already served by model API 'a1'")
+    assert "model_apis[a2]" in str(err)
 
 
 def test_request_paths_collide_at_root() -> None:
     cfg = base_config()
     cfg.model_apis[0].base_path = ""
-    cfg.model_apis.append(ModelApiSpec("a2", base_path="/", routes=["/v1/completions"], services=["s2"]))
+    cfg.model_apis.append(ModelApiSpec("a2", base_path="/", routes=["/v1/chat/completions"], services=["s2"]))
     refused(cfg, "model_apis", "a2", "base_path", "already served")
 
 

@@ -11,7 +11,14 @@ from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Switch
 
 from store.spec import SCENARIO_ROUTES, ModelApiSpec
-from store.validation import check_base_path, check_description, check_name, normalise_base_path
+from store.validation import (
+    check_base_path,
+    check_description,
+    check_name,
+    check_origin,
+    normalise_base_path,
+    normalise_origin,
+)
 
 from ..widgets.form_field import FormField
 from .form import EntityForm, FormProblem, as_list
@@ -30,6 +37,7 @@ class ModelApiForm(EntityForm):
         "name": check_name,
         "description": check_description,
         "base_path": lambda v: check_base_path(normalise_base_path(v)),
+        "cors_origins": lambda v: next(filter(None, (check_origin(normalise_origin(o)) for o in as_list(v))), None),
     }
 
     def compose_fields(self) -> Iterable[Widget]:
@@ -98,6 +106,12 @@ class ModelApiForm(EntityForm):
             field="fallback_services",
         )
         yield FormField(
+            "Browser origins (CORS, optional)",
+            Input(", ".join(o.cors_origins) if o else "", placeholder="https://app.example.com, *", id="cors-origins"),
+            field="cors_origins",
+            hint="Pages on these origins may call the API; empty = none",
+        )
+        yield FormField(
             "Description (optional)", Input(o.description if o else "", id="description"), field="description"
         )
 
@@ -144,4 +158,5 @@ class ModelApiForm(EntityForm):
             weights=weights,
             fallback_services=self.value("fallback_services"),
             description=self.value("description").strip(),
+            cors_origins=as_list(self.value("cors_origins")),
         )

@@ -17,6 +17,7 @@ from rich.text import Text
 from textual.message import Message
 
 from store import repo, usage
+from store.limits_rule import most_generous as _generous
 
 if TYPE_CHECKING:
     from textual.timer import Timer
@@ -41,11 +42,6 @@ class LimitsView:
     #: ``GET /limits``'s ``consumers`` shape (``used`` of per-minute windows is None offline).
     consumers: dict[str, Any] = field(default_factory=dict)
     observed_at: float = field(default_factory=time.time)
-
-
-def _generous(a: int, b: int) -> int:
-    """SPEC §2: the most generous granting group applies, and 0 (unlimited) is the most."""
-    return 0 if a == 0 or b == 0 else max(a, b)
 
 
 def read_limits(store: Store, gateway: GatewayController | None) -> LimitsView:
