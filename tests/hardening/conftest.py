@@ -7,6 +7,7 @@ Tests marked ``slow`` in this folder are skipped unless selected on purpose
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from fault_vendor import FaultVendor
 from hhelpers import HGw, raise_fd_limit, start_gateway
 from mock_vendor import MockVendor
+from vendor_gw import self_signed
 
 from store.db import Store, open_store
 
@@ -35,6 +37,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="module")
 def fault() -> Iterator[FaultVendor]:
     fv = FaultVendor().start()
+    yield fv
+    fv.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, for vendors behind TLS."""
+    return self_signed(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_vendor(certs: tuple[Path, Path]) -> Iterator[FaultVendor]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*certs)
+    fv = FaultVendor(tls=ctx).start()
     yield fv
     fv.stop()
 

@@ -7,7 +7,6 @@ without the model key's credential; every good answer (a 5 MB one too) must pass
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from fault_vendor import OK_BODY, FaultVendor, big_body
 from hconfig import CRED
 from helpers import record_for
 from hhelpers import assert_error_shape
-from vendor_gw import Case, VendorGw, self_signed, start
+from vendor_gw import Case, VendorGw, start
 
 from store.db import Store, open_store
 
@@ -35,38 +34,17 @@ HOSTILE = [
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def plain() -> Iterator[FaultVendor]:
-    fv = FaultVendor().start()
-    yield fv
-    fv.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_vendor(certs: tuple[Path, Path]) -> Iterator[FaultVendor]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*certs)
-    fv = FaultVendor(tls=ctx).start()
-    yield fv
-    fv.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(
-    plain: FaultVendor, tls_vendor: FaultVendor, certs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    fault: FaultVendor, tls_vendor: FaultVendor, certs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VendorGw]:
     cases = [
-        Case("big-1500000", plain.mode_url("big-1500000")),
-        Case("big-5000000", plain.mode_url("big-5000000")),
-        *(Case(name, plain.mode_url(mode)) for name, mode, _ in HOSTILE),
-        Case("flood", plain.mode_url("continue_flood"), timeout_s=2),
-        Case("extra", plain.mode_url("extra_after_body")),
-        Case("gzip", plain.mode_url("gzip")),
-        Case("deflate", plain.mode_url("deflate")),
+        Case("big-1500000", fault.mode_url("big-1500000")),
+        Case("big-5000000", fault.mode_url("big-5000000")),
+        *(Case(name, fault.mode_url(mode)) for name, mode, _ in HOSTILE),
+        Case("flood", fault.mode_url("continue_flood"), timeout_s=2),
+        Case("extra", fault.mode_url("extra_after_body")),
+        Case("gzip", fault.mode_url("gzip")),
+        Case("deflate", fault.mode_url("deflate")),
         Case("tls-untrusted", tls_vendor.mode_url("ok")),
         Case("tls-trusted", tls_vendor.mode_url("ok"), extra=f'ca_file = "{certs[0]}"\n'),
         Case("tls-wrong-host", tls_vendor.mode_url("ok", host="localhost"), extra=f'ca_file = "{certs[0]}"\n'),
@@ -109,10 +87,10 @@ def test_large_answers_pass_whole(gw: VendorGw, st: Store, size: int) -> None:
 
 @pytest.mark.parametrize(("case", "mode", "words"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_answers_are_clear_502s(
-    gw: VendorGw, st: Store, plain: FaultVendor, case: str, mode: str, words: str
+    gw: VendorGw, st: Store, fault: FaultVendor, case: str, mode: str, words: str
 ) -> None:
     expect_502(gw, st, case, words)
-    assert plain.seen and any(s.mode == mode for s in plain.seen)
+    assert fault.seen and any(s.mode == mode for s in fault.seen)
     out = gw.proc.output() + gw.log_path.read_text(errors="replace")
     assert "Traceback" not in out, out[-3000:]
 
@@ -126,24 +104,24 @@ def test_interim_answers_never_extend_the_deadline(gw: VendorGw, st: Store) -> N
     assert record_for(st, rid)["status"] == 504
 
 
-def test_bytes_after_the_answer_are_discarded(gw: VendorGw, st: Store, plain: FaultVendor) -> None:
+def test_bytes_after_the_answer_are_discarded(gw: VendorGw, st: Store, fault: FaultVendor) -> None:
     """A second answer smuggled after the first is no answer: the first stands, the connection goes."""
-    plain.seen.clear()
+    fault.seen.clear()
     for _ in range(2):
         r, _, rid = gw.call("extra")
         assert r.status_code == 200 and r.content == OK_BODY, (r.status_code, r.content[:300])
         assert record_for(st, rid)["status"] == 200
-    conns = [s.conn_no for s in plain.seen if s.mode == "extra_after_body"]
+    conns = [s.conn_no for s in fault.seen if s.mode == "extra_after_body"]
     assert len(conns) == 2 and conns[0] != conns[1], "a connection with stray bytes was reused"
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-def test_gzip_and_deflate_are_asked_for_and_decoded(gw: VendorGw, plain: FaultVendor, encoding: str) -> None:
-    plain.seen.clear()
+def test_gzip_and_deflate_are_asked_for_and_decoded(gw: VendorGw, fault: FaultVendor, encoding: str) -> None:
+    fault.seen.clear()
     r, _, _ = gw.call(encoding)
     assert r.status_code == 200 and orjson.loads(r.content)["choices"][0]["message"]["content"] == "hi", r.content
     assert "content-encoding" not in r.headers
-    head = plain.seen[-1].head.lower()
+    head = fault.seen[-1].head.lower()
     assert b"\r\naccept-encoding: gzip, deflate\r\n" in head, head
 
 

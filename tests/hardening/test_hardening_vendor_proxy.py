@@ -10,7 +10,6 @@ never its password.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,33 +18,12 @@ from fault_vendor import OK_BODY, FaultVendor
 from forward_proxy import ForwardProxy
 from helpers import free_port, record_for
 from hhelpers import assert_error_shape
-from vendor_gw import Case, VendorGw, self_signed, start
+from vendor_gw import Case, VendorGw, start
 
 from store.db import Store, open_store
 
 PROXY_AUTH = "gw-user:s3cret-proxy-pw"
 WRONG_AUTH = "gw-user:WRONG-proxy-pw"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def plain() -> Iterator[FaultVendor]:
-    fv = FaultVendor().start()
-    yield fv
-    fv.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_vendor(certs: tuple[Path, Path]) -> Iterator[FaultVendor]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*certs)
-    fv = FaultVendor(tls=ctx).start()
-    yield fv
-    fv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +35,22 @@ def fproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForwardProxy]:
 
 @pytest.fixture(scope="module")
 def gw(
-    plain: FaultVendor,
+    fault: FaultVendor,
     tls_vendor: FaultVendor,
     fproxy: ForwardProxy,
     certs: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[VendorGw]:
     ca = f'ca_file = "{certs[0]}"\n'
-    http, https = f"http://127.0.0.1:{plain.port}", f"https://127.0.0.1:{tls_vendor.port}"
+    http, https = f"http://127.0.0.1:{fault.port}", f"https://127.0.0.1:{tls_vendor.port}"
     wrong = f'proxy = "{fproxy.url(WRONG_AUTH)}"\n'
     cases = [
         Case("http-env", f"{http}/m/ok/http-env/v1"),
         Case("https-env", f"{https}/m/ok/https-env/v1", extra=ca),
-        Case("bypass", f"http://localhost:{plain.port}/m/ok/bypass/v1"),
+        Case("bypass", f"http://localhost:{fault.port}/m/ok/bypass/v1"),
         Case("none", f"{http}/m/ok/none/v1", extra='proxy = "none"\n'),
         # NO_PROXY says direct, the service's own proxy says otherwise: the service wins
-        Case("own-proxy", f"http://localhost:{plain.port}/m/ok/own/v1", extra=f'proxy = "{fproxy.url()}"\n'),
+        Case("own-proxy", f"http://localhost:{fault.port}/m/ok/own/v1", extra=f'proxy = "{fproxy.url()}"\n'),
         Case("wrong-http", f"{http}/m/ok/wrong/v1", extra=wrong),
         Case("wrong-https", f"{https}/m/ok/wrong/v1", extra=ca + wrong),
         Case("no-way", f"https://127.0.0.1:{free_port()}/v1"),
@@ -97,13 +75,13 @@ def proxied(fproxy: ForwardProxy, part: str) -> list[dict[str, object]]:
     return [e for e in fproxy.seen() if part in str(e["target"])]
 
 
-def test_http_vendor_through_the_proxy_in_absolute_form(gw: VendorGw, fproxy: ForwardProxy, plain: FaultVendor) -> None:
+def test_http_vendor_through_the_proxy_in_absolute_form(gw: VendorGw, fproxy: ForwardProxy, fault: FaultVendor) -> None:
     r, _, _ = gw.call("http-env")
     assert r.status_code == 200 and r.content == OK_BODY, (r.status_code, r.content[:300])
     (seen,) = proxied(fproxy, "/http-env/")
     assert seen["method"] == "POST" and seen["auth_ok"] is True
-    assert seen["target"] == f"http://127.0.0.1:{plain.port}/m/ok/http-env/v1/chat/completions"
-    vendor_head = next(s.head for s in plain.seen if b"/http-env/" in s.head).lower()
+    assert seen["target"] == f"http://127.0.0.1:{fault.port}/m/ok/http-env/v1/chat/completions"
+    vendor_head = next(s.head for s in fault.seen if b"/http-env/" in s.head).lower()
     assert b"proxy-authorization" not in vendor_head  # the proxy's, not the vendor's
 
 
@@ -116,10 +94,10 @@ def test_https_vendor_through_a_connect_tunnel(gw: VendorGw, fproxy: ForwardProx
 
 
 @pytest.mark.parametrize("case", ["bypass", "none"])
-def test_no_proxy_and_proxy_none_go_direct(gw: VendorGw, fproxy: ForwardProxy, plain: FaultVendor, case: str) -> None:
+def test_no_proxy_and_proxy_none_go_direct(gw: VendorGw, fproxy: ForwardProxy, fault: FaultVendor, case: str) -> None:
     r, _, _ = gw.call(case)
     assert r.status_code == 200 and r.content == OK_BODY, (r.status_code, r.content[:300])
-    assert any(f"/{case}/".encode() in s.head for s in plain.seen)
+    assert any(f"/{case}/".encode() in s.head for s in fault.seen)
     assert not proxied(fproxy, f"/{case}/")
 
 
