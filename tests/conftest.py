@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,19 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "aigw.db"
 
 
+@pytest.fixture(scope="session")
+def _empty_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One freshly made store, copied for each test: making the schema costs ~60 ms, a copy ~1."""
+    path = tmp_path_factory.mktemp("template") / "aigw.db"
+    open_store(str(path)).dispose()  # the last connection's close checkpoints the WAL away
+    return path
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(db_path: Path, _empty_store_file: Path) -> Iterator[Store]:
+    db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(_empty_store_file, db_path)
+    db_path.chmod(0o600)
     st = open_store(str(db_path))
     yield st
     st.dispose()
@@ -64,7 +76,14 @@ TIER_BY_FOLDER = {"bench": "bench", "hardening": "hardening", "tui": "console", 
 GATEWAY_FIXTURES = frozenset({"vendor", "fresh_vendor"})
 
 
+TIERS = ("unit", "cli", "gateway", "console", "hardening", "bench")
+
+
 def tier_of(item: pytest.Item) -> str:
+    """The test's tier: one it names itself (a slow test in a quick folder), else by place."""
+    named = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if named:
+        return named[0]
     top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]  # a folder or a file
     if top in TIER_BY_FOLDER:
         return TIER_BY_FOLDER[top]
@@ -77,7 +96,20 @@ def tier_of(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        item.add_marker(tier_of(item))
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m unit`` alone need not import the folders that hold no unit test (Textual, the SDKs)."""
+    if (config.getoption("markexpr", "") or "").strip() != "unit":
+        return None
+    try:
+        top = collection_path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return True if top in TIER_BY_FOLDER or top.startswith("test_cli") else None
 
 
 @pytest.fixture(autouse=True)

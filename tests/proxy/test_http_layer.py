@@ -357,6 +357,7 @@ async def test_limits_and_bad_bytes_get_json_errors() -> None:
         assert out.startswith(b"HTTP/1.1 200") and b"GET /fine" in out and b"HTTP/1.1 400" in out
 
 
+@pytest.mark.hardening  # waits out a client timeout: not for the quick tier
 async def test_slow_body_gets_408_and_idle_connection_is_closed() -> None:
     async with gateway(echo, client_timeout=0.4) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -460,6 +461,7 @@ async def test_the_handler_answers_before_the_body_is_sent() -> None:
         assert out.count(b"HTTP/1.1 401") == 2 and b"connection: close" not in out
 
 
+@pytest.mark.hardening  # seconds of a client that never reads: not for the quick tier
 async def test_pipelined_answers_wait_for_a_client_that_does_not_read() -> None:
     """Reading stops while the answers are not taken: the client's sending blocks, instead of
     the server buffering an answer for every request it is sent."""
