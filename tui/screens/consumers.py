@@ -19,6 +19,7 @@ from store import repo
 from ..modals.confirm import ConfirmModal
 from ..modals.consumer_form import ConsumerForm
 from ..modals.secret import ShowSecretModal
+from ..tables import fill_table
 from ..widgets.limits_panel import (
     LIMIT_COLUMNS,
     LimitsLoaded,
@@ -27,7 +28,7 @@ from ..widgets.limits_panel import (
     consumer_rows,
     source_text,
 )
-from .entity import EntityScreen, reset_table
+from .entity import EntityScreen
 
 KEY_COLUMNS = ("Key (prefix)", "Created")
 
@@ -123,19 +124,16 @@ class ConsumersScreen(EntityScreen):
     def _show_limits(self, consumer: str | None) -> None:
         title = self.query_one("#consumer-limits-title", Label)
         table = self.query_one("#consumer-limits", DataTable)
-        reset_table(table, *LIMIT_COLUMNS)
         view = self.limits_view
         if consumer is None:
             title.update("Limits and current use")
+            fill_table(table, LIMIT_COLUMNS, [])
             return
         title.update(escape(f"Limits of {consumer!r}") + f"   [dim]({source_text(view)})[/]")
-        rows = consumer_rows(view, consumer) if view is not None else []
-        for cells in rows:
-            table.add_row(*cells)
+        rows: list[Any] = list(consumer_rows(view, consumer)) if view is not None else []
         if view is not None and not rows:
-            table.add_row(
-                Text("no quota and no authorized model API", style="dim"), *(Text("") for _ in LIMIT_COLUMNS[1:])
-            )
+            rows = [(Text("no quota and no authorized model API", style="dim"), *(Text("") for _ in LIMIT_COLUMNS[1:]))]
+        fill_table(table, LIMIT_COLUMNS, rows)
 
     def row(self, spec: Any) -> tuple[Any, ...]:
         groups = [g.name for g in (self.config.consumer_groups if self.config else []) if spec.name in g.consumers]
@@ -167,7 +165,7 @@ class ConsumersScreen(EntityScreen):
         title = self.query_one("#consumer-keys-title", Label)
         if spec is None:
             title.update("API keys")
-            reset_table(self.query_one("#consumer-keys", DataTable), *KEY_COLUMNS)
+            fill_table(self.query_one("#consumer-keys", DataTable), KEY_COLUMNS, [])
             self._keys_of = None
             self._show_limits(None)
             return
@@ -189,11 +187,11 @@ class ConsumersScreen(EntityScreen):
         if message.consumer != self._keys_of:
             return
         table = self.query_one("#consumer-keys", DataTable)
-        reset_table(table, *KEY_COLUMNS)
-        for key_id, prefix, created in message.keys:
-            table.add_row(Text(prefix), Text(created), key=str(key_id))
+        rows: list[tuple[Text, Text]] = [(Text(prefix), Text(created)) for _, prefix, created in message.keys]
+        keys: list[str | None] = [str(key_id) for key_id, _, _ in message.keys]
         if not message.keys:
-            table.add_row(Text("no keys — press k to create one", style="dim"), Text(""))
+            rows, keys = [(Text("no keys — press k to create one", style="dim"), Text(""))], [None]
+        fill_table(table, KEY_COLUMNS, rows, keys)
 
     def action_create_key(self) -> None:
         spec = self.current()

@@ -24,13 +24,8 @@ from store.spec import Config
 
 from ..modals.confirm import ConfirmModal
 from ..sections import BY_ID
+from ..tables import fill_table
 from .base import SectionScreen
-
-
-def reset_table(table: DataTable[Any], *columns: str) -> None:
-    """Empty ``table`` and re-add its columns, so auto widths fit the rows added next."""
-    table.clear(columns=True)
-    table.add_columns(*columns)
 
 
 class EntityTable(DataTable[Any]):
@@ -147,10 +142,8 @@ class EntityScreen(SectionScreen):
 
     def refill(self, select: str | None = None) -> None:
         table = self.query_one("#entity-table", DataTable)
-        reset_table(table, *self.COLUMNS)
         shown = [x for x in self.items() if self.matches(x)]
-        for spec in shown:
-            table.add_row(*self.row(spec), key=spec.name)
+        fill_table(table, self.COLUMNS, [self.row(spec) for spec in shown], [spec.name for spec in shown])
         if select is not None:
             with contextlib.suppress(Exception):  # filtered out or deleted
                 table.move_cursor(row=table.get_row_index(select))
