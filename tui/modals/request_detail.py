@@ -16,6 +16,7 @@ from textual.widgets import Button, Label, Static
 
 from store.usage import RECORD_FIELDS
 
+from ..clipboard import copy_text
 from ..widgets.traffic_feed import status_kind
 
 LABELS = {
@@ -104,8 +105,7 @@ class RequestDetailModal(ModalScreen[None]):
 
     @on(Button.Pressed, "#copy")
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(str(self.record.get("request_id", "")))
-        self.notify("Request id copied to the clipboard")
+        copy_text(self.app, str(self.record.get("request_id", "")), "Request id")
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:

@@ -13,6 +13,7 @@ from store.keys import display_prefix
 
 from ...gateway_process import CRASHED, GatewayStatus
 from ...invoke import InvokeResult, curl_command
+from ...widgets.copied_text import CopiedText
 from ...widgets.form_field import FormField
 from ...widgets.gateway_header import describe_status
 from ..api_detail import describe_result
@@ -55,6 +56,7 @@ class InvokeStep(VerticalScroll):
             yield Label("curl (the seed's request, with real values)", classes="detail-title")
             yield Button("Copy curl (ctrl+y)", id="copy-curl", compact=True)
         yield Static("", id="curl")
+        yield CopiedText(id="curl-copied")
 
     def on_mount(self) -> None:
         self.query_one("#fix", Button).display = False

@@ -26,10 +26,12 @@ from store import repo
 from store.errors import StoreError
 from store.spec import Config
 
+from ...clipboard import copy_text
 from ...gateway_process import START_TIMEOUT_S, STARTING, STOPPING, GatewayStatus
 from ...invoke import InvokeResult, send_chat
 from ...modals.form import FormProblem
 from ...modals.secret import ShowSecretModal
+from ...widgets.copied_text import CopiedText
 from ..api_detail import api_model
 from ..base import SectionScreen
 from .api_step import ApiStep
@@ -535,5 +537,6 @@ class QuickStartScreen(SectionScreen):
         if self.index != LAST:
             raise SkipAction()
         key = self.invoke.query_one("#api-key", Input).value.strip()
-        self.app.copy_to_clipboard(self.invoke.curl_with(key))
-        self.notify("curl copied to the clipboard" + (" (with your key)" if key else ""))
+        curl = self.invoke.curl_with(key)
+        copy_text(self.app, curl, "curl" + (" (with your key)" if key else ""))
+        self.invoke.query_one("#curl-copied", CopiedText).show_copied(curl)
