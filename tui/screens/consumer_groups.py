@@ -250,9 +250,7 @@ class ConsumerGroupsScreen(EntityScreen):
         tabs = self.query_one("#group-tabs", TabbedContent)
         on_apis = tabs.active == "tab-apis"
         table = self.query_one("#group-apis" if on_apis else "#group-members", DataTable)
-        if table.row_count == 0:
-            return
-        name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        name = self.chosen_row(table, "model API to remove" if on_apis else "member to remove")
         if name is None:
             return
         what = "authorization for model API" if on_apis else "member"

@@ -215,12 +215,12 @@ class ConsumersScreen(EntityScreen):
     def action_revoke_key(self) -> None:
         spec = self.current()
         table = self.query_one("#consumer-keys", DataTable)
-        if spec is None or table.row_count == 0:
+        if spec is None:
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.chosen_row(table, "key to revoke")
         if key is None:
             return
-        prefix = table.get_row(key)[0]
+        prefix, created = table.get_row(key)[:2]
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -229,7 +229,7 @@ class ConsumersScreen(EntityScreen):
         self.app.push_screen(
             ConfirmModal(
                 "Revoke API key",
-                f"Revoke key {prefix} of consumer {spec.name!r}? Clients using it get 401 at once.",
+                f"Revoke key {prefix} (created {created}) of consumer {spec.name!r}? Clients using it get 401 at once.",
                 yes="Revoke",
                 danger=True,
             ),

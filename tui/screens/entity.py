@@ -182,6 +182,22 @@ class EntityScreen(SectionScreen):
     def show_detail(self, spec: Any | None) -> None:
         """Update the detail widgets for ``spec`` (override)."""
 
+    def chosen_row(self, table: DataTable[Any], what: str) -> str | None:
+        """The key of the row an action on ``table`` applies to, only once the user can see it.
+
+        A table without focus shows no live cursor, so acting on its highlighted row would
+        act on a row the user did not choose: the first press focuses the table and says
+        how to choose; the next press (on the now visible row) acts.
+        """
+        if table.row_count == 0:
+            return None
+        if not table.has_focus:
+            table.focus()
+            self.notify(f"Choose the {what} with ↑↓, then press the key again.", title=f"Which {what}?")
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None else str(key)
+
     def set_message(self, text: str | Text, *, error: bool = False) -> None:
         msg = self.query_one("#entity-message", Static)
         msg.set_class(error, "-error")
