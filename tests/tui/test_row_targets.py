@@ -78,3 +78,17 @@ async def test_group_remove_needs_the_open_tab_table_in_focus(store: Store) -> N
         assert "'my-app'" in confirm.message
         await pilot.press("n")
     assert config(store).consumer_groups[0].consumers == ["my-app"]
+
+
+async def test_marked_rows_carry_a_check_mark_not_only_a_colour(store: Store) -> None:
+    app = AigwApp(store, start_section="consumers", poll_interval=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(PickModal("Pick", [("alpha", "alpha"), ("beta", "beta")]))
+        await pilot.pause()
+        await pilot.press("space")  # marks the highlighted first row
+        await pilot.pause()
+        lst = app.screen.query_one("#pick-list")
+        lines = [lst.render_line(y).text for y in range(2)]
+        assert "✓" in lines[0] and "alpha" in lines[0]
+        assert "✓" not in lines[1] and "X" not in lines[1]

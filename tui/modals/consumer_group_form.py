@@ -7,12 +7,13 @@ from typing import ClassVar
 
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Input, SelectionList
+from textual.widgets import Input
 
 from store.spec import ConsumerGroupSpec
 from store.validation import check_description, check_name
 
 from ..widgets.form_field import FormField
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, as_number
 
 
@@ -32,13 +33,13 @@ class ConsumerGroupForm(EntityForm):
         yield FormField("Group Name", Input(o.name if o else "", placeholder="my-apps", id="name"), field="name")
         yield FormField(
             "Consumers (members)",
-            SelectionList[str](*[(c, c, c in members) for c in consumers], id="consumers"),
+            MarkedSelectionList[str](*[(c, c, c in members) for c in consumers], id="consumers"),
             field="consumers",
             hint="" if consumers else "No consumers yet: create one in Consumers",
         )
         yield FormField(
             "Authorized Model APIs",
-            SelectionList[str](*[(a, a, a in grants) for a in apis], id="model-apis"),
+            MarkedSelectionList[str](*[(a, a, a in grants) for a in apis], id="model-apis"),
             field="model_apis",
             hint="" if apis else "No model APIs yet: create one in Model APIs",
         )

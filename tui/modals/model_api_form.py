@@ -14,6 +14,7 @@ from store.spec import SCENARIO_ROUTES, ModelApiSpec
 from store.validation import check_base_path, check_description, check_name, normalise_base_path
 
 from ..widgets.form_field import FormField
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, FormProblem, as_list
 
 SCENARIO_LABELS = (("Text Generation", "text-generation"), ("Embeddings", "embeddings"))
@@ -52,7 +53,7 @@ class ModelApiForm(EntityForm):
             )
         yield FormField(
             "Routes",
-            SelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
+            MarkedSelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
             field="routes",
         )
         with Horizontal(classes="form-row"):
@@ -75,7 +76,7 @@ class ModelApiForm(EntityForm):
         )
         yield FormField(
             "Model Services",
-            SelectionList[str](*[(s, s, s in chosen) for s in services], id="services"),
+            MarkedSelectionList[str](*[(s, s, s in chosen) for s in services], id="services"),
             field="services",
             hint="" if services else "No model services yet: create one in Model Services first",
         )
@@ -92,7 +93,7 @@ class ModelApiForm(EntityForm):
             )
         yield FormField(
             "Fallback services (tried in order on failure)",
-            SelectionList[str](
+            MarkedSelectionList[str](
                 *[(s, s, bool(o and s in o.fallback_services)) for s in services], id="fallback-services"
             ),
             field="fallback_services",

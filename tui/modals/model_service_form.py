@@ -9,13 +9,14 @@ from textual import on
 from textual.containers import Horizontal
 from textual.suggester import SuggestFromList
 from textual.widget import Widget
-from textual.widgets import Input, Select, SelectionList
+from textual.widgets import Input, Select
 
 from store.presets import PRESETS, VENDORS
 from store.spec import DEFAULT_TIMEOUT_S, ModelServiceSpec, Price
 from store.validation import check_description, check_model, check_name, check_url
 
 from ..widgets.form_field import FormField
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, FormProblem, as_list, as_number
 
 KEY_POLICY_LABELS = (
@@ -100,7 +101,7 @@ class ModelServiceForm(EntityForm):
         )
         yield FormField(
             "Model Keys (space to select, in order of use)",
-            SelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys"),
+            MarkedSelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys"),
             field="keys",
             hint="" if keys else "No model keys yet: create one in Key Management first",
         )

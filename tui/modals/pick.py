@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, SelectionList, Static
 
+from ..widgets.marked_list import MarkedSelectionList
 from .base import Dialog
 
 
@@ -35,7 +36,7 @@ class PickModal(Dialog[list[str] | None]):
                 yield Static(
                     "space marks a row (✓) · ctrl+s adds the marked rows", classes="field-hint", id="pick-hint"
                 )
-                yield SelectionList[str](*[(label, value) for label, value in self.choices], id="pick-list")
+                yield MarkedSelectionList[str](*[(label, value) for label, value in self.choices], id="pick-list")
             else:
                 yield Static(escape(self.empty))
             with Horizontal(classes="dialog-buttons"):

@@ -12,6 +12,7 @@ from store.spec import ConsumerGroupSpec
 from store.validation import check_description, check_name
 
 from ...widgets.form_field import FormField
+from ...widgets.marked_list import MarkedSelectionList
 from .step import WizardStep
 
 
@@ -29,9 +30,9 @@ class GroupStep(WizardStep):
 
     def compose_fields(self) -> Iterable[Widget]:
         yield FormField("Group Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
-        yield FormField("Consumers (members)", SelectionList[str](id="consumers"), field="consumers")
+        yield FormField("Consumers (members)", MarkedSelectionList[str](id="consumers"), field="consumers")
         yield FormField(
-            "Authorized Model APIs (Add Authorization)", SelectionList[str](id="model-apis"), field="model_apis"
+            "Authorized Model APIs (Add Authorization)", MarkedSelectionList[str](id="model-apis"), field="model_apis"
         )
 
     def _sync_list(self, list_id: str, options: list[str], wanted: str, keep: list[str] | None = None) -> None:
