@@ -31,6 +31,7 @@ from ..errors import user_message
 from ..follow import EventSource, TokenRefused
 from ..gateway_process import GatewayStatus
 from ..modals.request_detail import RequestDetailModal
+from ..rate import rate_text
 from ..widgets.traffic_feed import MAX_RECORDS, Record, TrafficFeed, fmt_ms
 from ..widgets.traffic_table import TrafficTable
 from .base import SectionScreen
@@ -271,8 +272,9 @@ class TrafficScreen(SectionScreen):
         self.query_one("#spark-rps", Sparkline).data = rps
         self.query_one("#spark-p50", Sparkline).data = p50
         self.query_one("#spark-err", Sparkline).data = err
-        rate, median, errors = stats.recent(10)
-        self.query_one("#spark-rps-label", Label).update(f"req/s {rate:.1f}")
+        _, median, errors = stats.recent(10)
+        # The header's number (the gateway's counter), not a second count from the records.
+        self.query_one("#spark-rps-label", Label).update(rate_text(self.aigw.gateway_status.rate))
         self.query_one("#spark-p50-label", Label).update(f"p50 latency {fmt_ms(median)}")
         self.query_one("#spark-err-label", Label).update(f"errors {errors:.1f}%")
 
