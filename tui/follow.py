@@ -23,6 +23,8 @@ from store import repo, usage
 from store.admin_token import read_token
 from store.db import Store
 
+from .printable import printable_json
+
 RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 #: Longer than the gateway's record batch interval (0.3 s): what finished before we
@@ -152,7 +154,7 @@ class _Printer:
 
     def emit(self, rec: dict[str, Any]) -> None:
         if self.mark(rec):
-            print(json.dumps(rec, ensure_ascii=False) if self.as_json else self.line(rec), flush=True)
+            print(printable_json(rec) if self.as_json else self.line(rec), flush=True)
 
 
 def _finished_since(store: Store, cutoff: float) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from textual.widgets import Button, Label, Static
 from store.usage import RECORD_FIELDS
 
 from ..clipboard import copy_text
+from ..printable import printable
 from ..widgets.traffic_feed import status_kind
 
 LABELS = {
@@ -56,7 +57,7 @@ def _value(name: str, value: Any) -> Text:
         return Text(f"{float(value):.6f}")
     if isinstance(value, float):
         return Text(f"{value:.3f}")
-    return Text(str(value))
+    return Text(printable(value))
 
 
 def detail_table(rec: dict[str, Any]) -> Table:
@@ -89,10 +90,10 @@ class RequestDetailModal(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         rec = self.record
         with Vertical(classes="dialog", id="request-detail"):
-            yield Label(Text(f"Request {rec.get('request_id', '')}"), classes="dialog-title")
+            yield Label(Text(f"Request {printable(rec.get('request_id', ''))}"), classes="dialog-title")
             with VerticalScroll(id="request-detail-body"):
                 # The error first: it is what one opens a failed request for.
-                error = str(rec.get("error") or "")
+                error = printable(rec.get("error") or "")
                 yield Label("Error", classes="detail-title", id="request-detail-error-title")
                 yield Static(Text(error) if error else Text("none", style="dim"), id="request-detail-error")
                 yield Static(detail_table(rec), id="request-detail-fields")

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Label, Static
 
 from store import repo, usage
 
+from ..printable import printable
 from ..tables import fill_table
 from ..widgets.usage_bars import bar, quota_style
 from .base import SectionScreen
@@ -205,7 +206,7 @@ class UsageScreen(SectionScreen):
             est = "~" if r["estimated_requests"] else ""
             rows.append(
                 (
-                    Text(name) if name else Text("(none)", style="dim"),
+                    Text(printable(name)) if name else Text("(none)", style="dim"),
                     Text(f"{r['requests']:,}", justify="right"),
                     Text(f"{est}{r['total_tokens']:,}", justify="right"),
                     Text(_cost(r["cost"]), justify="right"),

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..printable import printable
 from .traffic_feed import Record, fmt_cost, fmt_ms, fmt_time, fmt_tokens, status_kind
 
 
@@ -54,9 +55,9 @@ def cells(rec: Record) -> list[str]:
     est = bool(rec.get("estimated"))
     return [
         fmt_time(float(rec.get("ts") or 0.0)),
-        str(rec.get("consumer") or "–"),
-        str(rec.get("api") or "–"),
-        str(rec.get("model") or "–"),
+        printable(rec.get("consumer") or "–"),
+        printable(rec.get("api") or "–"),
+        printable(rec.get("model") or "–"),
         str(rec.get("status") or "–"),
         fmt_ms(rec.get("latency_ms")),
         fmt_ms(rec.get("ttfb_ms")),
