@@ -94,7 +94,6 @@ class GatewayController:
         self._busy: str | None = None
         self._crash: tuple[int, str] | None = None
         self._rate = RequestRate()
-        self._attached_pid: int | None = None
         self._admin: AdminClient | None = None
 
     # ------------------------------------------------------------- where things are
@@ -152,7 +151,6 @@ class GatewayController:
                 )
             if health is None:
                 self._rate.reset()
-                self._attached_pid = None
                 if self._crash is not None:
                     code, log = self._crash
                     return GatewayStatus(
@@ -166,8 +164,6 @@ class GatewayController:
             self._crash = None
             rate = self._rate.observe(health.requests_total, time.monotonic())
             owned = self.proc is not None and health.pid == self.proc.pid
-            if not owned:
-                self._attached_pid = health.pid
             base.update(
                 listen=health.listen or settings.listen,
                 public_url=(health.public_url or settings.effective_public_url()).rstrip("/"),

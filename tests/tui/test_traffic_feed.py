@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tui.data.traffic_feed import RecordFilter, TrafficFeed, TrafficStats, is_error, status_kind
 from tui.follow import parse_event_line
-from tui.widgets.traffic_feed import RecordFilter, TrafficFeed, TrafficStats, is_error, status_kind
 from tui.widgets.traffic_table import cells
 
 

@@ -13,8 +13,8 @@ from store import repo, usage
 from store.db import Store
 from store.spec import ConsumerSpec
 from tui.app import AigwApp
+from tui.bars import bar
 from tui.screens.usage import UsageScreen, period_since
-from tui.widgets.usage_bars import bar
 
 DAY = 86_400.0
 

@@ -17,8 +17,8 @@ from textual.widgets import Button, Label, Static
 from store.usage import RECORD_FIELDS
 
 from ..clipboard import copy_text
+from ..data.traffic_feed import status_kind
 from ..printable import printable
-from ..widgets.traffic_feed import status_kind
 
 LABELS = {
     "ts": "Arrived (unix)",

@@ -17,17 +17,17 @@ from store import repo
 from store.errors import StoreError
 from store.spec import ConsumerGroupSpec
 
-from ..modals.confirm import ConfirmModal
-from ..modals.consumer_group_form import ConsumerGroupForm
-from ..modals.pick import PickModal
-from ..tables import fill_table
-from ..widgets.limits_panel import (
+from ..data.limits import (
     LimitsLoaded,
     LimitsPoller,
     LimitsView,
     quota_summary,
     window_summary,
 )
+from ..modals.confirm import ConfirmModal
+from ..modals.consumer_group_form import ConsumerGroupForm
+from ..modals.pick import PickModal
+from ..tables import fill_table
 from .entity import EntityScreen
 
 #: Members tab columns: (key, label); the table is refilled on each limits refresh.

@@ -16,11 +16,7 @@ from textual.widgets import DataTable, Label
 
 from store import repo
 
-from ..modals.confirm import ConfirmModal
-from ..modals.consumer_form import ConsumerForm
-from ..modals.secret import ShowSecretModal
-from ..tables import fill_table
-from ..widgets.limits_panel import (
+from ..data.limits import (
     LIMIT_COLUMNS,
     LimitsLoaded,
     LimitsPoller,
@@ -28,6 +24,10 @@ from ..widgets.limits_panel import (
     consumer_rows,
     source_text,
 )
+from ..modals.confirm import ConfirmModal
+from ..modals.consumer_form import ConsumerForm
+from ..modals.secret import ShowSecretModal
+from ..tables import fill_table
 from .entity import EntityScreen
 
 KEY_COLUMNS = ("Key (prefix)", "Created")
@@ -154,6 +154,8 @@ class ConsumersScreen(EntityScreen):
 
     def after_save(self, saved: Any) -> None:
         form, self._form = self._form, None
+        if form is not None and form.original is not None and form.original.name != saved.name:
+            self.aigw.consumer_renamed(form.original.name, saved.name)
         if form is not None and form.created_key:
             key, form.created_key = form.created_key, None
             self.aigw.remember_key(saved.name, key)

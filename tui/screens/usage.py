@@ -21,9 +21,9 @@ from textual.widgets import DataTable, Label, Static
 
 from store import repo, usage
 
+from ..bars import bar, quota_style
 from ..printable import printable
 from ..tables import fill_table
-from ..widgets.usage_bars import bar, quota_style
 from .base import SectionScreen
 
 PERIODS: dict[str, tuple[str, str]] = {

@@ -20,8 +20,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..data.traffic_feed import Record, fmt_cost, fmt_ms, fmt_time, fmt_tokens, status_kind
 from ..printable import printable
-from .traffic_feed import Record, fmt_cost, fmt_ms, fmt_time, fmt_tokens, status_kind
 
 
 @dataclass(frozen=True)

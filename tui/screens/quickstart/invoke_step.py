@@ -13,10 +13,10 @@ from store.keys import display_prefix
 
 from ...gateway_process import CRASHED, GatewayStatus
 from ...invoke import InvokeResult, curl_command
+from ...modals.route_management import describe_result
 from ...widgets.copied_text import CopiedText
 from ...widgets.form_field import FormField
 from ...widgets.gateway_header import describe_status
-from ..api_detail import describe_result
 from .progress import STEPS
 
 INTRO = (

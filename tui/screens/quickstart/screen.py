@@ -30,9 +30,9 @@ from ...clipboard import copy_text
 from ...gateway_process import START_TIMEOUT_S, STARTING, STOPPING, GatewayStatus
 from ...invoke import InvokeResult, send_chat
 from ...modals.form import FormProblem
+from ...modals.route_management import api_model
 from ...modals.secret import ShowSecretModal
 from ...widgets.copied_text import CopiedText
-from ..api_detail import api_model
 from ..base import SectionScreen
 from .api_step import ApiStep
 from .consumer_step import ConsumerStep
@@ -174,8 +174,6 @@ class QuickStartScreen(SectionScreen):
         self._next_pending = False
         self.busy = False
         #: The consumer key this session created — memory only, for step 6 (never stored).
-        self.plain_key: str | None = None
-        self.key_consumer: str | None = None
 
     # ------------------------------------------------------------- layout
 
@@ -255,7 +253,7 @@ class QuickStartScreen(SectionScreen):
         if index == 3:
             consumer = self.steps[3]
             assert isinstance(consumer, ConsumerStep)
-            consumer.want_key(self.plain_key is None or consumer.original != self.key_consumer)
+            consumer.want_key(self.aigw.session_keys.get(consumer.original or "") is None)
         if index == LAST:
             self._show_target()
             self._gateway_changed(self.aigw.gateway_status)
@@ -333,9 +331,9 @@ class QuickStartScreen(SectionScreen):
         step = self.steps[message.index]
         if step.TABLE == "consumers":
             if message.key:
-                self.plain_key, self.key_consumer = message.key, message.name
-            elif self.key_consumer is not None and self.key_consumer == step.original:
-                self.key_consumer = message.name  # renamed: its keys (and ours) follow it
+                self.aigw.remember_key(message.name, message.key)
+            elif step.original and step.original != message.name:
+                self.aigw.consumer_renamed(step.original, message.name)  # its keys follow it
         step.original = message.name
         self.progress = message.progress
         self.ctx = WizardContext(message.config, dict(self.progress.names))
@@ -391,7 +389,6 @@ class QuickStartScreen(SectionScreen):
         if self.busy:
             return
         self.progress = Progress()
-        self.plain_key = self.key_consumer = None
         self.ctx = WizardContext(self.ctx.config, {})
         for step in self.steps:
             step.forget_refs()
@@ -413,7 +410,7 @@ class QuickStartScreen(SectionScreen):
     def _show_target(self) -> None:
         url, model = self._target()
         consumer = self.ctx.name("consumers") or "your consumer"
-        key = self.plain_key if self.key_consumer == self.ctx.name("consumers") else None
+        key = self.aigw.session_keys.get(self.ctx.name("consumers") or "")
         self.invoke.show_target(url, model, consumer, key)
 
     def _gateway_changed(self, status: GatewayStatus) -> None:
@@ -457,13 +454,7 @@ class QuickStartScreen(SectionScreen):
             self.gateway.reload()  # serve what was just saved, not the last poll's snapshot
             return None
         self.post_message(self.Progressed("Starting the gateway…"))
-        self.app.post_message(
-            self.aigw.GatewayObserved(
-                GatewayStatus(state=STARTING, listen=status.listen, admin_listen=status.admin_listen)
-            )
-        )
-        status = self.gateway.start()
-        self.app.post_message(self.aigw.GatewayObserved(status))
+        status = self.aigw.run_gateway("start")
         if status.is_up:
             self.post_message(self.Progressed("Sending…"))
             return None
@@ -519,7 +510,7 @@ class QuickStartScreen(SectionScreen):
         self.post_message(self.KeyCreated(consumer, key))
 
     def on_quick_start_screen_key_created(self, message: KeyCreated) -> None:
-        self.plain_key, self.key_consumer = message.key, message.consumer
+        self.aigw.remember_key(message.consumer, message.key)
         self.aigw.config_changed()
         self._show_target()
 

@@ -19,8 +19,8 @@ from store.spec import Config, ModelApiSpec
 
 from ..clipboard import copy_text
 from ..invoke import DEFAULT_MESSAGE, InvokeResult, access_urls, curl_command, send_chat
-from ..modals.base import Dialog
 from ..widgets.copied_text import CopiedText
+from .base import Dialog
 
 STEP_LABELS = {
     "gateway": "Instance Info (start the gateway)",
