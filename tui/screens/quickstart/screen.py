@@ -27,6 +27,7 @@ from store.errors import StoreError
 from store.spec import Config
 
 from ...clipboard import copy_text
+from ...fields import REVEAL_KEY
 from ...gateway_process import START_TIMEOUT_S, STARTING, STOPPING, GatewayStatus
 from ...invoke import InvokeResult, send_chat
 from ...modals.form import FormProblem
@@ -82,7 +83,7 @@ class QuickStartScreen(SectionScreen):
             "ctrl+b", "back", "Back", id="quickstart-back", tooltip="Go to the previous step (what you typed is kept)"
         ),
         Binding(
-            "ctrl+l",
+            REVEAL_KEY,
             "reveal",
             "Reveal credential",
             id="quickstart-reveal",

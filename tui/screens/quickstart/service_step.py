@@ -13,10 +13,9 @@ from textual.widgets import Input, Select
 
 from store.presets import PRESETS, VENDORS
 from store.spec import ModelServiceSpec
-from store.validation import check_model, check_name, check_url
 
+from ...fields import entity_field, live_checks
 from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS
-from ...widgets.form_field import FormField
 from .step import WizardStep
 
 
@@ -36,7 +35,7 @@ class ServiceStep(WizardStep):
         "A model service is one vendor: where to send requests, with which model key, and which "
         "model to use. Choosing the vendor fills in its address and its models."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "address": check_url, "default_model": check_model}
+    LIVE_CHECKS: ClassVar = live_checks("model_services")
 
     def __init__(self, step_id: str) -> None:
         super().__init__(step_id)
@@ -44,48 +43,39 @@ class ServiceStep(WizardStep):
 
     def compose_fields(self) -> Iterable[Widget]:
         first = PRESETS[VENDORS[0]]
-        yield FormField(
-            "Service Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name"
-        )
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Model Vendor",
+            yield entity_field(
+                self.TABLE,
+                "vendor",
                 Select([(p.label, p.name) for p in PRESETS.values()], value=first.name, allow_blank=False, id="vendor"),
-                field="vendor",
             )
-            yield FormField(
-                "Model Protocol",
+            yield entity_field(
+                self.TABLE,
+                "protocol",
                 Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
-                field="protocol",
             )
-        yield FormField(
-            "Service Address",
-            Input(first.address, placeholder="https://vendor.example/v1", id="address"),
-            field="address",
-            hint="The vendor's OpenAI base URL; filled from the vendor, editable",
-        )
+        yield entity_field(self.TABLE, "address", Input(first.address, id="address"))
         with Horizontal(classes="form-row"):
-            yield FormField("Model Key", Select([], prompt="no model keys yet", id="keys"), field="keys")
-            yield FormField(
-                "Key Usage Policy",
-                Select(KEY_POLICY_LABELS, value="polling", allow_blank=False, id="key-policy"),
-                field="key_policy",
+            yield entity_field(self.TABLE, "keys", Select([], prompt="no model keys yet", id="keys"))
+            yield entity_field(
+                self.TABLE, "key_policy", Select(KEY_POLICY_LABELS, value="polling", allow_blank=False, id="key-policy")
             )
-        yield FormField(
-            "Model Selection",
+        yield entity_field(
+            self.TABLE,
+            "model_policy",
             Select(MODEL_POLICY_LABELS, value="specified", allow_blank=False, id="model-policy"),
-            field="model_policy",
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Default Model",
+            yield entity_field(
+                self.TABLE,
+                "default_model",
                 Input(first.models[0], id="default-model", suggester=SuggestFromList(first.models)),
-                field="default_model",
             )
-            yield FormField(
-                "Vendor's models",
+            yield entity_field(
+                self.TABLE,
+                "model_picker",
                 Select([(m, m) for m in first.models], prompt="pick a model", id="model-picker"),
-                field="model_picker",
             )
 
     def refresh_refs(self) -> None:
