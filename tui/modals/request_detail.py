@@ -11,7 +11,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from store.usage import RECORD_FIELDS
@@ -19,6 +18,7 @@ from store.usage import RECORD_FIELDS
 from ..clipboard import copy_text
 from ..data.traffic_feed import status_kind
 from ..printable import printable
+from .base import Dialog
 
 LABELS = {
     "ts": "Arrived (unix)",
@@ -75,7 +75,7 @@ def detail_table(rec: dict[str, Any]) -> Table:
     return table
 
 
-class RequestDetailModal(ModalScreen[None]):
+class RequestDetailModal(Dialog[None]):
     """Read-only; ``c`` copies the request id (to find it in the vendor's or client's logs)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
