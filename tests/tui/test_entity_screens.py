@@ -81,7 +81,7 @@ class TestModelKeys:
             await pilot.press("n")
             form = await wait_screen(pilot, app, EntityForm)
             await pilot.press(*"env-key", "tab", *"env:HUNYUAN_API_KEY")
-            await pilot.press("ctrl+r")
+            await pilot.press("ctrl+l")
             assert not form.query_one("#credential", Input).password  # reveal is explicit
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: "env-key" in table_names(screen), what="row")
