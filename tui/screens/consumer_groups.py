@@ -24,6 +24,7 @@ from ..data.limits import (
     quota_summary,
     window_summary,
 )
+from ..errors import user_message
 from ..modals.confirm import ConfirmModal
 from ..modals.consumer_group_form import ConsumerGroupForm
 from ..modals.pick import PickModal
@@ -276,7 +277,7 @@ class ConsumerGroupsScreen(EntityScreen):
             with self.store.session() as s:
                 saved = repo.save(s, "consumer_groups", spec, original=original)
         except StoreError as exc:
-            self.call_from_thread(self.set_message, Text(str(exc), style="bold red"), error=True)
+            self.call_from_thread(self.set_message, Text(user_message(exc), style="bold red"), error=True)
             raise
         self.post_message(self.GroupChanged(saved, what))  # type: ignore[arg-type]
 

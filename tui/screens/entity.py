@@ -21,7 +21,9 @@ from textual.widgets import DataTable, Input, Label, Static
 from store import repo
 from store.errors import StoreError
 from store.spec import Config
+from store.validation import referrers
 
+from ..errors import user_message
 from ..modals.confirm import ConfirmModal
 from ..sections import BY_ID
 from ..tables import fill_table
@@ -265,7 +267,13 @@ class EntityScreen(SectionScreen):
 
     def action_delete(self) -> None:
         spec = self.current()
-        if spec is None:
+        if spec is None or self.config is None:
+            return
+        users = referrers(self.config, self.TABLE, spec.name)
+        if users:  # say so now, rather than ask "cannot be undone?" and then refuse
+            text = f"{self.NOUN.capitalize()} {spec.name!r} is in use by {', '.join(users)}: remove it there first."
+            self.set_message(Text(text, style="bold red"), error=True)
+            self.notify(text, title="Cannot delete", severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -298,6 +306,6 @@ class EntityScreen(SectionScreen):
         self.load()
 
     def on_entity_screen_delete_refused(self, message: DeleteRefused) -> None:
-        text = str(message.error)
+        text = user_message(message.error)
         self.set_message(Text(text, style="bold red"), error=True)
-        self.notify(text, title="Not deleted", severity="error", timeout=10)
+        self.notify(text, title="Not deleted", severity="error")
