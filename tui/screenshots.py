@@ -37,7 +37,7 @@ SIZE = (160, 48)
 
 
 def build_demo_store(directory: Path = DEMO_DIR) -> Store:
-    """A fresh store holding the seed's setup and a second vendor, in ``directory``."""
+    """A fresh store holding the Quick Start setup and a second vendor, in ``directory``."""
     shutil.rmtree(directory, ignore_errors=True)
     store = open_store(str(directory / "aigw.db"))
     with store.session() as s:
@@ -84,7 +84,7 @@ def build_demo_store(directory: Path = DEMO_DIR) -> Store:
         )
         repo.save(s, "model_apis", ModelApiSpec("deepseek-api", base_path="/deepseek", services=["deepseek-service"]))
         repo.save(
-            s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY], description="the seed's application")
+            s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY], description="the example application")
         )
         repo.save(
             s, "consumers", ConsumerSpec("batch-jobs", quota=5_000_000, quota_unit="tokens", quota_period="month")

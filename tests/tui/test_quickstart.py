@@ -1,4 +1,4 @@
-"""Quick Start storyboards: the seed's six steps walked with the keyboard against the mock vendor
+"""Quick Start storyboards: the six steps walked with the keyboard against the mock vendor
 and a real ``aigw serve`` started by the wizard, each ending with an assertion on the stored rows."""
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class TestWalk:
 
 
 def seed_to_invoke(store: Store, address: str) -> str:
-    """The seed's five entities and a run saved at step 6, as a restarted console finds them."""
+    """The five example entities and a run saved at step 6, as a restarted console finds them."""
     key = seed(store, address=address, credential=CREDENTIAL)
     assert key
     save_progress(

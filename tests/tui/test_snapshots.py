@@ -64,7 +64,7 @@ class TestModelServices:
 
 class TestRouteManagement:
     def test_route_management(self, snap_compare: Snap, demo: Store) -> None:
-        """Request path, full access URL, the seed's curl with real values and Try it."""
+        """Request path, full access URL, the example curl with real values and Try it."""
         assert shot(snap_compare, demo, "model-apis", "down", "t")
 
 

@@ -1,4 +1,4 @@
-"""Step 6 — Obtain the access address and invoke: the URL, the seed's curl, and a real test request."""
+"""Step 6 — Obtain the access address and invoke: the URL, a curl, and a real test request."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class InvokeStep(VerticalScroll):
         yield Static("", id="result")
         yield Button("", id="fix", variant="warning", compact=True)
         with Horizontal(classes="invoke-buttons"):
-            yield Label("curl (the seed's request, with real values)", classes="detail-title")
+            yield Label("curl of the test request (with real values)", classes="detail-title")
             yield Button("Copy curl (ctrl+y)", id="copy-curl", compact=True)
         yield Static("", id="curl")
         yield CopiedText(id="curl-copied")

@@ -1,4 +1,4 @@
-"""Quick Start: the seed's six steps as one guided wizard that ends in a real answer.
+"""Quick Start: six steps as one guided wizard that ends in a real answer.
 
 Each Next saves that step's entity through ``repo.save`` in a thread worker (create, or
 update the one this run created or picked), records the progress (step index and names,
@@ -44,7 +44,7 @@ from .progress import FIX_STEP, LAST, META_KEY, STEPS, Progress, load_progress, 
 from .service_step import ServiceStep
 from .step import WizardContext, WizardStep
 
-#: The seed's headings.
+#: The step headings.
 STEP_TITLES = (
     "Create Model Key",
     "Create Model Service",
@@ -94,7 +94,7 @@ class QuickStartScreen(SectionScreen):
             "send",
             "Send test request",
             id="quickstart-send",
-            tooltip="Send the seed's request through the gateway (started if needed)",
+            tooltip="Send a test chat request through the gateway (started if needed)",
         ),
         Binding(
             "ctrl+k",
@@ -120,7 +120,7 @@ class QuickStartScreen(SectionScreen):
         ("Quick Start: previous step", "Go back one step", "back"),
         ("Quick Start: send test request", "Step 6: a real request through the gateway", "send"),
         ("Quick Start: create consumer key", "Step 6: a new key for the consumer, shown once", "create_key"),
-        ("Quick Start: copy curl", "Step 6: the seed's curl with real values", "copy_curl"),
+        ("Quick Start: copy curl", "Step 6: the curl of the test request, with real values", "copy_curl"),
         ("Quick Start: start over", "Begin a new run at step 1 (nothing is deleted)", "start_over"),
     )
 

@@ -1,4 +1,4 @@
-"""The frame of one wizard step: the seed's words, "create new / use existing", labelled fields.
+"""The frame of one wizard step: its explanation, "create new / use existing", labelled fields.
 
 A step is a form without buttons (the wizard's Back/Next drive it). It never decides a
 rule: ``LIVE_CHECKS`` are :mod:`store.validation` functions run as the user types, and
@@ -71,7 +71,7 @@ class WizardStep(VerticalScroll):
         yield Static(escape(self.INTRO), classes="step-intro")
         yield from self.compose_fields()
         if self.TABLE:
-            # Last, so the seed's fields come first; picking one fills the fields above.
+            # Last, so the step's own fields come first; picking one fills the fields above.
             yield FormField(
                 f"Or use an existing {self.NOUN}",
                 Select([(f"Create a new {self.NOUN}", NEW)], value=NEW, allow_blank=False, id="use"),
