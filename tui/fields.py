@@ -83,7 +83,7 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
         "timeout_s": FieldSpec("Timeout (seconds)"),
         "prices": FieldSpec(
             "Prices per 1M tokens (model=input/output; …)",
-            hint="Without a price, a request's cost is recorded as $0",
+            hint="Per 1M tokens, from the vendor's price list. Without a price a request's cost is recorded as 0",
             placeholder="e.g. my-model=0.8/2.0; other-*=1/3",
         ),
         "description": _DESCRIPTION,

@@ -15,13 +15,21 @@ from store.presets import PRESETS, VENDORS
 from store.spec import ModelServiceSpec
 
 from ...fields import entity_field, live_checks
-from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS
+from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS, format_prices, parse_prices
 from .step import WizardStep
+
+#: The model the README's example uses: Quick Start proposes it when the vendor offers it.
+EXAMPLE_MODEL = "hunyuan-turbos-latest"
 
 
 def vendor_models(vendor: str) -> tuple[str, ...]:
     preset = PRESETS.get(vendor)
     return preset.models if preset else ()
+
+
+def proposed_model(vendor: str) -> str:
+    models = vendor_models(vendor)
+    return EXAMPLE_MODEL if EXAMPLE_MODEL in models else (models[0] if models else "")
 
 
 class ServiceStep(WizardStep):
@@ -70,13 +78,15 @@ class ServiceStep(WizardStep):
             yield entity_field(
                 self.TABLE,
                 "default_model",
-                Input(first.models[0], id="default-model", suggester=SuggestFromList(first.models)),
+                Input(proposed_model(first.name), id="default-model", suggester=SuggestFromList(first.models)),
             )
             yield entity_field(
                 self.TABLE,
                 "model_picker",
                 Select([(m, m) for m in first.models], prompt="pick a model", id="model-picker"),
             )
+        # No list price is built in: one typed here is what Usage and Traffic count cost with.
+        yield entity_field(self.TABLE, "prices", Input("", id="prices"))
 
     def refresh_refs(self) -> None:
         self.sync_ref("keys", [k.name for k in self.ctx.config.model_keys], self.ctx.name("model_keys"))
@@ -94,8 +104,8 @@ class ServiceStep(WizardStep):
             self.set_value("keys", self.ctx.name("model_keys"))
         self.set_value("key_policy", spec.key_policy if spec else "polling")
         self.set_value("model_policy", spec.model_policy if spec else "specified")
-        models = vendor_models(vendor)
-        self.set_value("default_model", spec.default_model if spec else (models[0] if models else ""))
+        self.set_value("default_model", spec.default_model if spec else proposed_model(vendor))
+        self.set_value("prices", format_prices(spec.prices) if spec else "")
 
     def _offer_models(self, vendor: str) -> None:
         models = vendor_models(vendor)
@@ -115,7 +125,7 @@ class ServiceStep(WizardStep):
         self._offer_models(new)
         model = self.query_one("#default-model", Input)
         if not model.value or (old_p and model.value in old_p.models):
-            model.value = new_p.models[0] if new_p and new_p.models else ""
+            model.value = proposed_model(new)
 
     @on(Select.Changed, "#model-picker")
     def _model_picked(self, event: Select.Changed) -> None:
@@ -133,4 +143,5 @@ class ServiceStep(WizardStep):
         spec.key_policy = self.value("key_policy")
         spec.model_policy = self.value("model_policy")
         spec.default_model = self.value("default_model").strip()
+        spec.prices = parse_prices(self.value("prices"))
         return spec

@@ -252,6 +252,6 @@ class WizardStep(VerticalScroll):
         """Where the cursor goes on arrival: the first empty text field, else the first field."""
         controls = [f.control for f in self.query(FormField) if f.display and f.control.focusable and f.field != "use"]
         for c in controls:
-            if isinstance(c, Input) and not c.value and c.id != "description":  # optional
+            if isinstance(c, Input) and not c.value and c.id not in ("description", "prices"):  # optional
                 return c
         return controls[0] if controls else None
