@@ -55,12 +55,12 @@ class ConsumerGroupsScreen(EntityScreen):
         Binding(
             "a",
             "add_authorization",
-            "Add Authorization",
+            "Authorize",
             id="group-add-authorization",
             tooltip="Grant the highlighted group access to model APIs",
         ),
         Binding(
-            "m", "add_members", "Add members", id="group-add-members", tooltip="Add consumers to the highlighted group"
+            "m", "add_members", "Members", id="group-add-members", tooltip="Add consumers to the highlighted group"
         ),
         Binding(
             "x", "remove", "Remove", id="group-remove", tooltip="Remove the member or API highlighted in the open tab"
