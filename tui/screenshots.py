@@ -150,7 +150,8 @@ async def settle(pilot: Any, app: Any, until: Callable[[], bool] | None = None, 
 
 
 def ready(app: Any) -> Callable[[], bool]:
-    return lambda: getattr(app.screen, "config", True) is not None
+    """The section's first load has been shown (entity screens: ``config``; Usage: ``total``)."""
+    return lambda: getattr(app.screen, "config", True) is not None and getattr(app.screen, "total", True) != {}
 
 
 async def take(
