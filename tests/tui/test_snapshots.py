@@ -8,18 +8,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from store.db import Store
-from tui.screens import usage as usage_screen
-from tui.screenshots import DEMO_DATE, build_demo_store, demo_app, ready, settle
+from tui.screenshots import build_demo_store, demo_app, demo_clock, ready, settle
 from tui.sections import SECTIONS
 
 SNAP_DIR = Path(tempfile.gettempdir()) / "aigw-snapshots"
-FROZEN_NOW = DEMO_DATE.timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +24,13 @@ def demo() -> Iterator[Store]:
     store = build_demo_store(SNAP_DIR)
     yield store
     store.dispose()
+
+
+@pytest.fixture(autouse=True)
+def held_clock() -> Iterator[None]:
+    """Traffic, Usage and the limits panes read the clock: hold it at the demo's time."""
+    with demo_clock():
+        yield
 
 
 def shot(snap_compare: Any, store: Store, section: str, *keys: str, size: tuple[int, int] = (160, 48)) -> bool:
@@ -90,8 +94,6 @@ class TestEverySectionAt80x24:
     """Each section at 80×24: its table's first columns, its buttons and its footer keys in view."""
 
     @pytest.mark.parametrize("section", [s.id for s in SECTIONS])
-    def test_section_narrow(self, snap_compare: Snap, demo: Store, section: str, monkeypatch: Any) -> None:
+    def test_section_narrow(self, snap_compare: Snap, demo: Store, section: str) -> None:
         """The section as a new user on a small terminal first sees it."""
-        # Usage names the day its period starts: hold the clock so the snapshot does not age.
-        monkeypatch.setattr(usage_screen, "time", SimpleNamespace(time=lambda: FROZEN_NOW))
         assert shot(snap_compare, demo, section, size=(80, 24))
