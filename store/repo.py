@@ -383,6 +383,10 @@ def save(session: Session, table: str, spec: Spec, *, original: str | None = Non
         if table == "consumers" and spec.api_key_hashes is None:  # type: ignore[union-attr]
             spec.api_key_hashes = current.api_key_hashes  # type: ignore[union-attr]
         items[items.index(current)] = spec
+    # The entry being saved is checked last, so a clash (a request path, an API key) is
+    # reported on it, naming the entry that already holds the thing.
+    items.remove(spec)
+    items.append(spec)
     validate_config(cfg)
     _transaction(session, lambda: _write(session, table, spec, original))
     return spec

@@ -12,7 +12,7 @@ import itertools
 import operator
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,6 +76,17 @@ def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
 #: Rows in one INSERT statement at most (a power of two): 512 x 19 columns stays under every
 #: driver's parameter limit we meet, and larger statements gain nothing measurable.
 MAX_ROWS_PER_STATEMENT = 512
+
+
+def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
+    """Store ready-made request records through the writer's one insert path (the
+    screenshot demo's traffic, imports of history); missing fields take their defaults.
+    Commits."""
+    rows = [record_row(r) for r in records]
+    if rows:
+        _insert_rows(session.connection(), rows)
+        session.commit()
+    return len(rows)
 
 
 def _rows_per_statement(conn: Connection) -> int:

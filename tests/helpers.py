@@ -9,18 +9,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert
-from sqlmodel import Session
 
 from store import usage
 from store.admin_token import read_token
 from store.db import Store
-from store.models import RequestRecord
 
 
 def free_port() -> int:
@@ -176,13 +173,3 @@ def record_for(st: Store, request_id: str, timeout: float = 10.0) -> dict[str, A
         return None
 
     return wait_for(find, timeout, interval=0.1, what=f"the record of request {request_id}")  # type: ignore[no-any-return]
-
-
-def insert_records(session: Session, records: Iterable[Mapping[str, Any]]) -> int:
-    """Store ready-made request records, as the gateway's writer would; missing fields take
-    their defaults. Commits."""
-    rows = [dict(zip(usage.RECORD_FIELDS, usage.record_row(r), strict=True)) for r in records]
-    if rows:
-        session.connection().execute(insert(RequestRecord.__table__), rows)  # type: ignore[attr-defined]
-        session.commit()
-    return len(rows)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import insert_records
 
 from store import repo
 from store.db import open_store
 from store.keys import hash_key
 from store.models import SCHEMA_VERSION
+from store.usage import insert_records
 from tui.cli import main
 
 EXAMPLE = Path(__file__).parent / "cli" / "example.toml"

@@ -130,6 +130,11 @@ class AigwApp(App[int]):
 
     @work(thread=True, exclusive=True, group="gateway-control", exit_on_error=False)
     def _gateway_do(self, what: str) -> GatewayStatus:
+        return self.run_gateway(what)
+
+    def run_gateway(self, what: str) -> GatewayStatus:
+        """Start, stop or restart the gateway, blocking (call from a thread worker): the one
+        path every screen uses, so the header and every screen see each state it passes."""
         self.post_message(
             self.GatewayObserved(
                 GatewayStatus(
@@ -145,6 +150,11 @@ class AigwApp(App[int]):
 
     def remember_key(self, consumer: str, key: str) -> None:
         self.session_keys[consumer] = key
+
+    def consumer_renamed(self, old: str, new: str) -> None:
+        """A renamed consumer keeps its keys, and so does this run's memory of them."""
+        if old in self.session_keys:
+            self.session_keys[new] = self.session_keys.pop(old)
 
     def config_changed(self) -> None:
         """Every saved change: tell a running gateway now (it would also notice within 2 s)."""

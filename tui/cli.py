@@ -8,7 +8,6 @@ on stderr and exit status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -19,6 +18,8 @@ from typing import NoReturn
 from store import __version__
 from store.errors import StoreError
 from store.times import iso_utc
+
+from .printable import printable, printable_json, printable_record
 
 EXIT_USAGE = 2
 #: Upper bound for ``logs -n`` (SQLite's LIMIT is a 64-bit integer; a bigger one crashed).
@@ -223,6 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _record_line(d: dict) -> str:  # type: ignore[type-arg]
+    d = printable_record(d)
     tokens = f"{d['prompt_tokens']}+{d['completion_tokens']}{'~' if d['estimated'] else ''}"
     err = f"  {d['error']}" if d.get("error") else ""
     return (
@@ -240,10 +242,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     with store.session() as s:
         rows = [usage.record_dict(r) for r in usage.recent(s, args.n)]
     if args.json and not args.follow:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(printable_json(rows, indent=2))
     else:
         for d in rows:
-            print(json.dumps(d, ensure_ascii=False) if args.json else _record_line(d))
+            print(printable_json(d) if args.json else _record_line(d))
     if args.follow:
         from .follow import follow_events
 
@@ -272,13 +274,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
     total["cost"] = round(total["cost"], 10)
     if args.json:
         since = iso_utc(args.since, "auto") if args.since is not None else None
-        print(json.dumps({"by": args.by, "since": since, "rows": rows, "total": total}, indent=2))
+        print(printable_json({"by": args.by, "since": since, "rows": rows, "total": total}, indent=2))
         return 0
     head = f"{args.by:<24} {'requests':>9} {'errors':>7} {'prompt':>12} {'completion':>12} {'total':>12} {'cost':>12}"
     print(head)
     for r in [*rows, {args.by: "TOTAL", **total}]:
         print(
-            f"{str(r[args.by]) or '-':<24} {r['requests']:>9} {r['errors']:>7} {r['prompt_tokens']:>12} "
+            f"{printable(r[args.by]) or '-':<24} {r['requests']:>9} {r['errors']:>7} {r['prompt_tokens']:>12} "
             f"{r['completion_tokens']:>12} {r['total_tokens']:>12} {r['cost']:>12.6f}"
         )
     if total["estimated_requests"]:

@@ -5,13 +5,27 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
-from store.errors import StoreError
+from store.errors import FieldError, StoreError
+from store.repo import LABEL
+
+
+def entry_problem(e: FieldError) -> str:
+    """A problem of an entry other than the one on screen, named in the console's words
+    (``model API 'b', base path: …``) rather than the store's ``model_apis[b].base_path``."""
+    where = f"{LABEL.get(e.table, e.table)} {e.entry!r}" if e.entry else ""
+    if e.field:
+        where += (", " if where else "") + e.field.split(".")[0].replace("_", " ")
+    return f"{where}: {e.message}" if where else e.message
 
 
 def user_message(exc: BaseException) -> str:
     """A one-line, secret-free explanation of ``exc`` (no traceback, no credentials)."""
     if isinstance(exc, StoreError):
-        return str(exc)
+        if not exc.errors:
+            return str(exc)
+        more = len(exc.errors) - 1
+        first = exc.errors[0].message
+        return first if more == 0 else f"{first} (and {more} more problem{'s' if more > 1 else ''})"
     if isinstance(exc, httpx.ConnectError):
         return "cannot connect (nothing is listening at that address)"
     if isinstance(exc, httpx.TimeoutException):

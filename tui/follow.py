@@ -24,6 +24,10 @@ from store.admin_token import read_token
 from store.db import Store
 from store.spec import loopback_url
 
+from .data.traffic_feed import record_key
+from .errors import user_message
+from .printable import printable_json
+
 RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 #: Longer than the gateway's record batch interval (0.3 s): what finished before we
@@ -119,14 +123,62 @@ class EventSource:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def iter_events(base: str, token: str) -> Iterator[dict[str, Any]]:
-    """Yield each record dict of one ``/events`` connection until it ends."""
-    yield from EventSource(base, token).records()
+def follow_loop(
+    target: Callable[[], tuple[str, str | None]],
+    on_record: Callable[[dict[str, Any]], None],
+    *,
+    on_open: Callable[[str], None],
+    on_away: Callable[[str, str], None],
+    stopped: Callable[[], bool],
+    wait: Callable[[float], None],
+    on_source: Callable[[EventSource | None], None] | None = None,
+    refused_retry_s: float | None = None,
+) -> None:
+    """Follow ``/events`` across gateway restarts: the one reconnect loop (``aigw logs
+    --follow`` and the Traffic pane both run it).
 
-
-def record_key(rec: dict[str, Any]) -> tuple[str, float]:
-    """Identifies a record across the store and the stream (request ids may repeat)."""
-    return (str(rec.get("request_id", "")), round(float(rec.get("ts") or 0.0), 3))
+    ``target()`` gives the admin base URL and token, read again before each connection
+    (the address may change; a failure there is reported as away, with its reason).
+    ``on_open(base)`` runs when a stream is accepted, ``on_away(base, reason)`` each time it
+    is lost or cannot be opened, then ``wait(delay)``. A refused token raises
+    :class:`TokenRefused` unless ``refused_retry_s`` says how long to wait before trying
+    again. ``on_source`` is told the open connection (``None`` when it ends), so another
+    thread can :meth:`EventSource.close` it.
+    """
+    while not stopped():
+        try:
+            base, token = target()
+        except Exception as exc:  # the store is busy or gone: say so and keep trying
+            on_away("", f"cannot read the gateway settings: {user_message(exc)}")
+            wait(RETRY_S)
+            continue
+        delay = RETRY_S
+        reason = f"no gateway at {base}"
+        if token:
+            src = EventSource(base, token)
+            if on_source is not None:
+                on_source(src)
+            try:
+                for rec in src.records(lambda base=base: on_open(base)):  # type: ignore[misc]
+                    on_record(rec)
+                    if stopped():
+                        break
+                reason = f"the gateway at {base} went away"
+            except TokenRefused as exc:
+                if refused_retry_s is None:
+                    raise
+                reason, delay = str(exc), refused_retry_s
+            except (httpx.HTTPError, OSError):
+                pass
+            finally:
+                if on_source is not None:
+                    on_source(None)
+        else:
+            reason = f"no gateway at {base} (none has run for this store yet)"
+        if stopped():
+            break
+        on_away(base, reason)
+        wait(delay)
 
 
 class _Printer:
@@ -150,7 +202,7 @@ class _Printer:
 
     def emit(self, rec: dict[str, Any]) -> None:
         if self.mark(rec):
-            print(json.dumps(rec, ensure_ascii=False) if self.as_json else self.line(rec), flush=True)
+            print(printable_json(rec) if self.as_json else self.line(rec), flush=True)
 
 
 def _finished_since(store: Store, cutoff: float) -> list[dict[str, Any]]:
@@ -188,32 +240,36 @@ def follow_events(
         "cutoff": (listed_at or time.time()) - 1.0,
     }
 
-    def opened() -> None:
+    def target() -> tuple[str, str | None]:
+        state["base"] = base = store_admin_base(store)  # re-read: the admin address may change
+        return base, read_token(store.data_dir)
+
+    def opened(base: str) -> None:
         if state["first"]:
-            print(f"aigw: following requests at {state['base']} (ctrl+c to stop)", file=sys.stderr, flush=True)
+            print(f"aigw: following requests at {base} (ctrl+c to stop)", file=sys.stderr, flush=True)
         elif state["away"]:
-            print(f"aigw: connected to {state['base']}", file=sys.stderr, flush=True)
+            print(f"aigw: connected to {base}", file=sys.stderr, flush=True)
         state["first"] = state["away"] = False
         time.sleep(CATCH_UP_WAIT_S)  # let the gateway store what finished before we connected
         for rec in _finished_since(store, state["cutoff"]):
             printer.emit(rec)
 
-    while max_seconds is None or time.monotonic() - started < max_seconds:
-        state["base"] = base = store_admin_base(store)  # re-read: the admin address may change
-        token = read_token(store.data_dir)
-        try:
-            if not token:
-                raise httpx.ConnectError("no admin token yet")
-            for rec in EventSource(base, token).records(opened):
-                printer.emit(rec)
-        except TokenRefused as exc:
-            print(f"aigw: error: {exc}", file=sys.stderr)
-            return 2
-        except (httpx.HTTPError, OSError):
-            pass
+    def away(base: str, reason: str) -> None:
         state["cutoff"] = time.time() - 1.0
         if not state["away"]:
-            print(f"aigw: waiting for the gateway at {base} …", file=sys.stderr, flush=True)
+            print(f"aigw: waiting for the gateway at {base or state['base']} …", file=sys.stderr, flush=True)
             state["away"] = True
-        time.sleep(RETRY_S)
+
+    try:
+        follow_loop(
+            target,
+            printer.emit,
+            on_open=opened,
+            on_away=away,
+            stopped=lambda: max_seconds is not None and time.monotonic() - started >= max_seconds,
+            wait=time.sleep,
+        )
+    except TokenRefused as exc:
+        print(f"aigw: error: {exc}", file=sys.stderr)
+        return 2
     return 0

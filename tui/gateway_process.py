@@ -23,6 +23,7 @@ from store.db import Store
 from store.spec import GatewaySpec
 
 from .admin_client import AdminClient, Health
+from .rate import RequestRate
 
 STOPPED, STARTING, RUNNING, ATTACHED, STOPPING, CRASHED = (
     "stopped",
@@ -92,8 +93,7 @@ class GatewayController:
         self._lock = threading.RLock()
         self._busy: str | None = None
         self._crash: tuple[int, str] | None = None
-        self._last: tuple[float, int] | None = None
-        self._attached_pid: int | None = None
+        self._rate = RequestRate()
         self._admin: AdminClient | None = None
 
     # ------------------------------------------------------------- where things are
@@ -150,8 +150,7 @@ class GatewayController:
                     **base,
                 )
             if health is None:
-                self._last = None
-                self._attached_pid = None
+                self._rate.reset()
                 if self._crash is not None:
                     code, log = self._crash
                     return GatewayStatus(
@@ -163,10 +162,8 @@ class GatewayController:
                     )
                 return GatewayStatus(state=STOPPED, **base)
             self._crash = None
-            rate = self._rate(health.requests_total)
+            rate = self._rate.observe(health.requests_total, time.monotonic())
             owned = self.proc is not None and health.pid == self.proc.pid
-            if not owned:
-                self._attached_pid = health.pid
             base.update(
                 listen=health.listen or settings.listen,
                 public_url=(health.public_url or settings.effective_public_url()).rstrip("/"),
@@ -180,13 +177,6 @@ class GatewayController:
                 health=health,
                 **base,
             )
-
-    def _rate(self, total: int) -> float | None:
-        now = time.monotonic()
-        prev, self._last = self._last, (now, total)
-        if prev is None or now <= prev[0] or total < prev[1]:
-            return None
-        return (total - prev[1]) / (now - prev[0])
 
     # ------------------------------------------------------------- acting
 
@@ -261,7 +251,7 @@ class GatewayController:
                     self.proc = None
                 self._crash = None
                 self._busy = None
-                self._last = None
+                self._rate.reset()
         return self.status()
 
     def restart(self) -> GatewayStatus:

@@ -45,7 +45,7 @@ def access_urls(gateway: GatewaySpec, api: ModelApiSpec) -> list[str]:
 
 
 def curl_command(url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE) -> str:
-    """The seed's curl with real values (the key stays a placeholder unless given)."""
+    """The example chat request as curl, with real values (the key stays a placeholder unless given)."""
     body = json.dumps(
         {"model": model, "messages": [{"role": "user", "content": message}], "stream": False},
         ensure_ascii=False,
@@ -154,7 +154,7 @@ def send_chat(
     store: Store | None = None,
     timeout: float = TIMEOUT_S,
 ) -> InvokeResult:
-    """POST the seed's request to ``url`` with ``api_key``; never raises for network trouble."""
+    """POST a one-message chat request to ``url`` with ``api_key``; never raises for network trouble."""
     key_known: bool | None = None
     if store is not None and api_key:
         with store.session() as s:

@@ -10,14 +10,16 @@ import argparse
 import asyncio
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import select
 
-from store import models, repo
+from store import models, repo, usage
 from store.db import Store, open_store
 from store.spec import (
     ConsumerGroupSpec,
@@ -32,12 +34,14 @@ from store.spec import (
 #: A made-up key that only exists in the demo store (its hash is stored, like any key).
 DEMO_CONSUMER_KEY = "sk-aigw-demoDEMOdemoDEMOdemoDEMOdemoDEMOdemo0"
 DEMO_DATE = datetime(2026, 5, 7, 17, 26, tzinfo=UTC)
+#: The demo's "now": its traffic is the four minutes before it.
+DEMO_NOW = DEMO_DATE.timestamp() + 3600
 DEMO_DIR = Path(tempfile.gettempdir()) / "aigw-demo"
 SIZE = (160, 48)
 
 
 def build_demo_store(directory: Path = DEMO_DIR) -> Store:
-    """A fresh store holding the seed's setup and a second vendor, in ``directory``."""
+    """A fresh store holding the Quick Start setup and a second vendor, in ``directory``."""
     shutil.rmtree(directory, ignore_errors=True)
     store = open_store(str(directory / "aigw.db"))
     with store.session() as s:
@@ -84,7 +88,7 @@ def build_demo_store(directory: Path = DEMO_DIR) -> Store:
         )
         repo.save(s, "model_apis", ModelApiSpec("deepseek-api", base_path="/deepseek", services=["deepseek-service"]))
         repo.save(
-            s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY], description="the seed's application")
+            s, "consumers", ConsumerSpec("my-app", api_keys=[DEMO_CONSUMER_KEY], description="the example application")
         )
         repo.save(
             s, "consumers", ConsumerSpec("batch-jobs", quota=5_000_000, quota_unit="tokens", quota_period="month")
@@ -104,7 +108,63 @@ def build_demo_store(directory: Path = DEMO_DIR) -> Store:
             ck.created_at = DEMO_DATE
             s.add(ck)
         s.commit()
+        usage.insert_records(s, demo_traffic(DEMO_NOW))
     return store
+
+
+def demo_traffic(now: float) -> list[dict[str, Any]]:
+    """Four minutes of requests before ``now``: both APIs, a streamed answer, a 429 and a 502,
+    so Traffic's table and sparklines and Usage's totals show what a working gateway looks like."""
+    out: list[dict[str, Any]] = []
+    for i in range(48):
+        ts = now - 240 + i * 5
+        hunyuan = i % 3 != 2
+        status = 429 if i % 17 == 9 else 502 if i == 30 else 200
+        prompt, completion = (0, 0) if status != 200 else (40 + i * 3, 120 + (i * 37) % 200)
+        model = "hunyuan-2.0-instruct-20251111" if hunyuan else "deepseek-v3.1"
+        out.append(
+            {
+                "ts": ts,
+                "request_id": f"demo-{i:04d}",
+                "path": f"/{'hunyuan' if hunyuan else 'deepseek'}/v1/chat/completions",
+                "consumer": "batch-jobs" if i % 4 == 3 else "my-app",
+                "api": "hunyuan-api" if hunyuan else "deepseek-api",
+                "service": "hunyuan-service" if hunyuan else "deepseek-service",
+                "model": model,
+                "status": status,
+                "latency_ms": 380.0 + (i * 53) % 900,
+                "ttfb_ms": 120.0 + (i * 29) % 300,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "cost": (prompt * 0.8 + completion * 2.0) / 1e6 if hunyuan else 0.0,
+                "stream": i % 5 == 0,
+                "estimated": False,
+                "error": "" if status == 200 else ("rate_limited" if status == 429 else "upstream_error"),
+            }
+        )
+    return out
+
+
+@contextmanager
+def demo_clock(now: float = 0.0) -> Iterator[None]:
+    """Hold the clock the Traffic and Usage panes read at ``now`` (the demo's time), so the
+    same store renders the same picture on any day — the screenshots test relies on it."""
+    import time as real_time
+
+    from .data import limits, traffic_feed
+    from .screens import usage as usage_screen
+
+    frozen = SimpleNamespace(time=lambda: now or DEMO_NOW, monotonic=real_time.monotonic)
+    modules = (traffic_feed, usage_screen, limits)
+    saved = [m.time for m in modules]
+    for m in modules:
+        m.time = frozen  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for m, t in zip(modules, saved, strict=True):
+            m.time = t  # type: ignore[attr-defined]
 
 
 def demo_app(store: Store, section: str) -> Any:
@@ -150,7 +210,8 @@ async def settle(pilot: Any, app: Any, until: Callable[[], bool] | None = None, 
 
 
 def ready(app: Any) -> Callable[[], bool]:
-    return lambda: getattr(app.screen, "config", True) is not None
+    """The section's first load has been shown (entity screens: ``config``; Usage: ``total``)."""
+    return lambda: getattr(app.screen, "config", True) is not None and getattr(app.screen, "total", True) != {}
 
 
 async def take(
@@ -177,7 +238,8 @@ async def take_all(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     store = build_demo_store()
     try:
-        return [await take(store, name, section, keys, out) for name, section, keys in SHOTS]
+        with demo_clock():
+            return [await take(store, name, section, keys, out) for name, section, keys in SHOTS]
     finally:
         store.dispose()
 

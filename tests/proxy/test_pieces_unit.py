@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import insert_records
 from test_routes_unit import config
 
 from proxy.context import Outcome, Usage
@@ -18,6 +17,7 @@ from proxy.usage import StreamUsage, cost_of, estimate_prompt, extract_usage, us
 from store import usage
 from store.spec import loopback_url
 from store.times import iso_utc
+from store.usage import insert_records
 
 # ---------------------------------------------------------------- heads
 

@@ -1,4 +1,4 @@
-"""The seed's entities written straight through the store, for tests that start mid-story."""
+"""The example entities written straight through the store, for tests that start mid-story."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from store.db import Store
 from store.spec import ModelKeySpec
 from store.validation import check_name
 from tui.app import AigwApp
+from tui.modals.confirm import ConfirmModal
 from tui.modals.form import EntityForm
 from tui.modals.secret import ShowSecretModal
 from tui.widgets.form_field import FormField
@@ -81,7 +82,7 @@ class TestModelKeys:
             await pilot.press("n")
             form = await wait_screen(pilot, app, EntityForm)
             await pilot.press(*"env-key", "tab", *"env:HUNYUAN_API_KEY")
-            await pilot.press("ctrl+r")
+            await pilot.press("ctrl+l")
             assert not form.query_one("#credential", Input).password  # reveal is explicit
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: "env-key" in table_names(screen), what="row")
@@ -302,13 +303,16 @@ class TestConsumerGroups:
     async def test_refused_delete_of_granted_api(self, store: Store) -> None:
         seed(store)
         app = app_for(store, "model-apis")
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
             screen = await open_section(pilot, app, "ModelApisScreen")
             await pilot.press("d")
             await pilot.pause()
-            await pilot.press("y")
+            assert not isinstance(app.screen, ConfirmModal)  # in use: said at once, nothing asked
             msg = screen.query_one("#entity-message", Static)
-            await wait_until(pilot, lambda: "consumer group 'my-apps'" in str(msg.visual), what="refusal")
+            assert "in use by consumer group 'my-apps'" in str(msg.visual)
+            assert "model_apis[" not in str(msg.visual)
+            notes = list(app._notifications)
+            assert notes and notes[-1].timeout <= 5 and "model_apis[" not in notes[-1].message
         assert [a.name for a in config(store).model_apis] == ["hunyuan-api"]
 
 

@@ -17,10 +17,10 @@ from store import repo
 from store.db import Store, open_store
 from store.spec import ConsumerGroupSpec
 from tui.app import AigwApp
+from tui.data.limits import NOT_RUNNING, from_store
 from tui.gateway_process import GatewayController
 from tui.screens.consumer_groups import ConsumerGroupsScreen
 from tui.screens.consumers import ConsumersScreen
-from tui.widgets.limits_panel import NOT_RUNNING, from_store
 
 SIZE = (180, 50)
 PER_REQUEST = PROMPT + COMPLETION

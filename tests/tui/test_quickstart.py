@@ -1,4 +1,4 @@
-"""Quick Start storyboards: the six steps of the cloud console guide walked with the keyboard against the mock vendor
+"""Quick Start storyboards: the six steps walked with the keyboard against the mock vendor
 and a real ``aigw serve`` started by the wizard, each ending with an assertion on the stored rows."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ async def walk_to_invoke(pilot: Any, qs: QuickStartScreen, vendor_url: str) -> s
     svc = step(qs, 1)
     assert svc.query_one("#name", Input).value == "hunyuan-service"
     assert svc.value("vendor") == "hunyuan" and svc.value("keys") == "hunyuan-key"
-    assert svc.value("default_model") == "hunyuan-2.0-instruct-20251111"
+    assert svc.value("default_model") == "hunyuan-turbos-latest"
     assert qs.focused is svc.query_one("#name", Input)
     await pilot.press("tab", "tab", "tab")  # vendor, protocol, address
     assert qs.focused is svc.query_one("#address", Input)
@@ -131,14 +131,14 @@ class TestWalk:
             port = config(store).gateway.listen.rsplit(":", 1)[1]
             assert str(url.visual) == f"http://127.0.0.1:{port}/hunyuan/v1/chat/completions"
             curl = str(inv.query_one("#curl", Static).visual)
-            assert "hunyuan-2.0-instruct-20251111" in curl and key not in curl  # masked
+            assert "hunyuan-turbos-latest" in curl and key not in curl  # masked
             assert qs.focused is inv.query_one("#send", Button)
             await pilot.press("enter")
             result = inv.query_one("#result", Static)
             await wait_until(
                 pilot, lambda: result.has_class("-ok") or result.has_class("-failed"), timeout=60, what="answer"
             )
-            assert "Hello from mock (hunyuan-2.0-instruct-20251111)" in str(result.visual), str(result.visual)
+            assert "Hello from mock (hunyuan-turbos-latest)" in str(result.visual), str(result.visual)
             assert gw.status().is_up
             sent = fresh_vendor.requests[-1]
             assert sent.authorization == f"Bearer {CREDENTIAL}"
@@ -173,7 +173,7 @@ class TestWalk:
 
 
 def seed_to_invoke(store: Store, address: str) -> str:
-    """The seed's five entities and a run saved at step 6, as a restarted console finds them."""
+    """The five example entities and a run saved at step 6, as a restarted console finds them."""
     key = seed(store, address=address, credential=CREDENTIAL)
     assert key
     save_progress(

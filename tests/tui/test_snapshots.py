@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from store.db import Store
-from tui.screenshots import build_demo_store, demo_app, ready, settle
+from tui.screenshots import build_demo_store, demo_app, demo_clock, ready, settle
+from tui.sections import SECTIONS
 
 SNAP_DIR = Path(tempfile.gettempdir()) / "aigw-snapshots"
 
@@ -25,6 +26,13 @@ def demo() -> Iterator[Store]:
     store.dispose()
 
 
+@pytest.fixture(autouse=True)
+def held_clock() -> Iterator[None]:
+    """Traffic, Usage and the limits panes read the clock: hold it at the demo's time."""
+    with demo_clock():
+        yield
+
+
 def shot(snap_compare: Any, store: Store, section: str, *keys: str, size: tuple[int, int] = (160, 48)) -> bool:
     app = demo_app(store, section)
 
@@ -33,6 +41,8 @@ def shot(snap_compare: Any, store: Store, section: str, *keys: str, size: tuple[
         for key in keys:
             await pilot.press(key)
             await settle(pilot, app)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.3)  # the last load's layout (a table shown, a scrollbar) has landed
 
     return bool(snap_compare(app, terminal_size=size, run_before=run_before))
 
@@ -64,7 +74,7 @@ class TestModelServices:
 
 class TestRouteManagement:
     def test_route_management(self, snap_compare: Snap, demo: Store) -> None:
-        """Request path, full access URL, the ready curl with real values and Try it."""
+        """Request path, full access URL, the example curl with real values and Try it."""
         assert shot(snap_compare, demo, "model-apis", "down", "t")
 
 
@@ -78,3 +88,12 @@ class TestConsumerGroups:
     def test_authorized_model_apis_tab(self, snap_compare: Snap, demo: Store) -> None:
         """A group's Authorized Model APIs tab with rate limits in the table."""
         assert shot(snap_compare, demo, "consumer-groups", "right_square_bracket")
+
+
+class TestEverySectionAt80x24:
+    """Each section at 80×24: its table's first columns, its buttons and its footer keys in view."""
+
+    @pytest.mark.parametrize("section", [s.id for s in SECTIONS])
+    def test_section_narrow(self, snap_compare: Snap, demo: Store, section: str) -> None:
+        """The section as a new user on a small terminal first sees it."""
+        assert shot(snap_compare, demo, section, size=(80, 24))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tui.data.traffic_feed import RecordFilter, TrafficFeed, TrafficStats, is_error, status_kind
 from tui.follow import parse_event_line
-from tui.widgets.traffic_feed import RecordFilter, TrafficFeed, TrafficStats, is_error, status_kind
-from tui.widgets.traffic_table import cells
+from tui.widgets.traffic_table import COLUMNS, cells
 
 
 def rec(
@@ -130,9 +130,9 @@ def test_stats_per_second() -> None:
 def test_cells_mark_estimates_and_missing_values() -> None:
     r = rec(1, status=502)
     r.update(estimated=True, consumer="", ttfb_ms=None, latency_ms=1234.5)
-    c = cells(r)
-    assert c[1] == "–" and c[4] == "502" and c[5] == "1234ms" and c[6] == "–"
-    assert c[7] == "~11" and c[8] == "~7" and c[9] == "$0.000023"
+    c = dict(zip([col.key for col in COLUMNS], cells(r), strict=True))
+    assert c["consumer"] == "–" and c["status"] == "502" and c["latency"] == "1234ms" and c["ttfb"] == "–"
+    assert c["in"] == "~11" and c["out"] == "~7" and c["cost"] == "$0.000023"
 
 
 def test_sse_lines() -> None:

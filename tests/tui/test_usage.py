@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from helpers import insert_records
 from pilot_helpers import wait_until
 from rich.text import Text
 from textual.widgets import DataTable
@@ -13,9 +12,10 @@ from textual.widgets import DataTable
 from store import repo, usage
 from store.db import Store
 from store.spec import ConsumerSpec
+from store.usage import insert_records
 from tui.app import AigwApp
+from tui.bars import bar
 from tui.screens.usage import UsageScreen, period_since
-from tui.widgets.usage_bars import bar
 
 DAY = 86_400.0
 

@@ -11,9 +11,8 @@ from textual.widgets import Checkbox, Input, Select, Switch
 
 from store import repo
 from store.spec import ConsumerSpec
-from store.validation import check_description, check_name
 
-from ..widgets.form_field import FormField
+from ..fields import entity_field, live_checks
 from .form import EntityForm, as_number
 
 UNIT_LABELS = (("tokens", "tokens"), ("requests", "requests"), ("cost", "cost"))
@@ -25,7 +24,7 @@ class ConsumerForm(EntityForm):
 
     TABLE = "consumers"
     NOUN = "consumer"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("consumers")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -34,31 +33,24 @@ class ConsumerForm(EntityForm):
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ConsumerSpec | None = self.original
-        yield FormField("Consumer Name", Input(o.name if o else "", placeholder="my-app", id="name"), field="name")
-        yield FormField(
-            "Enabled",
-            Switch(o.enabled if o else True, id="enabled"),
-            field="enabled",
-            hint="A disabled consumer's keys are refused with 401",
-        )
+        yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
+        yield entity_field(self.TABLE, "enabled", Switch(o.enabled if o else True, id="enabled"))
         with Horizontal(classes="form-row"):
-            yield FormField("Quota (0 = unlimited)", Input(f"{o.quota:g}" if o else "0", id="quota"), field="quota")
-            yield FormField(
-                "Unit",
+            yield entity_field(self.TABLE, "quota", Input(f"{o.quota:g}" if o else "0", id="quota"))
+            yield entity_field(
+                self.TABLE,
+                "quota_unit",
                 Select(UNIT_LABELS, value=o.quota_unit if o else "tokens", allow_blank=False, id="quota-unit"),
-                field="quota_unit",
             )
-            yield FormField(
-                "Period",
+            yield entity_field(
+                self.TABLE,
+                "quota_period",
                 Select(PERIOD_LABELS, value=o.quota_period if o else "month", allow_blank=False, id="quota-period"),
-                field="quota_period",
             )
-        yield FormField(
-            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
-        )
+        yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
         if o is None:
-            yield FormField(
-                "API key", Checkbox("Create an API key now (shown once)", True, id="create-key"), field="create_key"
+            yield entity_field(
+                self.TABLE, "create_key", Checkbox("Create an API key now (shown once)", True, id="create-key")
             )
 
     def build_spec(self) -> ConsumerSpec:

@@ -7,12 +7,12 @@ from typing import ClassVar
 
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Input, SelectionList
+from textual.widgets import Input
 
 from store.spec import ConsumerGroupSpec
-from store.validation import check_description, check_name
 
-from ..widgets.form_field import FormField
+from ..fields import entity_field, live_checks
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, as_number
 
 
@@ -21,7 +21,7 @@ class ConsumerGroupForm(EntityForm):
 
     TABLE = "consumer_groups"
     NOUN = "consumer group"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("consumer_groups")
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ConsumerGroupSpec | None = self.original
@@ -29,33 +29,25 @@ class ConsumerGroupForm(EntityForm):
         apis = [a.name for a in self.config.model_apis]
         members = list(o.consumers) if o else (consumers[:1] if len(consumers) == 1 else [])
         grants = list(o.model_apis) if o else (apis[:1] if len(apis) == 1 else [])
-        yield FormField("Group Name", Input(o.name if o else "", placeholder="my-apps", id="name"), field="name")
-        yield FormField(
-            "Consumers (members)",
-            SelectionList[str](*[(c, c, c in members) for c in consumers], id="consumers"),
-            field="consumers",
-            hint="" if consumers else "No consumers yet: create one in Consumers",
+        yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
+        yield entity_field(
+            self.TABLE,
+            "consumers",
+            MarkedSelectionList[str](*[(c, c, c in members) for c in consumers], id="consumers"),
         )
-        yield FormField(
-            "Authorized Model APIs",
-            SelectionList[str](*[(a, a, a in grants) for a in apis], id="model-apis"),
-            field="model_apis",
-            hint="" if apis else "No model APIs yet: create one in Model APIs",
+        yield entity_field(
+            self.TABLE, "model_apis", MarkedSelectionList[str](*[(a, a, a in grants) for a in apis], id="model-apis")
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Requests per minute (per consumer, 0 = unlimited)",
+            yield entity_field(
+                self.TABLE,
+                "requests_per_minute",
                 Input(str(o.requests_per_minute) if o else "0", id="requests-per-minute"),
-                field="requests_per_minute",
             )
-            yield FormField(
-                "Tokens per minute (per consumer, 0 = unlimited)",
-                Input(str(o.tokens_per_minute) if o else "0", id="tokens-per-minute"),
-                field="tokens_per_minute",
+            yield entity_field(
+                self.TABLE, "tokens_per_minute", Input(str(o.tokens_per_minute) if o else "0", id="tokens-per-minute")
             )
-        yield FormField(
-            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
-        )
+        yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     def build_spec(self) -> ConsumerGroupSpec:
         return ConsumerGroupSpec(

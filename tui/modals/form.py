@@ -25,6 +25,7 @@ from store.db import Store
 from store.errors import StoreError
 from store.spec import Config
 
+from ..errors import entry_problem
 from ..widgets.form_field import FormField
 from .base import Dialog
 
@@ -191,17 +192,31 @@ class EntityForm(Dialog[Any]):
         self.saving = False
         fields = list(self.query(FormField))
         names = {f.field for f in fields}
+        # Only problems of this entry go under this form's fields; one about another entry
+        # (a rule that spans entries) is shown above the buttons, naming that entry.
+        own = [e for e in message.error.errors if e.table in ("", self.TABLE) and e.entry in ("", self._entry_name())]
         first: FormField | None = None
         for target in fields:
-            text = message.error.for_field(target.field)
+            text = StoreError(own).for_field(target.field) if own else None
             if text:
                 target.set_error(text)
                 first = first or target
         if first is not None:
             self._focus_field(first)
-        unmatched = [str(e).lstrip(": ") for e in message.error.errors if e.field.split(".")[0] not in names]
+        unmatched = [
+            e.message if e in own else entry_problem(e)
+            for e in message.error.errors
+            if e not in own or e.field.split(".")[0] not in names
+        ]
         if unmatched:
             self.query_one("#form-error", Static).update(escape("\n".join(unmatched)))
+
+    def _entry_name(self) -> str:
+        """The name the entry is saved under (what the store's errors call it)."""
+        try:
+            return str(self.value("name")).strip()
+        except Exception:
+            return "" if self.original is None else str(self.original.name)
 
     def _show_problem(self, field: str, message: str) -> None:
         try:

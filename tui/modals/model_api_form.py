@@ -11,16 +11,9 @@ from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Switch
 
 from store.spec import SCENARIO_ROUTES, ModelApiSpec
-from store.validation import (
-    check_base_path,
-    check_description,
-    check_name,
-    check_origin,
-    normalise_base_path,
-    normalise_origin,
-)
 
-from ..widgets.form_field import FormField
+from ..fields import entity_field, live_checks
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, FormProblem, as_list
 
 SCENARIO_LABELS = (("Text Generation", "text-generation"), ("Embeddings", "embeddings"))
@@ -33,12 +26,7 @@ class ModelApiForm(EntityForm):
 
     TABLE = "model_apis"
     NOUN = "model API"
-    LIVE_CHECKS: ClassVar = {
-        "name": check_name,
-        "description": check_description,
-        "base_path": lambda v: check_base_path(normalise_base_path(v)),
-        "cors_origins": lambda v: next(filter(None, (check_origin(normalise_origin(o)) for o in as_list(v))), None),
-    }
+    LIVE_CHECKS: ClassVar = live_checks("model_apis")
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelApiSpec | None = self.original
@@ -46,74 +34,52 @@ class ModelApiForm(EntityForm):
         routes = list(o.routes) if o else [SCENARIO_ROUTES[scenario][0]]
         services = [s.name for s in self.config.model_services]
         chosen = list(o.services) if o else (services[:1] if len(services) == 1 else [])
-        yield FormField("API Name", Input(o.name if o else "", placeholder="hunyuan-api", id="name"), field="name")
+        yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Usage scenario",
-                Select(SCENARIO_LABELS, value=scenario, allow_blank=False, id="scenario"),
-                field="scenario",
+            yield entity_field(
+                self.TABLE, "scenario", Select(SCENARIO_LABELS, value=scenario, allow_blank=False, id="scenario")
             )
-            yield FormField(
-                "Request Protocol",
-                Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol"),
-                field="protocol",
+            yield entity_field(
+                self.TABLE, "protocol", Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol")
             )
-        yield FormField(
-            "Routes",
-            SelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
-            field="routes",
+        yield entity_field(
+            self.TABLE,
+            "routes",
+            MarkedSelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Base Path",
-                Input(o.base_path if o else "", placeholder="/hunyuan", id="base-path"),
-                field="base_path",
-                hint="Clients call {public URL}{base path}{route}",
-            )
-            yield FormField(
-                "Path Simplification",
+            yield entity_field(self.TABLE, "base_path", Input(o.base_path if o else "", id="base-path"))
+            yield entity_field(
+                self.TABLE,
+                "path_simplification",
                 Switch(o.path_simplification if o else True, id="path-simplification"),
-                field="path_simplification",
-                hint="On: the vendor gets a concise path",
             )
-        yield FormField(
-            "Service Type",
+        yield entity_field(
+            self.TABLE,
+            "service_type",
             Select(SERVICE_TYPE_LABELS, value=o.service_type if o else "single", allow_blank=False, id="service-type"),
-            field="service_type",
         )
-        yield FormField(
-            "Model Services",
-            SelectionList[str](*[(s, s, s in chosen) for s in services], id="services"),
-            field="services",
-            hint="" if services else "No model services yet: create one in Model Services first",
+        yield entity_field(
+            self.TABLE, "services", MarkedSelectionList[str](*[(s, s, s in chosen) for s in services], id="services")
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Routing (multiple services)",
+            yield entity_field(
+                self.TABLE,
+                "routing",
                 Select(ROUTING_LABELS, value=o.routing if o else "model", allow_blank=False, id="routing"),
-                field="routing",
             )
-            yield FormField(
-                "Weights (1–100, one per service)",
-                Input(", ".join(str(w) for w in o.weights) if o else "", placeholder="70, 30", id="weights"),
-                field="weights",
+            yield entity_field(
+                self.TABLE, "weights", Input(", ".join(str(w) for w in o.weights) if o else "", id="weights")
             )
-        yield FormField(
-            "Fallback services (tried in order on failure)",
-            SelectionList[str](
+        yield entity_field(
+            self.TABLE,
+            "fallback_services",
+            MarkedSelectionList[str](
                 *[(s, s, bool(o and s in o.fallback_services)) for s in services], id="fallback-services"
             ),
-            field="fallback_services",
         )
-        yield FormField(
-            "Browser origins (CORS, optional)",
-            Input(", ".join(o.cors_origins) if o else "", placeholder="https://app.example.com, *", id="cors-origins"),
-            field="cors_origins",
-            hint="Pages on these origins may call the API; empty = none",
-        )
-        yield FormField(
-            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
-        )
+        yield entity_field(self.TABLE, "cors_origins", Input(", ".join(o.cors_origins) if o else "", id="cors-origins"))
+        yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     def on_mount(self) -> None:
         self._sync_multi()

@@ -10,9 +10,8 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 from store.spec import ModelKeySpec
-from store.validation import check_credential, check_description, check_name
 
-from ..widgets.form_field import FormField
+from ..fields import REVEAL_KEY, entity_field, live_checks
 from .form import EntityForm
 
 
@@ -21,10 +20,10 @@ class ModelKeyForm(EntityForm):
 
     TABLE = "model_keys"
     NOUN = "model key"
-    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("model_keys")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
-            "ctrl+r",
+            REVEAL_KEY,
             "reveal",
             "Reveal/hide credential",
             id="key-reveal",
@@ -34,21 +33,11 @@ class ModelKeyForm(EntityForm):
 
     def compose_fields(self) -> Iterable[Widget]:
         o = self.original
-        yield FormField("Key Name", Input(o.name if o else "", placeholder="hunyuan-key", id="name"), field="name")
-        placeholder = (
-            "unchanged — type a new key, or env:VAR, to replace it"
-            if o
-            else "the vendor API key, or env:HUNYUAN_API_KEY"
-        )
-        yield FormField(
-            "Credential Content",
-            Input("", placeholder=placeholder, password=True, id="credential"),
-            field="credential",
-            hint="Masked; ctrl+r reveals what you typed. env:VAR reads the variable when the gateway sends a request.",
-        )
-        yield FormField(
-            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
-        )
+        yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
+        # Editing: the stored credential is never shown; an empty field keeps it.
+        placeholder = "unchanged — type a new key, or env:VAR, to replace it" if o else ""
+        yield entity_field(self.TABLE, "credential", Input("", placeholder=placeholder, password=True, id="credential"))
+        yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     def action_reveal(self) -> None:
         box = self.query_one("#credential", Input)

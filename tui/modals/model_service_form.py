@@ -9,13 +9,13 @@ from textual import on
 from textual.containers import Horizontal
 from textual.suggester import SuggestFromList
 from textual.widget import Widget
-from textual.widgets import Input, Select, SelectionList
+from textual.widgets import Input, Select
 
 from store.presets import PRESETS, VENDORS
 from store.spec import DEFAULT_TIMEOUT_S, ModelServiceSpec, Price
-from store.validation import check_description, check_model, check_name, check_proxy, check_url
 
-from ..widgets.form_field import FormField
+from ..fields import entity_field, live_checks
+from ..widgets.marked_list import MarkedSelectionList
 from .form import EntityForm, FormProblem, as_list, as_number
 
 KEY_POLICY_LABELS = (
@@ -54,13 +54,7 @@ class ModelServiceForm(EntityForm):
 
     TABLE = "model_services"
     NOUN = "model service"
-    LIVE_CHECKS: ClassVar = {
-        "name": check_name,
-        "address": check_url,
-        "proxy": check_proxy,
-        "default_model": check_model,
-        "description": check_description,
-    }
+    LIVE_CHECKS: ClassVar = live_checks("model_services")
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelServiceSpec | None = self.original
@@ -70,105 +64,78 @@ class ModelServiceForm(EntityForm):
         keys = [k.name for k in self.config.model_keys]
         chosen = list(o.keys) if o else (keys[:1] if len(keys) == 1 else [])
         default_model = o.default_model if o else (preset.models[0] if preset and preset.models else "")
-        yield FormField(
-            "Service Name", Input(o.name if o else "", placeholder="hunyuan-service", id="name"), field="name"
-        )
+        yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Model Vendor",
+            yield entity_field(
+                self.TABLE,
+                "vendor",
                 Select(
                     [(f"{p.label} ({p.name})", p.name) for p in PRESETS.values()],
                     value=vendor,
                     allow_blank=False,
                     id="vendor",
                 ),
-                field="vendor",
             )
-            yield FormField(
-                "Model Protocol",
+            yield entity_field(
+                self.TABLE,
+                "protocol",
                 Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
-                field="protocol",
             )
-        yield FormField(
-            "Service Address",
+        yield entity_field(
+            self.TABLE,
+            "address",
             Input(
                 o.address if o else (preset.address if preset else ""),
-                placeholder="https://vendor.example/v1",
                 id="address",
             ),
-            field="address",
-            hint="The vendor's OpenAI base URL; filled from the vendor",
         )
-        yield FormField(
-            "Model Keys (space to select, in order of use)",
-            SelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys"),
-            field="keys",
-            hint="" if keys else "No model keys yet: create one in Key Management first",
+        yield entity_field(
+            self.TABLE, "keys", MarkedSelectionList[str](*[(k, k, k in chosen) for k in keys], id="keys")
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Key Usage Policy",
+            yield entity_field(
+                self.TABLE,
+                "key_policy",
                 Select(KEY_POLICY_LABELS, value=o.key_policy if o else "polling", allow_blank=False, id="key-policy"),
-                field="key_policy",
             )
-            yield FormField(
-                "Model Selection",
+            yield entity_field(
+                self.TABLE,
+                "model_policy",
                 Select(
                     MODEL_POLICY_LABELS,
                     value=o.model_policy if o else "specified",
                     allow_blank=False,
                     id="model-policy",
                 ),
-                field="model_policy",
             )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Default Model",
+            yield entity_field(
+                self.TABLE,
+                "default_model",
                 Input(default_model, id="default-model", suggester=SuggestFromList(preset.models if preset else ())),
-                field="default_model",
             )
-            yield FormField(
-                "Pick from the vendor's models",
+            yield entity_field(
+                self.TABLE,
+                "model_picker",
                 Select(self._model_options(vendor), prompt="vendor models", id="model-picker"),
-                field="model_picker",
             )
-        yield FormField(
-            "Models served (comma separated, globs allowed; empty = any)",
-            Input(", ".join(o.models) if o else "", placeholder="hunyuan-*", id="models"),
-            field="models",
-        )
+        yield entity_field(self.TABLE, "models", Input(", ".join(o.models) if o else "", id="models"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Unlisted model (pass-through)",
+            yield entity_field(
+                self.TABLE,
+                "unlisted_model",
                 Select(
                     UNLISTED_LABELS, value=o.unlisted_model if o else "refuse", allow_blank=False, id="unlisted-model"
                 ),
-                field="unlisted_model",
             )
-            yield FormField(
-                "Timeout (seconds)",
-                Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}", id="timeout-s"),
-                field="timeout_s",
+            yield entity_field(
+                self.TABLE, "timeout_s", Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}", id="timeout-s")
             )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Proxy (empty = environment, none = direct)",
-                Input(o.proxy if o else "", placeholder="http://proxy:3128", id="proxy"),
-                field="proxy",
-            )
-            yield FormField(
-                "CA file (PEM, trusted for this vendor)",
-                Input(o.ca_file if o else "", placeholder="/etc/ssl/vendor-ca.pem", id="ca-file"),
-                field="ca_file",
-            )
-        yield FormField(
-            "Prices per 1M tokens (model=input/output; …)",
-            Input(format_prices(o.prices) if o else "", placeholder="hunyuan-turbos-latest=0.8/2.0", id="prices"),
-            field="prices",
-        )
-        yield FormField(
-            "Description (optional)", Input(o.description if o else "", id="description"), field="description"
-        )
+            yield entity_field(self.TABLE, "proxy", Input(o.proxy if o else "", id="proxy"))
+            yield entity_field(self.TABLE, "ca_file", Input(o.ca_file if o else "", id="ca-file"))
+        yield entity_field(self.TABLE, "prices", Input(format_prices(o.prices) if o else "", id="prices"))
+        yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     @staticmethod
     def _model_options(vendor: str) -> list[tuple[str, str]]:

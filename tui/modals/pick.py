@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, SelectionList, Static
 
+from ..widgets.marked_list import MarkedSelectionList
 from .base import Dialog
 
 
@@ -32,8 +33,10 @@ class PickModal(Dialog[list[str] | None]):
         with Vertical(classes="dialog", id="pick-dialog"):
             yield Label(escape(self.title_text), classes="dialog-title")
             if self.choices:
-                yield Static("space selects · ctrl+s confirms", classes="field-hint")
-                yield SelectionList[str](*[(label, value) for label, value in self.choices], id="pick-list")
+                yield Static(
+                    "space marks a row (✓) · ctrl+s adds the marked rows", classes="field-hint", id="pick-hint"
+                )
+                yield MarkedSelectionList[str](*[(label, value) for label, value in self.choices], id="pick-list")
             else:
                 yield Static(escape(self.empty))
             with Horizontal(classes="dialog-buttons"):
@@ -44,11 +47,11 @@ class PickModal(Dialog[list[str] | None]):
     def action_ok(self) -> None:
         lists = self.query(SelectionList)
         picked: list[str] = list(lists.first().selected) if lists else []
-        if not picked and lists:
-            # Enter on a highlighted row without space: take that row, as people expect.
-            sl = lists.first()
-            if sl.highlighted is not None:
-                picked = [sl.get_option_at_index(sl.highlighted).value]
+        if lists and not picked:
+            # Never add a row the user did not mark: a highlighted row is not a choice.
+            self.query_one("#pick-hint", Static).update("Nothing selected: mark rows with space (✓), then ctrl+s.")
+            self.query_one("#pick-hint", Static).add_class("-error")
+            return
         self.dismiss(picked or None)
 
     @on(Button.Pressed, "#cancel")

@@ -11,13 +11,15 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from store.times import iso_utc
 from store.usage import RECORD_FIELDS
 
-from ..widgets.traffic_feed import status_kind
+from ..clipboard import copy_text
+from ..data.traffic_feed import status_kind
+from ..printable import printable
+from .base import Dialog
 
 LABELS = {
     "ts": "Arrived (unix)",
@@ -56,7 +58,7 @@ def _value(name: str, value: Any) -> Text:
         return Text(f"{float(value):.6f}")
     if isinstance(value, float):
         return Text(f"{value:.3f}")
-    return Text(str(value))
+    return Text(printable(value))
 
 
 def detail_table(rec: dict[str, Any]) -> Table:
@@ -74,7 +76,7 @@ def detail_table(rec: dict[str, Any]) -> Table:
     return table
 
 
-class RequestDetailModal(ModalScreen[None]):
+class RequestDetailModal(Dialog[None]):
     """Read-only; ``c`` copies the request id (to find it in the vendor's or client's logs)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -89,10 +91,10 @@ class RequestDetailModal(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         rec = self.record
         with Vertical(classes="dialog", id="request-detail"):
-            yield Label(Text(f"Request {rec.get('request_id', '')}"), classes="dialog-title")
+            yield Label(Text(f"Request {printable(rec.get('request_id', ''))}"), classes="dialog-title")
             with VerticalScroll(id="request-detail-body"):
                 # The error first: it is what one opens a failed request for.
-                error = str(rec.get("error") or "")
+                error = printable(rec.get("error") or "")
                 yield Label("Error", classes="detail-title", id="request-detail-error-title")
                 yield Static(Text(error) if error else Text("none", style="dim"), id="request-detail-error")
                 yield Static(detail_table(rec), id="request-detail-fields")
@@ -105,8 +107,7 @@ class RequestDetailModal(ModalScreen[None]):
 
     @on(Button.Pressed, "#copy")
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(str(self.record.get("request_id", "")))
-        self.notify("Request id copied to the clipboard")
+        copy_text(self.app, str(self.record.get("request_id", "")), "Request id")
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:

@@ -12,6 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static
 
+from ..clipboard import copy_text
 from .base import Dialog
 
 
@@ -19,7 +20,7 @@ class ShowSecretModal(Dialog[None]):
     """The key lives only in this modal; once dismissed the console cannot show it again."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "copy", "Copy key", id="secret-copy", tooltip="Copy the key to the clipboard"),
+        Binding("c", "copy", "Copy key", id="secret-copy", tooltip="Send the key to the terminal's clipboard (OSC 52)"),
         Binding("escape,enter", "close", "Done", id="secret-done"),
     ]
 
@@ -46,11 +47,10 @@ class ShowSecretModal(Dialog[None]):
 
     @on(Button.Pressed, "#copy")
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self._key)
+        note = copy_text(self.app, self._key, "API key")
         self.query_one("#secret-warning", Static).update(
-            "Copied to the clipboard. It will not be shown again once you close this window."
+            f"{note.replace('below', 'above')} It will not be shown again once you close this window."
         )
-        self.notify("API key copied to the clipboard")
 
     @on(Button.Pressed, "#done")
     def action_close(self) -> None:

@@ -47,13 +47,14 @@ class SectionScreen(Screen[None]):
             "escape",
             "focus_sidebar",
             "Sidebar",
+            show=False,  # the sidebar says it (1–9); the footer keeps room for the section's keys
             id="focus-sidebar",
             tooltip="Move to the section list (then 1–9 or ↑↓ enter)",
         ),
         Binding(
             "ctrl+g",
             "app.gateway_toggle",
-            "Start/stop gateway",
+            "Gateway",
             id="gateway-toggle",
             tooltip="Start the gateway, or stop it when it runs",
         ),
@@ -79,7 +80,8 @@ class SectionScreen(Screen[None]):
             yield Sidebar(self.SECTION)
             with Vertical(id="body"):
                 yield from self.compose_body()
-        yield Footer()
+        # Compact: at 80 columns the section's own keys fit beside the shared ones.
+        yield Footer(compact=True)
 
     def compose_body(self) -> Iterable[Widget]:
         """The section's content (override)."""

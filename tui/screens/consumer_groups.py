@@ -17,19 +17,21 @@ from store import repo
 from store.errors import StoreError
 from store.spec import ConsumerGroupSpec
 
-from ..modals.confirm import ConfirmModal
-from ..modals.consumer_group_form import ConsumerGroupForm
-from ..modals.pick import PickModal
-from ..widgets.limits_panel import (
+from ..data.limits import (
     LimitsLoaded,
     LimitsPoller,
     LimitsView,
     quota_summary,
     window_summary,
 )
-from .entity import EntityScreen, reset_table
+from ..errors import user_message
+from ..modals.confirm import ConfirmModal
+from ..modals.consumer_group_form import ConsumerGroupForm
+from ..modals.pick import PickModal
+from ..tables import fill_table
+from .entity import EntityScreen
 
-#: Members tab columns: (key, label); the use columns are updated in place on each refresh.
+#: Members tab columns: (key, label); the table is refilled on each limits refresh.
 MEMBER_COLUMNS = (
     ("consumer", "Consumer"),
     ("status", "Status"),
@@ -37,6 +39,7 @@ MEMBER_COLUMNS = (
     ("tpm", "Tokens/min used"),
     ("quota", "Quota used"),
 )
+API_COLUMNS = ("Model API", "Base Path", "Routes")
 
 
 def limit_text(n: int) -> str:
@@ -52,12 +55,12 @@ class ConsumerGroupsScreen(EntityScreen):
         Binding(
             "a",
             "add_authorization",
-            "Add Authorization",
+            "Authorize",
             id="group-add-authorization",
             tooltip="Grant the highlighted group access to model APIs",
         ),
         Binding(
-            "m", "add_members", "Add members", id="group-add-members", tooltip="Add consumers to the highlighted group"
+            "m", "add_members", "Members", id="group-add-members", tooltip="Add consumers to the highlighted group"
         ),
         Binding(
             "x", "remove", "Remove", id="group-remove", tooltip="Remove the member or API highlighted in the open tab"
@@ -130,11 +133,7 @@ class ConsumerGroupsScreen(EntityScreen):
         spec = self._members_of
         if spec is None:
             return
-        members = self.query_one("#group-members", DataTable)
-        for name in spec.consumers:
-            if name in members.rows:
-                for column, cell in zip(("rpm", "tpm", "quota"), self.member_use(spec, name), strict=True):
-                    members.update_cell(name, column, cell, update_width=True)
+        self._fill_members(spec)
 
     def member_use(self, spec: ConsumerGroupSpec, consumer: str) -> tuple[Text, Text, Text]:
         """The member's per-minute use on each API of the group, and its quota use."""
@@ -159,28 +158,35 @@ class ConsumerGroupsScreen(EntityScreen):
         return cells[0], cells[1], quota_summary(entry.get("quota"))
 
     def show_detail(self, spec: Any | None) -> None:
-        members = self.query_one("#group-members", DataTable)
-        apis = self.query_one("#group-apis", DataTable)
-        members.clear(columns=True)
-        for key, label in MEMBER_COLUMNS:
-            members.add_column(label, key=key)
-        reset_table(apis, "Model API", "Base Path", "Routes")
         self._members_of = spec
-        if spec is None or self.config is None:
-            return
-        for name in spec.consumers:
+        self._fill_members(spec)
+        rows: list[tuple[Text, ...]] = []
+        keys: list[str | None] = []
+        for name in spec.model_apis if spec is not None and self.config is not None else []:
+            a = repo.find(self.config, "model_apis", name)
+            rows.append((Text(name), Text(a.base_path if a else ""), Text(", ".join(a.routes) if a else "")))
+            keys.append(name)
+        if spec is not None and not spec.model_apis:
+            rows, keys = (
+                [(Text("no authorized APIs — press a to Add Authorization", style="dim"), Text(""), Text(""))],
+                [None],
+            )
+        fill_table(self.query_one("#group-apis", DataTable), API_COLUMNS, rows, keys)
+
+    def _fill_members(self, spec: ConsumerGroupSpec | None) -> None:
+        rows: list[tuple[Text, ...]] = []
+        keys: list[str | None] = []
+        for name in spec.consumers if spec is not None and self.config is not None else []:
             c = repo.find(self.config, "consumers", name)
             status = Text("enabled", "green") if c is None or c.enabled else Text("disabled", "red")
-            members.add_row(Text(name), status, *self.member_use(spec, name), key=name)
-        for name in spec.model_apis:
-            a = repo.find(self.config, "model_apis", name)
-            apis.add_row(Text(name), Text(a.base_path if a else ""), Text(", ".join(a.routes) if a else ""), key=name)
-        if not spec.consumers:
-            members.add_row(
-                Text("no members — press m to add consumers", style="dim"), *(Text("") for _ in MEMBER_COLUMNS[1:])
-            )
-        if not spec.model_apis:
-            apis.add_row(Text("no authorized APIs — press a to Add Authorization", style="dim"), Text(""), Text(""))
+            rows.append((Text(name), status, *self.member_use(spec, name)))
+            keys.append(name)
+        if spec is not None and not spec.consumers:
+            rows = [
+                (Text("no members — press m to add consumers", style="dim"), *(Text("") for _ in MEMBER_COLUMNS[1:]))
+            ]
+            keys = [None]
+        fill_table(self.query_one("#group-members", DataTable), MEMBER_COLUMNS, rows, keys)
 
     def action_switch_tab(self) -> None:
         tabs = self.query_one("#group-tabs", TabbedContent)
@@ -245,9 +251,7 @@ class ConsumerGroupsScreen(EntityScreen):
         tabs = self.query_one("#group-tabs", TabbedContent)
         on_apis = tabs.active == "tab-apis"
         table = self.query_one("#group-apis" if on_apis else "#group-members", DataTable)
-        if table.row_count == 0:
-            return
-        name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        name = self.chosen_row(table, "model API to remove" if on_apis else "member to remove")
         if name is None:
             return
         what = "authorization for model API" if on_apis else "member"
@@ -273,7 +277,7 @@ class ConsumerGroupsScreen(EntityScreen):
             with self.store.session() as s:
                 saved = repo.save(s, "consumer_groups", spec, original=original)
         except StoreError as exc:
-            self.call_from_thread(self.set_message, Text(str(exc), style="bold red"), error=True)
+            self.call_from_thread(self.set_message, Text(user_message(exc), style="bold red"), error=True)
             raise
         self.post_message(self.GroupChanged(saved, what))  # type: ignore[arg-type]
 

@@ -16,10 +16,7 @@ from textual.widgets import DataTable, Label
 
 from store import repo
 
-from ..modals.confirm import ConfirmModal
-from ..modals.consumer_form import ConsumerForm
-from ..modals.secret import ShowSecretModal
-from ..widgets.limits_panel import (
+from ..data.limits import (
     LIMIT_COLUMNS,
     LimitsLoaded,
     LimitsPoller,
@@ -27,7 +24,11 @@ from ..widgets.limits_panel import (
     consumer_rows,
     source_text,
 )
-from .entity import EntityScreen, reset_table
+from ..modals.confirm import ConfirmModal
+from ..modals.consumer_form import ConsumerForm
+from ..modals.secret import ShowSecretModal
+from ..tables import fill_table
+from .entity import EntityScreen
 
 KEY_COLUMNS = ("Key (prefix)", "Created")
 
@@ -123,19 +124,16 @@ class ConsumersScreen(EntityScreen):
     def _show_limits(self, consumer: str | None) -> None:
         title = self.query_one("#consumer-limits-title", Label)
         table = self.query_one("#consumer-limits", DataTable)
-        reset_table(table, *LIMIT_COLUMNS)
         view = self.limits_view
         if consumer is None:
             title.update("Limits and current use")
+            fill_table(table, LIMIT_COLUMNS, [])
             return
         title.update(escape(f"Limits of {consumer!r}") + f"   [dim]({source_text(view)})[/]")
-        rows = consumer_rows(view, consumer) if view is not None else []
-        for cells in rows:
-            table.add_row(*cells)
+        rows: list[Any] = list(consumer_rows(view, consumer)) if view is not None else []
         if view is not None and not rows:
-            table.add_row(
-                Text("no quota and no authorized model API", style="dim"), *(Text("") for _ in LIMIT_COLUMNS[1:])
-            )
+            rows = [(Text("no quota and no authorized model API", style="dim"), *(Text("") for _ in LIMIT_COLUMNS[1:]))]
+        fill_table(table, LIMIT_COLUMNS, rows)
 
     def row(self, spec: Any) -> tuple[Any, ...]:
         groups = [g.name for g in (self.config.consumer_groups if self.config else []) if spec.name in g.consumers]
@@ -156,6 +154,8 @@ class ConsumersScreen(EntityScreen):
 
     def after_save(self, saved: Any) -> None:
         form, self._form = self._form, None
+        if form is not None and form.original is not None and form.original.name != saved.name:
+            self.aigw.consumer_renamed(form.original.name, saved.name)
         if form is not None and form.created_key:
             key, form.created_key = form.created_key, None
             self.aigw.remember_key(saved.name, key)
@@ -167,7 +167,7 @@ class ConsumersScreen(EntityScreen):
         title = self.query_one("#consumer-keys-title", Label)
         if spec is None:
             title.update("API keys")
-            reset_table(self.query_one("#consumer-keys", DataTable), *KEY_COLUMNS)
+            fill_table(self.query_one("#consumer-keys", DataTable), KEY_COLUMNS, [])
             self._keys_of = None
             self._show_limits(None)
             return
@@ -189,11 +189,11 @@ class ConsumersScreen(EntityScreen):
         if message.consumer != self._keys_of:
             return
         table = self.query_one("#consumer-keys", DataTable)
-        reset_table(table, *KEY_COLUMNS)
-        for key_id, prefix, created in message.keys:
-            table.add_row(Text(prefix), Text(created), key=str(key_id))
+        rows: list[tuple[Text, Text]] = [(Text(prefix), Text(created)) for _, prefix, created in message.keys]
+        keys: list[str | None] = [str(key_id) for key_id, _, _ in message.keys]
         if not message.keys:
-            table.add_row(Text("no keys — press k to create one", style="dim"), Text(""))
+            rows, keys = [(Text("no keys — press k to create one", style="dim"), Text(""))], [None]
+        fill_table(table, KEY_COLUMNS, rows, keys)
 
     def action_create_key(self) -> None:
         spec = self.current()
@@ -217,12 +217,12 @@ class ConsumersScreen(EntityScreen):
     def action_revoke_key(self) -> None:
         spec = self.current()
         table = self.query_one("#consumer-keys", DataTable)
-        if spec is None or table.row_count == 0:
+        if spec is None:
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.chosen_row(table, "key to revoke")
         if key is None:
             return
-        prefix = table.get_row(key)[0]
+        prefix, created = table.get_row(key)[:2]
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -231,7 +231,7 @@ class ConsumersScreen(EntityScreen):
         self.app.push_screen(
             ConfirmModal(
                 "Revoke API key",
-                f"Revoke key {prefix} of consumer {spec.name!r}? Clients using it get 401 at once.",
+                f"Revoke key {prefix} (created {created}) of consumer {spec.name!r}? Clients using it get 401 at once.",
                 yes="Revoke",
                 danger=True,
             ),

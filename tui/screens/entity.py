@@ -21,16 +21,13 @@ from textual.widgets import DataTable, Input, Label, Static
 from store import repo
 from store.errors import StoreError
 from store.spec import Config
+from store.validation import referrers
 
+from ..errors import user_message
 from ..modals.confirm import ConfirmModal
 from ..sections import BY_ID
+from ..tables import fill_table
 from .base import SectionScreen
-
-
-def reset_table(table: DataTable[Any], *columns: str) -> None:
-    """Empty ``table`` and re-add its columns, so auto widths fit the rows added next."""
-    table.clear(columns=True)
-    table.add_columns(*columns)
 
 
 class EntityTable(DataTable[Any]):
@@ -147,10 +144,8 @@ class EntityScreen(SectionScreen):
 
     def refill(self, select: str | None = None) -> None:
         table = self.query_one("#entity-table", DataTable)
-        reset_table(table, *self.COLUMNS)
         shown = [x for x in self.items() if self.matches(x)]
-        for spec in shown:
-            table.add_row(*self.row(spec), key=spec.name)
+        fill_table(table, self.COLUMNS, [self.row(spec) for spec in shown], [spec.name for spec in shown])
         if select is not None:
             with contextlib.suppress(Exception):  # filtered out or deleted
                 table.move_cursor(row=table.get_row_index(select))
@@ -188,6 +183,22 @@ class EntityScreen(SectionScreen):
 
     def show_detail(self, spec: Any | None) -> None:
         """Update the detail widgets for ``spec`` (override)."""
+
+    def chosen_row(self, table: DataTable[Any], what: str) -> str | None:
+        """The key of the row an action on ``table`` applies to, only once the user can see it.
+
+        A table without focus shows no live cursor, so acting on its highlighted row would
+        act on a row the user did not choose: the first press focuses the table and says
+        how to choose; the next press (on the now visible row) acts.
+        """
+        if table.row_count == 0:
+            return None
+        if not table.has_focus:
+            table.focus()
+            self.notify(f"Choose the {what} with ↑↓, then press the key again.", title=f"Which {what}?")
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None else str(key)
 
     def set_message(self, text: str | Text, *, error: bool = False) -> None:
         msg = self.query_one("#entity-message", Static)
@@ -256,7 +267,13 @@ class EntityScreen(SectionScreen):
 
     def action_delete(self) -> None:
         spec = self.current()
-        if spec is None:
+        if spec is None or self.config is None:
+            return
+        users = referrers(self.config, self.TABLE, spec.name)
+        if users:  # say so now, rather than ask "cannot be undone?" and then refuse
+            text = f"{self.NOUN.capitalize()} {spec.name!r} is in use by {', '.join(users)}: remove it there first."
+            self.set_message(Text(text, style="bold red"), error=True)
+            self.notify(text, title="Cannot delete", severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -289,6 +306,6 @@ class EntityScreen(SectionScreen):
         self.load()
 
     def on_entity_screen_delete_refused(self, message: DeleteRefused) -> None:
-        text = str(message.error)
+        text = user_message(message.error)
         self.set_message(Text(text, style="bold red"), error=True)
-        self.notify(text, title="Not deleted", severity="error", timeout=10)
+        self.notify(text, title="Not deleted", severity="error")

@@ -9,7 +9,7 @@ from textual.binding import Binding, BindingType
 
 from ..invoke import access_urls
 from ..modals.model_api_form import ModelApiForm
-from .api_detail import RouteManagementScreen
+from ..modals.route_management import RouteManagementScreen
 from .entity import EntityScreen
 
 

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import httpx
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding, BindingType
@@ -27,11 +26,11 @@ from textual.worker import get_current_worker
 
 from store import usage
 
-from ..errors import user_message
-from ..follow import EventSource, TokenRefused
+from ..data.traffic_feed import MAX_RECORDS, Record, TrafficFeed, fmt_ms
+from ..follow import EventSource, follow_loop
 from ..gateway_process import GatewayStatus
 from ..modals.request_detail import RequestDetailModal
-from ..widgets.traffic_feed import MAX_RECORDS, Record, TrafficFeed, fmt_ms
+from ..rate import rate_text
 from ..widgets.traffic_table import TrafficTable
 from .base import SectionScreen
 
@@ -152,54 +151,40 @@ class TrafficScreen(SectionScreen):
     def _stream(self) -> None:
         worker = get_current_worker()
         said: tuple[bool, str] | None = None
-        while not worker.is_cancelled:
-            try:
-                admin = self.gateway.admin()
-                base = admin.base_url
-                token = admin.token()
-            except Exception as exc:  # the store is busy or gone: say so and keep trying
-                base, token = self.stream_base, None
-                reason = f"cannot read the gateway settings: {user_message(exc)}"
-                if said != (False, reason):
-                    said = (False, reason)
-                    self.post_message(self.StreamChanged(False, base, reason))
-                self._wake.wait(RETRY_S)
-                self._wake.clear()
-                continue
-            delay = RETRY_S
-            reason = f"no gateway at {base}"
-            if token:
-                src = EventSource(base, token)
-                with self._lock:
-                    self._source = src
 
-                def opened(base: str = base) -> None:
-                    nonlocal said
-                    said = (True, base)  # so the next loss is reported again
-                    self.post_message(self.StreamChanged(True, base))
+        def target() -> tuple[str, str | None]:
+            admin = self.gateway.admin()
+            return admin.base_url, admin.token()
 
-                try:
-                    for rec in src.records(opened):
-                        self._inbox.append(rec)
-                        if worker.is_cancelled:
-                            break
-                    reason = f"the gateway at {base} went away"
-                except TokenRefused as exc:
-                    reason, delay = str(exc), REFUSED_RETRY_S
-                except (httpx.HTTPError, OSError):
-                    pass
-                finally:
-                    with self._lock:
-                        self._source = None
-            else:
-                reason = f"no gateway at {base} (none has run for this store yet)"
-            if worker.is_cancelled:
-                break
+        def opened(base: str) -> None:
+            nonlocal said
+            said = (True, base)  # so the next loss is reported again
+            self.post_message(self.StreamChanged(True, base))
+
+        def away(base: str, reason: str) -> None:
+            nonlocal said
             if said != (False, reason):
                 said = (False, reason)
-                self.post_message(self.StreamChanged(False, base, reason))
+                self.post_message(self.StreamChanged(False, base or self.stream_base, reason))
+
+        def wait(delay: float) -> None:
             self._wake.wait(delay)
             self._wake.clear()
+
+        def source(src: EventSource | None) -> None:
+            with self._lock:
+                self._source = src
+
+        follow_loop(
+            target,
+            self._inbox.append,
+            on_open=opened,
+            on_away=away,
+            stopped=lambda: worker.is_cancelled,
+            wait=wait,
+            on_source=source,
+            refused_retry_s=REFUSED_RETRY_S,
+        )
 
     @work(thread=True, exclusive=True, group="traffic-prefill", exit_on_error=False)
     def _prefill(self) -> None:
@@ -271,8 +256,9 @@ class TrafficScreen(SectionScreen):
         self.query_one("#spark-rps", Sparkline).data = rps
         self.query_one("#spark-p50", Sparkline).data = p50
         self.query_one("#spark-err", Sparkline).data = err
-        rate, median, errors = stats.recent(10)
-        self.query_one("#spark-rps-label", Label).update(f"req/s {rate:.1f}")
+        _, median, errors = stats.recent(10)
+        # The header's number (the gateway's counter), not a second count from the records.
+        self.query_one("#spark-rps-label", Label).update(rate_text(self.aigw.gateway_status.rate))
         self.query_one("#spark-p50-label", Label).update(f"p50 latency {fmt_ms(median)}")
         self.query_one("#spark-err-label", Label).update(f"errors {errors:.1f}%")
 

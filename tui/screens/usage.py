@@ -21,7 +21,9 @@ from textual.widgets import DataTable, Label, Static
 
 from store import repo, usage
 
-from ..widgets.usage_bars import bar, quota_style
+from ..bars import bar, quota_style
+from ..printable import printable
+from ..tables import fill_table
 from .base import SectionScreen
 
 PERIODS: dict[str, tuple[str, str]] = {
@@ -32,6 +34,7 @@ PERIODS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, str] = {"consumer": "Consumer", "api": "Model API", "model": "Model"}
 BAR_WIDTH = 16
 REFRESH_S = 5.0
+QUOTA_COLUMNS = ("Consumer", "Quota", "Used", "Left", "Use", "Resets")
 TOTAL_KEYS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "estimated_requests")
 
 
@@ -110,7 +113,6 @@ class UsageScreen(SectionScreen):
         yield DataTable(id="usage-quotas", cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#usage-quotas", DataTable).add_columns("Consumer", "Quota", "Used", "Left", "Use", "Resets")
         self._show_controls()
         self.load()
         self.set_interval(REFRESH_S, self._tick)
@@ -184,11 +186,9 @@ class UsageScreen(SectionScreen):
         self.query_one("#usage-summary", Static).update(text)
 
     def _show_table(self) -> None:
-        table = self.query_one("#usage-table", DataTable)
-        table.clear(columns=True)
         # Bars compare cost; with no prices set anywhere, they compare tokens instead.
         measure = "cost" if any(r["cost"] for r in self.rows) else "total_tokens"
-        table.add_columns(
+        columns = (
             GROUPS[self.by],
             "Requests",
             "Total tokens",
@@ -199,29 +199,34 @@ class UsageScreen(SectionScreen):
             "Errors",
         )
         top = max((r[measure] for r in self.rows), default=0)
+        rows: list[tuple[Text, ...]] = []
+        keys: list[str | None] = []
         for r in self.rows:
             name = r[self.by]
             est = "~" if r["estimated_requests"] else ""
-            table.add_row(
-                Text(name) if name else Text("(none)", style="dim"),
-                Text(f"{r['requests']:,}", justify="right"),
-                Text(f"{est}{r['total_tokens']:,}", justify="right"),
-                Text(_cost(r["cost"]), justify="right"),
-                bar(r[measure], top, BAR_WIDTH, style="cyan"),
-                Text(f"{est}{r['prompt_tokens']:,}", justify="right"),
-                Text(f"{est}{r['completion_tokens']:,}", justify="right"),
-                Text(f"{r['errors']:,}", justify="right", style="red" if r["errors"] else ""),
-                key=name or "(none)",
+            rows.append(
+                (
+                    Text(printable(name)) if name else Text("(none)", style="dim"),
+                    Text(f"{r['requests']:,}", justify="right"),
+                    Text(f"{est}{r['total_tokens']:,}", justify="right"),
+                    Text(_cost(r["cost"]), justify="right"),
+                    bar(r[measure], top, BAR_WIDTH, style="cyan"),
+                    Text(f"{est}{r['prompt_tokens']:,}", justify="right"),
+                    Text(f"{est}{r['completion_tokens']:,}", justify="right"),
+                    Text(f"{r['errors']:,}", justify="right", style="red" if r["errors"] else ""),
+                )
             )
+            keys.append(name or "(none)")
         if not self.rows:
-            table.add_row(Text("no requests in this period", style="dim"))
+            rows, keys = [(Text("no requests in this period", style="dim"), *(Text("") for _ in columns[1:]))], [None]
+        fill_table(self.query_one("#usage-table", DataTable), columns, rows, keys)
 
     def _show_quotas(self) -> None:
         table = self.query_one("#usage-quotas", DataTable)
-        table.clear()
         title = self.query_one("#usage-quotas-title", Label)
         title.update("Quotas" if self.quotas else "Quotas — no consumer has one (set it on the consumer)")
         table.display = bool(self.quotas)
+        rows: list[tuple[Text, ...]] = []
         for q in self.quotas:
             left = max(q.quota - q.used, 0.0)
             period = "in total" if q.period == "total" else f"per {q.period}"
@@ -229,15 +234,17 @@ class UsageScreen(SectionScreen):
             style = quota_style(q.fraction)
             use = bar(q.used, q.quota, 16, style=style)
             use.append(f" {100 * q.fraction:.1f}%", style=style)
-            table.add_row(
-                Text(q.consumer),
-                Text(f"{_amount(q.quota, q.unit)} {period}"),
-                Text(_amount(q.used, q.unit), justify="right"),
-                Text(_amount(left, q.unit), justify="right"),
-                use,
-                Text(resets),
-                key=q.consumer,
+            rows.append(
+                (
+                    Text(q.consumer),
+                    Text(f"{_amount(q.quota, q.unit)} {period}"),
+                    Text(_amount(q.used, q.unit), justify="right"),
+                    Text(_amount(left, q.unit), justify="right"),
+                    use,
+                    Text(resets),
+                )
             )
+        fill_table(table, QUOTA_COLUMNS, rows, [q.consumer for q in self.quotas])
 
     # ------------------------------------------------------------- actions
 

@@ -16,8 +16,8 @@ class FormField(Vertical):
 
     DEFAULT_CSS = """
     FormField { height: auto; margin: 0 0 1 0; }
-    FormField > .field-label { color: $text-muted; }
-    FormField > .field-hint { color: $text-muted; text-style: italic; }
+    FormField > .field-label { color: $text-muted; width: 100%; }
+    FormField > .field-hint { color: $text-muted; text-style: italic; width: 100%; }
     FormField > .field-error { color: $error; display: none; }
     FormField.-invalid > .field-error { display: block; }
     FormField.-invalid > Input { border: tall $error; }

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ..gateway_process import ATTACHED, CRASHED, RUNNING, STARTING, STOPPING, GatewayStatus
+from ..rate import rate_text
 
 _BADGE = {
     RUNNING: ("● running", "bold green"),
@@ -22,8 +23,7 @@ def describe_status(st: GatewayStatus) -> Text:
     text = Text.assemble((label, style))
     if st.is_up:
         text.append(f"  {st.public_url or st.listen}")
-        rate = f"{st.rate:.1f} req/s" if st.rate is not None else "– req/s"
-        text.append(f"  {rate}", "dim" if st.rate in (None, 0) else "bold")
+        text.append(f"  {rate_text(st.rate)}", "dim" if st.rate in (None, 0) else "bold")
     elif st.state == CRASHED and st.exit_code is not None:
         text.append(f"  exit {st.exit_code} — see Instance Info", "red")
     else:

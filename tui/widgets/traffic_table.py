@@ -20,7 +20,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .traffic_feed import Record, fmt_cost, fmt_ms, fmt_time, fmt_tokens, status_kind
+from ..data.traffic_feed import Record, fmt_cost, fmt_ms, fmt_time, fmt_tokens, status_kind
+from ..printable import printable
 
 
 @dataclass(frozen=True)
@@ -33,37 +34,40 @@ class Column:
     max_width: int = 0
 
 
+#: What a narrow terminal shows first: when it happened, how it went, what it cost; then
+#: who and what (those columns shrink and scroll off to the right first).
 COLUMNS: tuple[Column, ...] = (
     Column("time", "Time", 12),
-    Column("consumer", "Consumer", 12, max_width=28),
-    Column("api", "API", 12, max_width=28),
-    Column("model", "Model", 18, max_width=40),
     Column("status", "Status", 6, right=True),
     Column("latency", "Latency", 8, right=True),
-    Column("ttfb", "TTFB", 8, right=True),
     Column("in", "Tok in", 7, right=True),
     Column("out", "Tok out", 7, right=True),
     Column("cost", "Cost", 10, right=True),
+    Column("model", "Model", 18, max_width=40),
+    Column("consumer", "Consumer", 12, max_width=28),
+    Column("api", "API", 12, max_width=28),
+    Column("ttfb", "TTFB", 8, right=True),
 )
 GAP = 1
 STATUS_COLUMN = [c.key for c in COLUMNS].index("status")
 
 
 def cells(rec: Record) -> list[str]:
-    """The text of each column for one record (``~`` marks estimated token counts)."""
+    """The text of each column for one record, in :data:`COLUMNS` order (``~`` marks estimated tokens)."""
     est = bool(rec.get("estimated"))
-    return [
-        fmt_time(float(rec.get("ts") or 0.0)),
-        str(rec.get("consumer") or "–"),
-        str(rec.get("api") or "–"),
-        str(rec.get("model") or "–"),
-        str(rec.get("status") or "–"),
-        fmt_ms(rec.get("latency_ms")),
-        fmt_ms(rec.get("ttfb_ms")),
-        fmt_tokens(int(rec.get("prompt_tokens") or 0), est),
-        fmt_tokens(int(rec.get("completion_tokens") or 0), est),
-        fmt_cost(float(rec.get("cost") or 0.0)),
-    ]
+    by_key = {
+        "time": fmt_time(float(rec.get("ts") or 0.0)),
+        "consumer": printable(rec.get("consumer") or "–"),
+        "api": printable(rec.get("api") or "–"),
+        "model": printable(rec.get("model") or "–"),
+        "status": str(rec.get("status") or "–"),
+        "latency": fmt_ms(rec.get("latency_ms")),
+        "ttfb": fmt_ms(rec.get("ttfb_ms")),
+        "in": fmt_tokens(int(rec.get("prompt_tokens") or 0), est),
+        "out": fmt_tokens(int(rec.get("completion_tokens") or 0), est),
+        "cost": fmt_cost(float(rec.get("cost") or 0.0)),
+    }
+    return [by_key[c.key] for c in COLUMNS]
 
 
 def _fit(text: str, width: int, right: bool) -> str:

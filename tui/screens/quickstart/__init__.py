@@ -1,4 +1,4 @@
-"""Quick Start: the seed's six steps as a wizard (one module per step; ``screen`` ties them together)."""
+"""Quick Start: six steps as a wizard (one module per step; ``screen`` ties them together)."""
 
 from __future__ import annotations
 

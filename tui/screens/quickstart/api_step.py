@@ -11,10 +11,9 @@ from textual.widget import Widget
 from textual.widgets import Input, Select, Switch
 
 from store.spec import SCENARIO_ROUTES, ModelApiSpec
-from store.validation import check_base_path, check_name, normalise_base_path
 
+from ...fields import entity_field, live_checks
 from ...modals.model_api_form import SCENARIO_LABELS, SERVICE_TYPE_LABELS
-from ...widgets.form_field import FormField
 from .step import WizardStep
 
 DEFAULT_BASE_PATH = "/hunyuan"
@@ -31,47 +30,33 @@ class ApiStep(WizardStep):
         "A model API is the endpoint the gateway exposes. Clients call "
         "{gateway address}{base path}{route}; the base path identifies this API."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "base_path": lambda v: check_base_path(normalise_base_path(v))}
+    LIVE_CHECKS: ClassVar = live_checks("model_apis")
 
     def compose_fields(self) -> Iterable[Widget]:
         routes = SCENARIO_ROUTES["text-generation"]
-        yield FormField("API Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Usage scenario",
+            yield entity_field(
+                self.TABLE,
+                "scenario",
                 Select(SCENARIO_LABELS, value="text-generation", allow_blank=False, id="scenario"),
-                field="scenario",
             )
-            yield FormField(
-                "Request Protocol",
-                Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol"),
-                field="protocol",
+            yield entity_field(
+                self.TABLE, "protocol", Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol")
             )
-        yield FormField(
-            "Route", Select([(r, r) for r in routes], value=routes[0], allow_blank=False, id="routes"), field="routes"
+        yield entity_field(
+            self.TABLE, "routes", Select([(r, r) for r in routes], value=routes[0], allow_blank=False, id="routes")
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Base Path",
-                Input(DEFAULT_BASE_PATH, placeholder=DEFAULT_BASE_PATH, id="base-path"),
-                field="base_path",
-                hint="Unique per API, e.g. /hunyuan",
-            )
-            yield FormField(
-                "Path Simplification",
-                Switch(True, id="path-simplification"),
-                field="path_simplification",
-                hint="On: the vendor gets a concise path",
-            )
+            yield entity_field(self.TABLE, "base_path", Input(DEFAULT_BASE_PATH, id="base-path"))
+            yield entity_field(self.TABLE, "path_simplification", Switch(True, id="path-simplification"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Service Type",
+            yield entity_field(
+                self.TABLE,
+                "service_type",
                 Select(SERVICE_TYPE_LABELS, value="single", allow_blank=False, id="service-type"),
-                field="service_type",
             )
-            yield FormField(
-                "Model Service", Select([], prompt="no model services yet", id="services"), field="services"
-            )
+            yield entity_field(self.TABLE, "services", Select([], prompt="no model services yet", id="services"))
 
     def refresh_refs(self) -> None:
         self.sync_ref("services", [s.name for s in self.ctx.config.model_services], self.ctx.name("model_services"))

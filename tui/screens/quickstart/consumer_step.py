@@ -10,9 +10,8 @@ from textual.widgets import Checkbox, Input
 
 from store import repo
 from store.spec import ConsumerSpec
-from store.validation import check_description, check_name
 
-from ...widgets.form_field import FormField
+from ...fields import entity_field, live_checks
 from .step import WizardStep
 
 
@@ -26,17 +25,13 @@ class ConsumerStep(WizardStep):
         "A consumer is a caller — your application. Next creates it with a gateway API key, "
         "shown once: copy it (c) before closing. aigw keeps only its hash."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("consumers")
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField(
-            "Consumer Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name"
-        )
-        yield FormField("Description (optional)", Input("", id="description"), field="description")
-        yield FormField(
-            "Select a key",
-            Checkbox("Create Key (shown once) when I press Next", True, id="create-key"),
-            field="create_key",
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
+        yield entity_field(self.TABLE, "description", Input("", id="description"))
+        yield entity_field(
+            self.TABLE, "create_key", Checkbox("Create Key (shown once) when I press Next", True, id="create-key")
         )
 
     def fill(self, spec: Any | None) -> None:

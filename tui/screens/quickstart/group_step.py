@@ -9,9 +9,9 @@ from textual.widget import Widget
 from textual.widgets import Input, SelectionList
 
 from store.spec import ConsumerGroupSpec
-from store.validation import check_description, check_name
 
-from ...widgets.form_field import FormField
+from ...fields import entity_field, live_checks
+from ...widgets.marked_list import MarkedSelectionList
 from .step import WizardStep
 
 
@@ -25,14 +25,12 @@ class GroupStep(WizardStep):
         "A consumer group holds consumers and the model APIs they may call. The consumer from "
         "step 4 joins it and the API from step 3 is authorized (space toggles an entry)."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("consumer_groups")
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField("Group Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
-        yield FormField("Consumers (members)", SelectionList[str](id="consumers"), field="consumers")
-        yield FormField(
-            "Authorized Model APIs (Add Authorization)", SelectionList[str](id="model-apis"), field="model_apis"
-        )
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
+        yield entity_field(self.TABLE, "consumers", MarkedSelectionList[str](id="consumers"))
+        yield entity_field(self.TABLE, "model_apis", MarkedSelectionList[str](id="model-apis"))
 
     def _sync_list(self, list_id: str, options: list[str], wanted: str, keep: list[str] | None = None) -> None:
         """Rebuild a multi-picker; the entity an earlier step chose is ticked when it changes."""

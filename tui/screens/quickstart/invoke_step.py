@@ -1,4 +1,4 @@
-"""Step 6 — Obtain the access address and invoke: the URL, the seed's curl, and a real test request."""
+"""Step 6 — Obtain the access address and invoke: the URL, a curl, and a real test request."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from store.keys import display_prefix
 
 from ...gateway_process import CRASHED, GatewayStatus
 from ...invoke import InvokeResult, curl_command
+from ...modals.route_management import describe_result
+from ...widgets.copied_text import CopiedText
 from ...widgets.form_field import FormField
 from ...widgets.gateway_header import describe_status
-from ..api_detail import describe_result
 from .progress import STEPS
 
 INTRO = (
@@ -52,9 +53,10 @@ class InvokeStep(VerticalScroll):
         yield Static("", id="result")
         yield Button("", id="fix", variant="warning", compact=True)
         with Horizontal(classes="invoke-buttons"):
-            yield Label("curl (the seed's request, with real values)", classes="detail-title")
+            yield Label("curl of the test request (with real values)", classes="detail-title")
             yield Button("Copy curl (ctrl+y)", id="copy-curl", compact=True)
         yield Static("", id="curl")
+        yield CopiedText(id="curl-copied")
 
     def on_mount(self) -> None:
         self.query_one("#fix", Button).display = False

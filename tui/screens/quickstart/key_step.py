@@ -9,9 +9,8 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 from store.spec import ModelKeySpec
-from store.validation import check_credential, check_description, check_name
 
-from ...widgets.form_field import FormField
+from ...fields import FIELDS, entity_field, live_checks
 from .step import WizardStep
 
 
@@ -25,17 +24,12 @@ class KeyStep(WizardStep):
         "Model keys hold the credential the gateway uses to call the vendor. Paste the API key "
         "you got from Hunyuan (or any vendor). Applications never see it."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "credential": check_credential, "description": check_description}
+    LIVE_CHECKS: ClassVar = live_checks("model_keys")
 
     def compose_fields(self) -> Iterable[Widget]:
-        yield FormField("Key Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name")
-        yield FormField(
-            "Credential Content",
-            Input("", password=True, id="credential", placeholder="the vendor API key, or env:HUNYUAN_API_KEY"),
-            field="credential",
-            hint="Masked; ctrl+l reveals what you typed. env:VAR reads the variable at request time.",
-        )
-        yield FormField("Description (optional)", Input("", id="description"), field="description")
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
+        yield entity_field(self.TABLE, "credential", Input("", password=True, id="credential"))
+        yield entity_field(self.TABLE, "description", Input("", id="description"))
 
     def fill(self, spec: Any | None) -> None:
         self.set_value("name", spec.name if spec else self.unique_name(self.DEFAULT_NAME))
@@ -46,7 +40,7 @@ class KeyStep(WizardStep):
         box.placeholder = (
             "unchanged — type a new key, or env:VAR, to replace it"
             if spec
-            else "the vendor API key, or env:HUNYUAN_API_KEY"
+            else FIELDS["model_keys"]["credential"].placeholder
         )
         self.set_value("description", spec.description if spec else "")
 

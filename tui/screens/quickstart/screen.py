@@ -1,4 +1,4 @@
-"""Quick Start: the seed's six steps as one guided wizard that ends in a real answer.
+"""Quick Start: six steps as one guided wizard that ends in a real answer.
 
 Each Next saves that step's entity through ``repo.save`` in a thread worker (create, or
 update the one this run created or picked), records the progress (step index and names,
@@ -26,11 +26,14 @@ from store import repo
 from store.errors import StoreError
 from store.spec import Config
 
+from ...clipboard import copy_text
+from ...fields import REVEAL_KEY
 from ...gateway_process import START_TIMEOUT_S, STARTING, STOPPING, GatewayStatus
 from ...invoke import InvokeResult, send_chat
 from ...modals.form import FormProblem
+from ...modals.route_management import api_model
 from ...modals.secret import ShowSecretModal
-from ..api_detail import api_model
+from ...widgets.copied_text import CopiedText
 from ..base import SectionScreen
 from .api_step import ApiStep
 from .consumer_step import ConsumerStep
@@ -41,7 +44,7 @@ from .progress import FIX_STEP, LAST, META_KEY, STEPS, Progress, load_progress, 
 from .service_step import ServiceStep
 from .step import WizardContext, WizardStep
 
-#: The seed's headings.
+#: The step headings.
 STEP_TITLES = (
     "Create Model Key",
     "Create Model Service",
@@ -80,7 +83,7 @@ class QuickStartScreen(SectionScreen):
             "ctrl+b", "back", "Back", id="quickstart-back", tooltip="Go to the previous step (what you typed is kept)"
         ),
         Binding(
-            "ctrl+l",
+            REVEAL_KEY,
             "reveal",
             "Reveal credential",
             id="quickstart-reveal",
@@ -91,7 +94,7 @@ class QuickStartScreen(SectionScreen):
             "send",
             "Send test request",
             id="quickstart-send",
-            tooltip="Send the seed's request through the gateway (started if needed)",
+            tooltip="Send a test chat request through the gateway (started if needed)",
         ),
         Binding(
             "ctrl+k",
@@ -117,7 +120,7 @@ class QuickStartScreen(SectionScreen):
         ("Quick Start: previous step", "Go back one step", "back"),
         ("Quick Start: send test request", "Step 6: a real request through the gateway", "send"),
         ("Quick Start: create consumer key", "Step 6: a new key for the consumer, shown once", "create_key"),
-        ("Quick Start: copy curl", "Step 6: the seed's curl with real values", "copy_curl"),
+        ("Quick Start: copy curl", "Step 6: the curl of the test request, with real values", "copy_curl"),
         ("Quick Start: start over", "Begin a new run at step 1 (nothing is deleted)", "start_over"),
     )
 
@@ -172,8 +175,6 @@ class QuickStartScreen(SectionScreen):
         self._next_pending = False
         self.busy = False
         #: The consumer key this session created — memory only, for step 6 (never stored).
-        self.plain_key: str | None = None
-        self.key_consumer: str | None = None
 
     # ------------------------------------------------------------- layout
 
@@ -253,7 +254,7 @@ class QuickStartScreen(SectionScreen):
         if index == 3:
             consumer = self.steps[3]
             assert isinstance(consumer, ConsumerStep)
-            consumer.want_key(self.plain_key is None or consumer.original != self.key_consumer)
+            consumer.want_key(self.aigw.session_keys.get(consumer.original or "") is None)
         if index == LAST:
             self._show_target()
             self._gateway_changed(self.aigw.gateway_status)
@@ -331,9 +332,9 @@ class QuickStartScreen(SectionScreen):
         step = self.steps[message.index]
         if step.TABLE == "consumers":
             if message.key:
-                self.plain_key, self.key_consumer = message.key, message.name
-            elif self.key_consumer is not None and self.key_consumer == step.original:
-                self.key_consumer = message.name  # renamed: its keys (and ours) follow it
+                self.aigw.remember_key(message.name, message.key)
+            elif step.original and step.original != message.name:
+                self.aigw.consumer_renamed(step.original, message.name)  # its keys follow it
         step.original = message.name
         self.progress = message.progress
         self.ctx = WizardContext(message.config, dict(self.progress.names))
@@ -389,7 +390,6 @@ class QuickStartScreen(SectionScreen):
         if self.busy:
             return
         self.progress = Progress()
-        self.plain_key = self.key_consumer = None
         self.ctx = WizardContext(self.ctx.config, {})
         for step in self.steps:
             step.forget_refs()
@@ -411,7 +411,7 @@ class QuickStartScreen(SectionScreen):
     def _show_target(self) -> None:
         url, model = self._target()
         consumer = self.ctx.name("consumers") or "your consumer"
-        key = self.plain_key if self.key_consumer == self.ctx.name("consumers") else None
+        key = self.aigw.session_keys.get(self.ctx.name("consumers") or "")
         self.invoke.show_target(url, model, consumer, key)
 
     def _gateway_changed(self, status: GatewayStatus) -> None:
@@ -455,13 +455,7 @@ class QuickStartScreen(SectionScreen):
             self.gateway.reload()  # serve what was just saved, not the last poll's snapshot
             return None
         self.post_message(self.Progressed("Starting the gateway…"))
-        self.app.post_message(
-            self.aigw.GatewayObserved(
-                GatewayStatus(state=STARTING, listen=status.listen, admin_listen=status.admin_listen)
-            )
-        )
-        status = self.gateway.start()
-        self.app.post_message(self.aigw.GatewayObserved(status))
+        status = self.aigw.run_gateway("start")
         if status.is_up:
             self.post_message(self.Progressed("Sending…"))
             return None
@@ -517,7 +511,7 @@ class QuickStartScreen(SectionScreen):
         self.post_message(self.KeyCreated(consumer, key))
 
     def on_quick_start_screen_key_created(self, message: KeyCreated) -> None:
-        self.plain_key, self.key_consumer = message.key, message.consumer
+        self.aigw.remember_key(message.consumer, message.key)
         self.aigw.config_changed()
         self._show_target()
 
@@ -535,5 +529,6 @@ class QuickStartScreen(SectionScreen):
         if self.index != LAST:
             raise SkipAction()
         key = self.invoke.query_one("#api-key", Input).value.strip()
-        self.app.copy_to_clipboard(self.invoke.curl_with(key))
-        self.notify("curl copied to the clipboard" + (" (with your key)" if key else ""))
+        curl = self.invoke.curl_with(key)
+        copy_text(self.app, curl, "curl" + (" (with your key)" if key else ""))
+        self.invoke.query_one("#curl-copied", CopiedText).show_copied(curl)

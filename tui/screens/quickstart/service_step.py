@@ -13,16 +13,23 @@ from textual.widgets import Input, Select
 
 from store.presets import PRESETS, VENDORS
 from store.spec import ModelServiceSpec
-from store.validation import check_model, check_name, check_url
 
-from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS
-from ...widgets.form_field import FormField
+from ...fields import entity_field, live_checks
+from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS, format_prices, parse_prices
 from .step import WizardStep
+
+#: The model the README's example uses: Quick Start proposes it when the vendor offers it.
+EXAMPLE_MODEL = "hunyuan-turbos-latest"
 
 
 def vendor_models(vendor: str) -> tuple[str, ...]:
     preset = PRESETS.get(vendor)
     return preset.models if preset else ()
+
+
+def proposed_model(vendor: str) -> str:
+    models = vendor_models(vendor)
+    return EXAMPLE_MODEL if EXAMPLE_MODEL in models else (models[0] if models else "")
 
 
 class ServiceStep(WizardStep):
@@ -36,7 +43,7 @@ class ServiceStep(WizardStep):
         "A model service is one vendor: where to send requests, with which model key, and which "
         "model to use. Choosing the vendor fills in its address and its models."
     )
-    LIVE_CHECKS: ClassVar = {"name": check_name, "address": check_url, "default_model": check_model}
+    LIVE_CHECKS: ClassVar = live_checks("model_services")
 
     def __init__(self, step_id: str) -> None:
         super().__init__(step_id)
@@ -44,49 +51,42 @@ class ServiceStep(WizardStep):
 
     def compose_fields(self) -> Iterable[Widget]:
         first = PRESETS[VENDORS[0]]
-        yield FormField(
-            "Service Name", Input(self.DEFAULT_NAME, placeholder=self.DEFAULT_NAME, id="name"), field="name"
-        )
+        yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Model Vendor",
+            yield entity_field(
+                self.TABLE,
+                "vendor",
                 Select([(p.label, p.name) for p in PRESETS.values()], value=first.name, allow_blank=False, id="vendor"),
-                field="vendor",
             )
-            yield FormField(
-                "Model Protocol",
+            yield entity_field(
+                self.TABLE,
+                "protocol",
                 Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
-                field="protocol",
             )
-        yield FormField(
-            "Service Address",
-            Input(first.address, placeholder="https://vendor.example/v1", id="address"),
-            field="address",
-            hint="The vendor's OpenAI base URL; filled from the vendor, editable",
-        )
+        yield entity_field(self.TABLE, "address", Input(first.address, id="address"))
         with Horizontal(classes="form-row"):
-            yield FormField("Model Key", Select([], prompt="no model keys yet", id="keys"), field="keys")
-            yield FormField(
-                "Key Usage Policy",
-                Select(KEY_POLICY_LABELS, value="polling", allow_blank=False, id="key-policy"),
-                field="key_policy",
+            yield entity_field(self.TABLE, "keys", Select([], prompt="no model keys yet", id="keys"))
+            yield entity_field(
+                self.TABLE, "key_policy", Select(KEY_POLICY_LABELS, value="polling", allow_blank=False, id="key-policy")
             )
-        yield FormField(
-            "Model Selection",
+        yield entity_field(
+            self.TABLE,
+            "model_policy",
             Select(MODEL_POLICY_LABELS, value="specified", allow_blank=False, id="model-policy"),
-            field="model_policy",
         )
         with Horizontal(classes="form-row"):
-            yield FormField(
-                "Default Model",
-                Input(first.models[0], id="default-model", suggester=SuggestFromList(first.models)),
-                field="default_model",
+            yield entity_field(
+                self.TABLE,
+                "default_model",
+                Input(proposed_model(first.name), id="default-model", suggester=SuggestFromList(first.models)),
             )
-            yield FormField(
-                "Vendor's models",
+            yield entity_field(
+                self.TABLE,
+                "model_picker",
                 Select([(m, m) for m in first.models], prompt="pick a model", id="model-picker"),
-                field="model_picker",
             )
+        # No list price is built in: one typed here is what Usage and Traffic count cost with.
+        yield entity_field(self.TABLE, "prices", Input("", id="prices"))
 
     def refresh_refs(self) -> None:
         self.sync_ref("keys", [k.name for k in self.ctx.config.model_keys], self.ctx.name("model_keys"))
@@ -104,8 +104,8 @@ class ServiceStep(WizardStep):
             self.set_value("keys", self.ctx.name("model_keys"))
         self.set_value("key_policy", spec.key_policy if spec else "polling")
         self.set_value("model_policy", spec.model_policy if spec else "specified")
-        models = vendor_models(vendor)
-        self.set_value("default_model", spec.default_model if spec else (models[0] if models else ""))
+        self.set_value("default_model", spec.default_model if spec else proposed_model(vendor))
+        self.set_value("prices", format_prices(spec.prices) if spec else "")
 
     def _offer_models(self, vendor: str) -> None:
         models = vendor_models(vendor)
@@ -125,7 +125,7 @@ class ServiceStep(WizardStep):
         self._offer_models(new)
         model = self.query_one("#default-model", Input)
         if not model.value or (old_p and model.value in old_p.models):
-            model.value = new_p.models[0] if new_p and new_p.models else ""
+            model.value = proposed_model(new)
 
     @on(Select.Changed, "#model-picker")
     def _model_picked(self, event: Select.Changed) -> None:
@@ -143,4 +143,5 @@ class ServiceStep(WizardStep):
         spec.key_policy = self.value("key_policy")
         spec.model_policy = self.value("model_policy")
         spec.default_model = self.value("default_model").strip()
+        spec.prices = parse_prices(self.value("prices"))
         return spec

@@ -1,4 +1,4 @@
-"""The frame of one wizard step: the seed's words, "create new / use existing", labelled fields.
+"""The frame of one wizard step: its explanation, "create new / use existing", labelled fields.
 
 A step is a form without buttons (the wizard's Back/Next drive it). It never decides a
 rule: ``LIVE_CHECKS`` are :mod:`store.validation` functions run as the user types, and
@@ -71,7 +71,7 @@ class WizardStep(VerticalScroll):
         yield Static(escape(self.INTRO), classes="step-intro")
         yield from self.compose_fields()
         if self.TABLE:
-            # Last, so the seed's fields come first; picking one fills the fields above.
+            # Last, so the step's own fields come first; picking one fills the fields above.
             yield FormField(
                 f"Or use an existing {self.NOUN}",
                 Select([(f"Create a new {self.NOUN}", NEW)], value=NEW, allow_blank=False, id="use"),
@@ -252,6 +252,6 @@ class WizardStep(VerticalScroll):
         """Where the cursor goes on arrival: the first empty text field, else the first field."""
         controls = [f.control for f in self.query(FormField) if f.display and f.control.focusable and f.field != "use"]
         for c in controls:
-            if isinstance(c, Input) and not c.value and c.id != "description":  # optional
+            if isinstance(c, Input) and not c.value and c.id not in ("description", "prices"):  # optional
                 return c
         return controls[0] if controls else None

@@ -17,8 +17,10 @@ from store.db import Store
 from store.presets import PRESETS
 from store.spec import Config, ModelApiSpec
 
+from ..clipboard import copy_text
 from ..invoke import DEFAULT_MESSAGE, InvokeResult, access_urls, curl_command, send_chat
-from ..modals.base import Dialog
+from ..widgets.copied_text import CopiedText
+from .base import Dialog
 
 STEP_LABELS = {
     "gateway": "Instance Info (start the gateway)",
@@ -100,6 +102,7 @@ class RouteManagementScreen(Dialog[None]):
                 yield table
                 yield Label("curl", classes="detail-title")
                 yield Static(Text(self._curl()), id="routes-curl")
+                yield CopiedText(id="routes-copied")
                 yield Label("Try it", classes="detail-title")
                 yield Input(
                     self.session_key,
@@ -141,20 +144,22 @@ class RouteManagementScreen(Dialog[None]):
                 return consumer, key
         return "", ""
 
-    def _curl(self) -> str:
-        return curl_command(self.urls[0] if self.urls else "<access address>", self.model)
+    def _curl(self, key: str = "") -> str:
+        return curl_command(self.urls[0] if self.urls else "<access address>", self.model, key or "<API_KEY>")
 
     def action_dismiss_screen(self) -> None:
         self.dismiss(None)
 
     def action_copy_curl(self) -> None:
-        self.app.copy_to_clipboard(self._curl())
-        self.notify("curl command copied to the clipboard")
+        """The curl with the key typed under "Try it" (if any): ready to run as copied."""
+        curl = self._curl(self.query_one("#tryit-key", Input).value.strip())
+        copy_text(self.app, curl, "curl command")
+        self.query_one("#routes-copied", CopiedText).show_copied(curl)
 
     def action_copy_url(self) -> None:
         if self.urls:
-            self.app.copy_to_clipboard(self.urls[0])
-            self.notify(f"Copied {self.urls[0]}")
+            copy_text(self.app, self.urls[0], "Access URL")
+            self.query_one("#routes-copied", CopiedText).show_copied(self.urls[0])
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
