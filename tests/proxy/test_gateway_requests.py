@@ -75,7 +75,7 @@ def key_of(rec: Any) -> str:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_seed_curl_verbatim(gw: Gw, vendor: MockVendor, records_store: Store) -> None:
+def test_the_cloud_guides_curl_verbatim(gw: Gw, vendor: MockVendor, records_store: Store) -> None:
     out = subprocess.run(
         [
             "curl",
