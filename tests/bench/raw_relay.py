@@ -21,14 +21,15 @@ async def main(port: int, upstream: str) -> None:
     origin = origin_of(upstream)
 
     async def relay(req: Request) -> None:
+        body = await req.read_body()
         head = (
             b"POST "
             + origin.base_path.encode()
             + b"/chat/completions HTTP/1.1\r\n"
             + origin.host_line
-            + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(req.body)
+            + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
         )
-        conn = await pool.exchange(origin, head + req.body, connect_timeout=10, read_timeout=60)
+        conn = await pool.exchange(origin, head + body, connect_timeout=10, read_timeout=60)
         try:
             if conn.header(b"content-type").startswith(b"text/event-stream"):
                 req.start_stream(conn.status, b"content-type: text/event-stream\r\n", await conn.read_chunk())
