@@ -22,6 +22,7 @@ from .vendor_client import (
     ACCEPT_ENCODING,
     ConnectFailed,
     ConnectTimeout,
+    FirstByteTimeout,
     ReadTimeout,
     UpstreamError,
     VendorConnection,
@@ -90,6 +91,11 @@ def _failed(exc: UpstreamError, svc: Service, stage: str) -> Outcome:
             f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
             code="upstream_unreachable",
         )
+    elif isinstance(exc, FirstByteTimeout):
+        err = gateway_timeout(
+            f"model service {svc.name!r} sent no answer within its first_byte_timeout_s "
+            f"({svc.first_byte_timeout_s:g} s); retry later or raise the service's first_byte_timeout_s"
+        )
     elif isinstance(exc, ReadTimeout):
         err = gateway_timeout(
             f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
@@ -123,6 +129,7 @@ async def forward(
             request,
             connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
             read_timeout=svc.timeout_s,
+            first_byte_timeout=svc.first_byte_timeout_s,
             proxy=svc.proxy,
             ca_file=svc.ca_file,
         )
@@ -153,7 +160,7 @@ async def forward(
         ctx.status = status
         ctx.usage = usage_of_answer(ctx.body, data)
         req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
-        ctx.ttfb_ms = ctx.elapsed_ms()
+        ctx.mark_first_byte()
         return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
@@ -206,7 +213,7 @@ async def _relay_stream(
     if _DONE in out:
         ctx.complete = True
     req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
-    ctx.ttfb_ms = ctx.elapsed_ms()
+    ctx.mark_first_byte()
     broken: Outcome | None = None
     # The read deadline only runs while we wait for the vendor: a slow client is not the
     # vendor's silence. The client's own deadline runs only while we wait for it.
