@@ -183,4 +183,4 @@ class RequestRecord(SQLModel, table=True):
     estimated: bool = False
     error: str = ""
     #: One entry per vendor attempt: ``service``, ``key`` (name), ``status``, ``reason``, ``ms``.
-    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -154,6 +155,9 @@ def varied(i: int) -> tuple[Any, ...]:
             "stream": bool(i % 2),
             "estimated": bool(i % 3 == 0),
             "error": "" if i % 4 else 'vendor said "no"; DROP TABLE x',
+            "attempts": []
+            if i % 2
+            else [{"service": "s", "key": "k", "status": 502, "reason": "connect", "ms": i / 4}],
         }
     )
 
@@ -189,9 +193,11 @@ def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit:
 
 
 def stored_rows(store: Store) -> list[tuple[Any, ...]]:
+    """The rows as stored, the JSON column (``attempts``) read back as data."""
+    at = usage.RECORD_FIELDS.index("attempts")
     with store.engine.connect() as conn:
         return [
-            tuple(r)
+            (*r[:at], json.loads(r[at]), *r[at + 1 :])
             for r in conn.exec_driver_sql(f"SELECT {', '.join(usage.RECORD_FIELDS)} FROM request_records ORDER BY id")
         ]
 
