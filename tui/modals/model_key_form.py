@@ -13,7 +13,7 @@ from store.spec import ModelKeySpec
 from store.validation import check_credential, check_description, check_name
 
 from ..widgets.form_field import FormField
-from .form import EntityForm
+from .form import EntityForm, as_number
 
 
 class ModelKeyForm(EntityForm):
@@ -47,6 +47,12 @@ class ModelKeyForm(EntityForm):
             hint="Masked; ctrl+r reveals what you typed. env:VAR reads the variable when the gateway sends a request.",
         )
         yield FormField(
+            "Max concurrency (0 = unlimited)",
+            Input(str(o.max_concurrency) if o else "0", id="max-concurrency"),
+            field="max_concurrency",
+            hint="Requests in flight with this key at most (Hunyuan allows 5 concurrent sessions per account)",
+        )
+        yield FormField(
             "Description (optional)", Input(o.description if o else "", id="description"), field="description"
         )
 
@@ -60,4 +66,5 @@ class ModelKeyForm(EntityForm):
             name=self.value("name").strip(),
             credential=credential or (None if self.original else ""),
             description=self.value("description").strip(),
+            max_concurrency=int(as_number(self.value("max_concurrency"), "max_concurrency", integer=True)),
         )

@@ -161,6 +161,7 @@ class ModelServiceForm(EntityForm):
                 Input(o.ca_file if o else "", placeholder="/etc/ssl/vendor-ca.pem", id="ca-file"),
                 field="ca_file",
             )
+        yield from self._resilience_fields(o)
         yield FormField(
             "Prices per 1M tokens (model=input/output; …)",
             Input(format_prices(o.prices) if o else "", placeholder="hunyuan-turbos-latest=0.8/2.0", id="prices"),
@@ -169,6 +170,38 @@ class ModelServiceForm(EntityForm):
         yield FormField(
             "Description (optional)", Input(o.description if o else "", id="description"), field="description"
         )
+
+    @staticmethod
+    def _resilience_fields(o: ModelServiceSpec | None) -> Iterable[Widget]:
+        """Queue wait, circuit breaker, probes and first-byte bound (0 = off for all but the cool-down)."""
+        d = o or ModelServiceSpec(name="")
+        with Horizontal(classes="form-row"):
+            yield FormField(
+                "Queue timeout s (0 = no wait)",
+                Input(f"{d.queue_timeout_s:g}", id="queue-timeout-s"),
+                field="queue_timeout_s",
+            )
+            yield FormField(
+                "First byte timeout s (0 = off)",
+                Input(f"{d.first_byte_timeout_s:g}", id="first-byte-timeout-s"),
+                field="first_byte_timeout_s",
+            )
+            yield FormField(
+                "Probe every s (0 = off)",
+                Input(f"{d.probe_interval_s:g}", id="probe-interval-s"),
+                field="probe_interval_s",
+            )
+        with Horizontal(classes="form-row"):
+            yield FormField(
+                "Circuit: failures to open (0 = off)",
+                Input(str(d.circuit_failures), id="circuit-failures"),
+                field="circuit_failures",
+            )
+            yield FormField(
+                "Circuit: cool-down s",
+                Input(f"{d.circuit_cooldown_s:g}", id="circuit-cooldown-s"),
+                field="circuit_cooldown_s",
+            )
 
     @staticmethod
     def _model_options(vendor: str) -> list[tuple[str, str]]:
@@ -214,4 +247,9 @@ class ModelServiceForm(EntityForm):
             proxy=self.value("proxy").strip(),
             ca_file=self.value("ca_file").strip(),
             description=self.value("description").strip(),
+            queue_timeout_s=as_number(self.value("queue_timeout_s"), "queue_timeout_s"),
+            circuit_failures=int(as_number(self.value("circuit_failures"), "circuit_failures", integer=True)),
+            circuit_cooldown_s=as_number(self.value("circuit_cooldown_s"), "circuit_cooldown_s"),
+            probe_interval_s=as_number(self.value("probe_interval_s"), "probe_interval_s"),
+            first_byte_timeout_s=as_number(self.value("first_byte_timeout_s"), "first_byte_timeout_s"),
         )

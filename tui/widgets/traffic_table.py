@@ -50,20 +50,26 @@ STATUS_COLUMN = [c.key for c in COLUMNS].index("status")
 
 
 def cells(rec: Record) -> list[str]:
-    """The text of each column for one record (``~`` marks estimated token counts)."""
+    """The text of each column for one record (``~`` marks estimated token counts, ``↻`` fallbacks)."""
     est = bool(rec.get("estimated"))
     return [
         fmt_time(float(rec.get("ts") or 0.0)),
         str(rec.get("consumer") or "–"),
         str(rec.get("api") or "–"),
         str(rec.get("model") or "–"),
-        str(rec.get("status") or "–"),
+        str(rec.get("status") or "–") + attempts_mark(rec),
         fmt_ms(rec.get("latency_ms")),
         fmt_ms(rec.get("ttfb_ms")),
         fmt_tokens(int(rec.get("prompt_tokens") or 0), est),
         fmt_tokens(int(rec.get("completion_tokens") or 0), est),
         fmt_cost(float(rec.get("cost") or 0.0)),
     ]
+
+
+def attempts_mark(rec: Record) -> str:
+    """``↻`` when the request took more than one vendor attempt (a fallback, a second key, an open circuit)."""
+    attempts = rec.get("attempts")
+    return "↻" if isinstance(attempts, list) and len(attempts) > 1 else ""
 
 
 def _fit(text: str, width: int, right: bool) -> str:
