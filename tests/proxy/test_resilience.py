@@ -70,20 +70,25 @@ def _toml(vendor: MockVendor, silent: MockVendor, prober: MockVendor, dead: str,
             f"services = [{services}]\n{fb}\n"
         )
 
-    apis = ["conc", "conc0", "cb", "cbonly", "fb", "fbonly", "fbstream"]
+    apis = ["flaky", "twokeys", "conc", "conc0", "cb", "cbonly", "fb", "fbonly", "fbstream"]
     parts = [
         '[[model_keys]]\nname = "k1"\ncredential = "sk-vendor-RES-ONE"\n\n',
         '[[model_keys]]\nname = "kc"\ncredential = "sk-vendor-RES-KC"\nmax_concurrency = 2\n\n',
         '[[model_keys]]\nname = "kc0"\ncredential = "sk-vendor-RES-KC0"\nmax_concurrency = 2\n\n',
+        '[[model_keys]]\nname = "kbad"\ncredential = "sk-vendor-RES-BAD"\n\n',
         svc("conc", vendor.url, '"kc"', "queue_timeout_s = 15\n"),
         svc("conc0", vendor.url, '"kc0"', "queue_timeout_s = 0\n"),
         svc("dead", dead, '"k1"', "circuit_failures = 2\ncircuit_cooldown_s = 120\n"),
         svc("dead2", dead, '"k1"', "circuit_failures = 2\ncircuit_cooldown_s = 120\n"),
         svc("okfb", vendor.url, '"k1"'),
         svc("silent", silent.url, '"k1"', "first_byte_timeout_s = 1\ncircuit_failures = 0\n"),
+        svc("flaky", vendor.url, '"k1"', "circuit_failures = 1\ncircuit_cooldown_s = 1\n"),
+        svc("twokeys", vendor.url, '"kbad", "k1"', 'key_policy = "failover"\n'),
         svc("probed", dead, '"k1"', "probe_interval_s = 0.2\n"),
         svc("probedok", prober.url, '"k1"', "probe_interval_s = 0.2\n"),
         api("conc", '"conc"'),
+        api("flaky", '"flaky"'),
+        api("twokeys", '"twokeys"'),
         api("conc0", '"conc0"'),
         api("cb", '"dead"', '"okfb"'),
         api("cbonly", '"dead2"'),
@@ -283,3 +288,33 @@ def _leaves(rgw: Rgw) -> bool:
     except httpx.ReadTimeout:
         return True
     return False
+
+
+def test_after_the_cool_down_one_trial_closes_the_circuit(rgw: Rgw) -> None:
+    rgw.vendor.reset()
+    rgw.vendor.queue(Behaviour(status=500))
+    r, rid = rgw.call("flaky")
+    assert r.status_code == 500  # the vendor's own answer, relayed: no fallback
+    assert [(a["reason"], a["status"]) for a in rgw.attempts(rid)] == [("status_5xx", 500)]
+    r, rid = rgw.call("flaky")
+    assert r.status_code == 503 and [a["reason"] for a in rgw.attempts(rid)] == ["circuit_open"]
+
+    def half_open() -> bool:
+        return rgw.healthz()["services"]["flaky"]["state"] == "half-open"
+
+    assert wait_for(half_open, 10, interval=0.1, what="flaky half-open after its 1 s cool-down")
+    r, rid = rgw.call("flaky")
+    assert r.status_code == 200 and [a["reason"] for a in rgw.attempts(rid)] == ["ok"]
+    assert rgw.healthz()["services"]["flaky"]["state"] == "healthy"
+
+
+def test_a_refused_failover_key_is_one_attempt_and_the_next_key_another(rgw: Rgw) -> None:
+    rgw.vendor.reset()
+    rgw.vendor.reject_keys["sk-vendor-RES-BAD"] = 401
+    r, rid = rgw.call("twokeys")
+    assert r.status_code == 200
+    assert [(a["key"], a["status"], a["reason"]) for a in rgw.attempts(rid)] == [
+        ("kbad", 401, "key_cooldown"),
+        ("k1", 200, "ok"),
+    ]
+    assert rgw.healthz()["services"]["twokeys"]["state"] == "healthy"  # a key's fault is not the service's
