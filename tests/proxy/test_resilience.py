@@ -104,11 +104,11 @@ def _toml(vendor: MockVendor, silent: MockVendor, prober: MockVendor, dead: str,
 
 
 @pytest.fixture(scope="module")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
+def rgw(vendor: MockVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
     tmp = tmp_path_factory.mktemp("resil")
     db = tmp / "data" / "aigw.db"
     key = new_key("res")
-    with MockVendor() as vendor, MockVendor() as silent, MockVendor() as prober:
+    with MockVendor() as silent, MockVendor() as prober:
         silent.behave(delay=30)  # headers after 30 s: silent for every first-byte bound here
         cfg = tmp / "aigw.toml"
         cfg.write_text(_toml(vendor, silent, prober, f"http://127.0.0.1:{free_port()}/v1", key))
