@@ -263,12 +263,8 @@ def next_attempt(state: GatewayState, request: Request, ctx: RequestContext) -> 
         if o.answered:
             return False
         svc = ctx.service
-        if (
-            o.key_rejected
-            and svc is not None
-            and svc.key_policy == "failover"
-            and ctx.key_index == 0 < len(ctx.keys) - 1
-        ):
+        retry_key = o.key_rejected and svc is not None and svc.key_policy == "failover"
+        if retry_key and ctx.key_index == 0 and len(ctx.keys) > 1:
             ctx.key_index = 1
             return True
         if not o.retryable:
