@@ -237,3 +237,11 @@ async def test_the_writer_thread_runs_below_the_event_loop(store: Store) -> None
     assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == min(19, loop_nice + recorder_mod.WRITER_NICE)
     await r.close()
     assert stored(store) == ["r1"]
+
+
+def test_the_attempts_of_a_row_count_against_the_buffer() -> None:
+    """A request that went through fallbacks holds one dict per attempt until it is written."""
+    attempt = {"service": "s", "key": "k", "status": 502, "reason": "connect", "ms": 1.0}
+    plain = usage.record_row({"ts": 1.0, "request_id": "r", "attempts": []})
+    three = usage.record_row({"ts": 1.0, "request_id": "r", "attempts": [attempt] * 3})
+    assert row_bytes(three) - row_bytes(plain) >= 3 * 300
