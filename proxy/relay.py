@@ -123,6 +123,7 @@ async def forward(
     request = upstream_request(
         req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, ctx.upstream_body
     )
+    sent = asyncio.get_running_loop().time()
     try:
         conn = await pool.exchange(
             origin_of(svc.address),
@@ -138,7 +139,9 @@ async def forward(
     try:
         status = conn.status
         if status == 200 and ctx.stream and conn.header(b"content-type").startswith(b"text/event-stream"):
-            return await _relay_stream(req, ctx, conn, svc, client_timeout_s)
+            fb = svc.first_byte_timeout_s
+            first_due = sent + fb if 0 < fb < svc.timeout_s else None
+            return await _relay_stream(req, ctx, conn, svc, client_timeout_s, first_due)
         try:
             data = await conn.read_all()
         except UpstreamError as exc:
@@ -196,12 +199,25 @@ async def _write(req: Request, data: bytes, timeout_s: float) -> None:
 
 
 async def _relay_stream(
-    req: Request, ctx: RequestContext, conn: VendorConnection, svc: Service, client_timeout_s: float
+    req: Request,
+    ctx: RequestContext,
+    conn: VendorConnection,
+    svc: Service,
+    client_timeout_s: float,
+    first_due: float | None = None,
 ) -> Outcome:
+    """``first_due``: the loop time the first event is due by (``first_byte_timeout_s``): a
+    vendor that sends its head at once and then nothing is as silent as one sending nothing."""
     try:  # the first bytes decide: nothing reached the client yet, so a failure may fail over
-        first = await conn.read_chunk()
+        if first_due is None:
+            first = await conn.read_chunk()
+        else:
+            async with asyncio.timeout_at(first_due):
+                first = await conn.read_chunk()
     except UpstreamError as exc:
         return _failed(exc, svc, "before the first event")
+    except TimeoutError:
+        return _failed(FirstByteTimeout("no event within the first-byte timeout"), svc, "before the first event")
     ctx.status = conn.status
     scan = StreamUsage(strip=not ctx.client_wants_usage)
     pending = bytearray(first)

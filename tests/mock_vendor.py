@@ -43,6 +43,8 @@ class Behaviour:
     #: Streams: number of content chunks and the pause between them.
     chunks: int = 3
     chunk_delay: float = 0.0
+    #: Streams: seconds between the head and the first event (a vendor that answers, then thinks).
+    first_chunk_delay: float = 0.0
     #: ``"final"`` (OpenAI: one usage chunk, only if asked), ``"always"`` (a final usage
     #: chunk even if not asked), ``"cumulative"`` (usage on every chunk), ``"none"``.
     usage: str = "final"
@@ -280,6 +282,8 @@ class MockVendor:
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **b.headers})
         await resp.prepare(request)
+        if b.first_chunk_delay:
+            await asyncio.sleep(b.first_chunk_delay)
         include = bool((body.get("stream_options") or {}).get("include_usage"))
         i = 0
         while b.endless or i < b.chunks:

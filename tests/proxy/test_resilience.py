@@ -318,3 +318,18 @@ def test_a_refused_failover_key_is_one_attempt_and_the_next_key_another(rgw: Rgw
         ("k1", 200, "ok"),
     ]
     assert rgw.healthz()["services"]["twokeys"]["state"] == "healthy"  # a key's fault is not the service's
+
+
+def test_a_stream_whose_first_event_does_not_come_is_abandoned(rgw: Rgw) -> None:
+    """The head at once, then silence: the first-byte bound covers the first event of a stream."""
+    rgw.silent.queue(Behaviour(first_chunk_delay=30))
+    try:
+        rgw.silent.default = Behaviour()  # answers its head at once
+        r, rid = rgw.call("fbstream", stream=True)
+    finally:
+        rgw.silent.default = Behaviour(delay=30)
+    assert r.status_code == 200 and "data: [DONE]" in r.text
+    assert [(a["service"], a["reason"]) for a in rgw.attempts(rid)] == [
+        ("silent", "first_byte_timeout"),
+        ("okfb", "ok"),
+    ]
