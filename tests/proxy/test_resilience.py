@@ -25,6 +25,7 @@ from gateway_config import new_key
 from helpers import GatewayProcess, free_port, record_for, wait_for
 from mock_vendor import Behaviour, MockVendor
 
+from store import repo
 from store.db import Store, open_store
 from tui.cli import main as aigw_main
 
@@ -54,6 +55,11 @@ class Rgw:
 
     def healthz(self) -> dict[str, Any]:
         return httpx.get(self.proc.admin_url + "/healthz", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def repo_revision(st: Store) -> int:
+    with st.session() as s:
+        return repo.get_revision(s)
 
 
 def _toml(vendor: MockVendor, silent: MockVendor, prober: MockVendor, dead: str, key: str) -> str:
@@ -196,6 +202,15 @@ def test_an_open_circuit_without_fallback_answers_503(rgw: Rgw) -> None:
     assert 60 < int(r.headers["retry-after"]) <= 120
     assert [a["reason"] for a in rgw.attempts(rid)] == ["circuit_open"]
     assert record_for(rgw.store, rid)["status"] == 503
+    # a configuration change keeps the circuit, and an edited cool-down applies at once
+    with rgw.store.session() as s:
+        svc = repo.get(s, "model_services", "dead2")
+        svc.circuit_cooldown_s = 90
+        repo.save(s, "model_services", svc, original="dead2")
+    rgw.proc.reload()
+    health = rgw.healthz()
+    assert health["revision"] == repo_revision(rgw.store)
+    assert health["services"]["dead2"]["state"] == "open" and health["services"]["dead2"]["retry_in_s"] <= 90
 
 
 def test_a_silent_primary_is_abandoned_at_its_first_byte_timeout(rgw: Rgw) -> None:
@@ -236,6 +251,16 @@ def test_probes_open_a_circuit_with_no_traffic_and_keep_a_live_one_healthy(rgw: 
     assert s["probed"]["probed"] and s["probed"]["last_reason"] == "connect"
     probes = [q for q in rgw.prober.requests if q.path == "/v1/models"]
     assert probes and probes[-1].method == "GET" and probes[-1].authorization == "Bearer sk-vendor-RES-ONE"
+    # probing off: the task stops with the reload
+    with rgw.store.session() as s:
+        svc = repo.get(s, "model_services", "probedok")
+        svc.probe_interval_s = 0
+        repo.save(s, "model_services", svc, original="probedok")
+    rgw.proc.reload()
+    assert not rgw.healthz()["services"]["probedok"]["probed"]
+    seen = len(rgw.prober.requests)
+    assert rgw.call("fb")[0].status_code == 200  # a second elsewhere: 5 probe intervals
+    assert len(rgw.prober.requests) == seen
 
 
 def test_logs_json_shows_the_attempts(rgw: Rgw) -> None:
