@@ -20,6 +20,7 @@ from store import __version__
 from store.admin_token import check
 
 from .errors import GatewayError, error_body, unauthorized
+from .metrics import render_resilience
 from .pipeline import CLIENT_TIMEOUT_S
 from .state import GatewayState
 
@@ -164,6 +165,8 @@ async def healthz(request: web.Request) -> web.Response:
             "requests_total": state.metrics.requests_total,
             "in_flight": state.in_flight,
             "db": state.store.location.describe(),
+            "services": state.services_health(),
+            "keys": state.keys_load(),
         }
     )
 
@@ -172,6 +175,7 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.metrics.records_pending = state.recorder.pending_count
     text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight)
+    text += render_resilience(state.services_health(), state.keys_load())
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
     )

@@ -24,7 +24,8 @@ class KeyBalancer:
         self._rand = random.Random()
 
     def order(self, svc: Service) -> Sequence[CompiledKey]:
-        """The keys to try for one request: the chosen one first, then the failover candidates."""
+        """Every key of the service, the chosen one first: the rest are where a request goes
+        when the chosen key is at its ``max_concurrency`` (and ``failover``'s next key)."""
         keys = svc.keys
         if len(keys) <= 1:
             return keys
@@ -32,9 +33,11 @@ class KeyBalancer:
         if policy == "polling":
             i = self._counters.get(svc.name, 0)
             self._counters[svc.name] = i + 1
-            return (keys[i % len(keys)],)
+            i %= len(keys)
+            return (*keys[i:], *keys[:i])
         if policy == "random":
-            return (self._rand.choice(keys),)
+            i = self._rand.randrange(len(keys))
+            return (*keys[i:], *keys[:i])
         # failover: healthy keys in order, then cooling ones (soonest back first).
         now = time.monotonic()
         healthy = [k for k in keys if self._cooling.get((svc.name, k.name), 0.0) <= now]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .circuit import Admission
 from .errors import GatewayError
+from .key_slots import Slot
 from .routes import Api, CompiledKey, Consumer, Route, Service, Snapshot
 
 
@@ -55,8 +57,19 @@ class Attempt:
     service: str
     key_name: str
     status: int
+    #: One of :data:`proxy.circuit.REASONS`.
     reason: str
     ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record's ``attempts[]`` entry: the key by name only."""
+        return {
+            "service": self.service,
+            "key": self.key_name,
+            "status": self.status,
+            "reason": self.reason,
+            "ms": round(self.ms, 3),
+        }
 
 
 @dataclass(slots=True)
@@ -103,12 +116,26 @@ class RequestContext:
     #: How the latest attempt ended.
     outcome: Outcome | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    #: When the attempt under way began (ms since the request's start; its queue wait included).
+    attempt_began: float = 0.0
+    #: The breaker's admission and the key slot of the attempt under way (released when it ends).
+    admission: Admission | None = None
+    slot: Slot | None = None
+    #: Called once when the first byte of an answer reaches the client (the breaker's "ok").
+    on_first_byte: Callable[[], None] | None = None
     #: The response's CORS header lines (:mod:`proxy.cors`), set once the route is known.
     cors_headers: bytes = b""
 
     def extra_lines(self) -> bytes:
         """Header lines every answer of this request carries: the limiter's and CORS's."""
         return self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
+
+    def mark_first_byte(self) -> None:
+        """The client has the first byte of the answer: time it, and tell whoever waits for it."""
+        self.ttfb_ms = self.elapsed_ms()
+        hook, self.on_first_byte = self.on_first_byte, None
+        if hook is not None:
+            hook()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -50,6 +50,7 @@ class DataPlane:
         state = self.state
         state.recorder.start()
         state.pool = VendorPool()  # ONE keep-alive pool for every vendor call
+        state.probes.sync(state.snapshot.services.values())
         self._poller = asyncio.get_running_loop().create_task(_poll_revision(state), name="aigw-poll")
 
         def refused(method: str, path: str, headers: dict[str, str], status: int, message: str) -> str:
@@ -76,6 +77,7 @@ class DataPlane:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        await self.state.probes.close()
         if self.state.pool is not None:
             await self.state.pool.close()
         await self.state.recorder.close()

@@ -80,6 +80,12 @@ def rate_limited(
     return GatewayError(429, "rate_limit_error", code, message, headers=h)
 
 
+def service_unavailable(message: str, retry_after: float) -> GatewayError:
+    return GatewayError(
+        503, "api_error", "service_unavailable", message, headers={"Retry-After": str(max(1, int(retry_after + 0.999)))}
+    )
+
+
 def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
     return GatewayError(502, "api_error", code, message)
 

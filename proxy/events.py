@@ -39,6 +39,7 @@ _ORDER = (
     "stream",
     "estimated",
     "error",
+    "attempts",
 )
 if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
     raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
@@ -74,6 +75,7 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
         ctx.stream,
         estimated,
         ctx.error,
+        [a.as_dict() for a in ctx.attempts],
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -86,6 +86,9 @@ class KeyLoad:
     #: Requests that got a slot of this key after waiting, and their total wait.
     waits: int
     wait_s: float
+    #: Waiters that could use this key and gave up (``queue_timeout_s`` passed).
+    timeouts: int = 0
+    limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class KeySlots:
         self._waits: dict[str, tuple[int, float]] = {}
         self._timeouts = 0
         self._timeout_wait_s = 0.0
+        self._key_timeouts: dict[str, int] = {}
 
     def _take_free(self, keys: Sequence[KeyRef]) -> Slot | None:
         for key in keys:
@@ -194,6 +198,8 @@ class KeySlots:
         if got is None:
             self._timeouts += 1
             self._timeout_wait_s += self._clock() - waiter.since
+            for key in keys:
+                self._key_timeouts[key.name] = self._key_timeouts.get(key.name, 0) + 1
         return got
 
     def _expire(self, seq: int) -> None:
@@ -232,10 +238,24 @@ class KeySlots:
     def queued(self, key: str) -> int:
         return sum(1 for w in self._queue.values() if any(k.name == key for k in w.keys))
 
+    def retain(self, names: Iterable[str]) -> None:
+        """Forget the figures of keys no longer configured (after a reload); counts in flight stay."""
+        keep = set(names)
+        for table in (self._limits, self._waits, self._key_timeouts):
+            for name in [n for n in table if n not in keep and not self.in_flight(n)]:
+                del table[name]
+
     def stats(self) -> SlotsStats:
         names = set(self._limits) | set(self._waits)
         keys = {}
         for name in sorted(names):
             n, total = self._waits.get(name, (0, 0.0))
-            keys[name] = KeyLoad(self.in_flight(name), self.queued(name), n, total)
+            keys[name] = KeyLoad(
+                self.in_flight(name),
+                self.queued(name),
+                n,
+                total,
+                self._key_timeouts.get(name, 0),
+                self._limits.get(name, 0),
+            )
         return SlotsStats(keys, len(self._queue), self._timeouts, self._timeout_wait_s)

@@ -11,6 +11,8 @@ from typing import Any
 
 from store.usage import RECORD_FIELDS
 
+from .circuit import STATES
+
 _API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY = (
     RECORD_FIELDS.index(k) for k in ("api", "consumer", "status", "prompt_tokens", "completion_tokens", "latency_ms")
 )
@@ -124,3 +126,34 @@ class Metrics:
             f"aigw_connections_refused_total {self.connections_refused}",
         ]
         return "\n".join(out) + "\n"
+
+
+def render_resilience(services: dict[str, dict[str, Any]], keys: dict[str, dict[str, Any]]) -> str:
+    """Circuit states per service and slots per model key (read from the runtime state when scraped)."""
+    out = [
+        "# HELP aigw_service_state A model service's circuit state (1 for the current one).",
+        "# TYPE aigw_service_state gauge",
+    ]
+    for name, health in services.items():
+        for state in STATES:
+            out.append(f'aigw_service_state{{service="{_esc(name)}",state="{state}"}} {int(health["state"] == state)}')
+    series = (
+        ("aigw_key_in_flight", "gauge", "Requests in flight with a model key.", "in_flight"),
+        ("aigw_key_queue_depth", "gauge", "Requests waiting for a slot a model key could give.", "queued"),
+        (
+            "aigw_key_queue_wait_seconds_total",
+            "counter",
+            "Seconds requests waited before they got a slot of a model key.",
+            "queue_wait_s",
+        ),
+        (
+            "aigw_key_queue_timeouts_total",
+            "counter",
+            "Requests that waited for a slot of a model key past queue_timeout_s.",
+            "queue_timeouts",
+        ),
+    )
+    for metric, kind, text, field in series:
+        out += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        out += [f'{metric}{{key="{_esc(name)}"}} {load[field]:g}' for name, load in keys.items()]
+    return "\n".join(out) + "\n"

@@ -24,7 +24,8 @@ import orjson
 from store.keys import hash_key
 
 from . import cors
-from .context import Attempt, RequestContext
+from .circuit import Reason
+from .context import Attempt, Outcome, RequestContext
 from .errors import (
     GatewayError,
     bad_request,
@@ -34,6 +35,7 @@ from .errors import (
     model_not_found,
     not_found,
     rate_limited,
+    service_unavailable,
     unauthorized,
 )
 from .events import record_of
@@ -251,17 +253,19 @@ def stage_choose_service(state: GatewayState, request: Request, ctx: RequestCont
 def next_attempt(state: GatewayState, request: Request, ctx: RequestContext) -> bool:
     """Whether the loop makes another vendor attempt, and at which service.
 
-    After a key the vendor refused, a ``failover`` service tries its next key; after a
-    retryable failure, the next fallback service that serves the model; after an
-    answer, or a vendor error that is the caller's (400, 404), nothing.
+    After a key the vendor refused, a ``failover`` service tries its next key (once);
+    after a retryable failure — or a service skipped for its open circuit or its full
+    keys — the next fallback service that serves the model; after an answer, or a
+    vendor error that is the caller's (400, 404), nothing.
     """
     o = ctx.outcome
     if o is not None:
         if o.answered:
             return False
         svc = ctx.service
-        if o.key_rejected and svc is not None and svc.key_policy == "failover" and ctx.key_index + 1 < len(ctx.keys):
-            ctx.key_index += 1
+        retry_key = o.key_rejected and svc is not None and svc.key_policy == "failover"
+        if retry_key and ctx.key_index == 0 and len(ctx.keys) > 1:
+            ctx.key_index = 1
             return True
         if not o.retryable:
             return False
@@ -333,32 +337,141 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
             raise bad_request("the request body is nested too deeply; flatten it", code="invalid_body") from None
 
 
-def stage_choose_key(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    """The balancer's key for this service; a ``failover`` service may try one more."""
+async def stage_choose_key(state: GatewayState, request: Request, ctx: RequestContext) -> bool:
+    """The service's circuit admits the request, and a key with a free slot is taken.
+
+    The keys are tried in the key policy's order; when every one is at its
+    ``max_concurrency`` the request queues, first come first served, up to the service's
+    ``queue_timeout_s``. False: the attempt ended here (circuit open, no slot) and
+    ``ctx.outcome`` says so; the loop goes on to the next fallback service.
+    """
     svc = ctx.service
     assert svc is not None
-    if not ctx.keys:
-        keys = state.balancer.order(svc)
-        ctx.keys = keys[:2] if svc.key_policy == "failover" else keys[:1]
-    ctx.key = ctx.keys[ctx.key_index]
+    if ctx.key_index == 0:
+        ctx.keys = state.balancer.order(svc)
+        keys = ctx.keys
+    else:  # failover's second try: any key but the one the vendor refused
+        keys = [k for k in ctx.keys if k is not ctx.key] or ctx.keys
+    ctx.attempt_began = ctx.elapsed_ms()
+    adm = state.breakers.admit(svc)
+    if not adm.allowed:
+        health = state.breakers.health(svc)
+        why = (
+            f"its circuit is open after {health.consecutive_failures} failure(s) in a row"
+            + (f" (last: {health.last_reason})" if health.last_reason else "")
+            if adm.state == "open"
+            else "its circuit is half-open and a trial request is under way"
+        )
+        _refused(
+            ctx,
+            svc,
+            "circuit_open",
+            service_unavailable(
+                f"model service {svc.name!r} is unavailable: {why}; it is retried in {max(1, round(adm.retry_in_s))} s",
+                adm.retry_in_s,
+            ),
+        )
+        return False
+    try:
+        slot = await state.slots.acquire(keys, svc.queue_timeout_s)
+    except asyncio.CancelledError:
+        state.breakers.release(adm)
+        raise
+    if slot is None:
+        state.breakers.record(svc, adm, "concurrency")
+        waited = f"no slot freed within its queue_timeout_s ({svc.queue_timeout_s:g} s)"
+        _refused(
+            ctx,
+            svc,
+            "concurrency",
+            rate_limited(
+                f"every model key of model service {svc.name!r} is at its max_concurrency and "
+                f"{waited if svc.queue_timeout_s > 0 else 'the service does not queue (queue_timeout_s 0)'}; "
+                "retry shortly",
+                1.0,
+                code="concurrency_limit_exceeded",
+            ),
+        )
+        return False
+    ctx.admission, ctx.slot = adm, slot
+    ctx.key = next(k for k in keys if k.name == slot.key.name)
     ctx.key_name = ctx.key.name
+    return True
+
+
+def _refused(ctx: RequestContext, svc: Service, reason: Reason, err: GatewayError) -> None:
+    """An attempt that never reached the vendor: on to the next fallback, else this answer."""
+    ctx.outcome = Outcome(False, err.status, reason, retryable=True, error=err, detail=err.message)
+    ctx.attempts.append(Attempt(svc.name, "", err.status, reason, ctx.elapsed_ms() - ctx.attempt_began))
+
+
+def attempt_reason(o: Outcome, cooled: bool) -> Reason:
+    """How an attempt ended, in the record's and the breaker's words (``ok``: the vendor answered)."""
+    r = o.reason
+    if not r:
+        return "ok"
+    if r == "timeout":
+        return "timeout"
+    if r == "first_byte_timeout":
+        return "first_byte_timeout"
+    if r.startswith("http_"):
+        if o.status == 429:
+            return "status_429"
+        if o.status >= 500:
+            return "status_5xx"
+        return "key_cooldown" if cooled else "ok"
+    if r in _CONNECT_REASONS:
+        return "connect"
+    return "status_5xx"  # the vendor's answer was broken: the gateway answers 502
+
+
+#: Failures of reaching the vendor at all (or of the connection breaking under the answer).
+_CONNECT_REASONS = frozenset({"connect", "connect_timeout", "tls", "proxy", "broken"})
 
 
 async def stage_relay(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    """Forward to the vendor and relay its answer (:mod:`proxy.relay`); count what failed."""
-    svc, key = ctx.service, ctx.key
-    assert svc is not None and key is not None and state.pool is not None
-    began = ctx.elapsed_ms()
+    """Forward to the vendor and relay its answer (:mod:`proxy.relay`); count what failed.
+
+    The key's slot is held until the answer is relayed to its end (a stream, its last
+    event) and given back however the attempt ends — the client going away included.
+    The breaker hears ``ok`` at the answer's first byte (a half-open trial need not
+    wait for a long stream), else the failure's reason.
+    """
+    svc, key, adm, slot = ctx.service, ctx.key, ctx.admission, ctx.slot
+    assert svc is not None and key is not None and adm is not None and slot is not None and state.pool is not None
+    answered = False
+
+    def first_byte() -> None:
+        nonlocal answered
+        answered = True
+        state.breakers.record(svc, adm, "ok")
+
+    ctx.on_first_byte = first_byte
     try:
         o = await forward(request, ctx, state.pool, svc, key, CLIENT_TIMEOUT_S)
     except GatewayError as err:  # the key's env variable is missing: the operator's to fix
+        state.breakers.release(adm)
         state.upstream_failed(svc.name, "key_unavailable", err.message)
         raise
+    except BaseException:  # cancelled: the client went away
+        if answered:
+            ctx.attempts.append(Attempt(svc.name, key.name, ctx.status, "ok", ctx.elapsed_ms() - ctx.attempt_began))
+        else:
+            state.breakers.release(adm)
+        raise
+    finally:
+        ctx.on_first_byte = None
+        ctx.admission = ctx.slot = None
+        slot.release()
     ctx.outcome = o
-    ctx.attempts.append(Attempt(svc.name, key.name, o.status, o.reason, ctx.elapsed_ms() - began))
+    cooled = o.key_rejected and svc.key_policy == "failover"
+    reason = "ok" if answered else attempt_reason(o, cooled)
+    if not answered:
+        state.breakers.record(svc, adm, reason)
+    ctx.attempts.append(Attempt(svc.name, key.name, o.status, reason, ctx.elapsed_ms() - ctx.attempt_began))
     if o.reason and (o.answered or o.retryable or o.key_rejected):  # a vendor's 400/404 is the caller's
         state.upstream_failed(svc.name, o.reason, o.detail)
-    if o.key_rejected and svc.key_policy == "failover":
+    if cooled:
         state.balancer.cool_down(svc, key)
 
 
@@ -409,8 +522,8 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         stage_choose_service(state, request, ctx)
         while next_attempt(state, request, ctx):
             stage_choose_model(state, request, ctx)
-            stage_choose_key(state, request, ctx)
-            await stage_relay(state, request, ctx)
+            if await stage_choose_key(state, request, ctx):
+                await stage_relay(state, request, ctx)
         stage_answer_failure(state, request, ctx)
     except GatewayError as err:
         answer_error(request, ctx, err)

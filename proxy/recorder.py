@@ -40,7 +40,11 @@ MAX_UNBILLED_BYTES = 8 * 1024 * 1024
 REFUSED_TEXT = 256
 #: What a row costs besides its strings (the tuple, numbers, the database's row).
 ROW_OVERHEAD = 200
-_CONSUMER, _STATUS, _PATH, _ERROR = (RECORD_FIELDS.index(k) for k in ("consumer", "status", "path", "error"))
+_CONSUMER, _STATUS, _PATH, _ERROR, _ATTEMPTS = (
+    RECORD_FIELDS.index(k) for k in ("consumer", "status", "path", "error", "attempts")
+)
+#: What one ``attempts`` entry holds in memory (a dict of five and its values: ~400 bytes measured).
+ATTEMPT_BYTES = 400
 _TEXT = tuple(
     i
     for i, k in enumerate(RECORD_FIELDS)
@@ -62,7 +66,9 @@ WRITER_NICE = 10
 
 def row_bytes(row: tuple[Any, ...]) -> int:
     """About what a row holds in memory until it is written (its strings dominate)."""
-    return ROW_OVERHEAD + sum(len(row[i]) for i in _TEXT if isinstance(row[i], str))
+    return (
+        ROW_OVERHEAD + sum(len(row[i]) for i in _TEXT if isinstance(row[i], str)) + ATTEMPT_BYTES * len(row[_ATTEMPTS])
+    )
 
 
 def _shortened(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ from .vendor_client import (
     ACCEPT_ENCODING,
     ConnectFailed,
     ConnectTimeout,
+    FirstByteTimeout,
     ReadTimeout,
     UpstreamError,
     VendorConnection,
@@ -90,6 +91,11 @@ def _failed(exc: UpstreamError, svc: Service, stage: str) -> Outcome:
             f"{min(svc.timeout_s, CONNECT_TIMEOUT_S):g} s; check the service's address",
             code="upstream_unreachable",
         )
+    elif isinstance(exc, FirstByteTimeout):
+        err = gateway_timeout(
+            f"model service {svc.name!r} sent no answer within its first_byte_timeout_s "
+            f"({svc.first_byte_timeout_s:g} s); retry later or raise the service's first_byte_timeout_s"
+        )
     elif isinstance(exc, ReadTimeout):
         err = gateway_timeout(
             f"model service {svc.name!r} sent nothing for {svc.timeout_s:g} s ({stage}); retry "
@@ -117,12 +123,14 @@ async def forward(
     request = upstream_request(
         req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, ctx.upstream_body
     )
+    sent = asyncio.get_running_loop().time()
     try:
         conn = await pool.exchange(
             origin_of(svc.address),
             request,
             connect_timeout=min(svc.timeout_s, CONNECT_TIMEOUT_S),
             read_timeout=svc.timeout_s,
+            first_byte_timeout=svc.first_byte_timeout_s,
             proxy=svc.proxy,
             ca_file=svc.ca_file,
         )
@@ -131,7 +139,9 @@ async def forward(
     try:
         status = conn.status
         if status == 200 and ctx.stream and conn.header(b"content-type").startswith(b"text/event-stream"):
-            return await _relay_stream(req, ctx, conn, svc, client_timeout_s)
+            fb = svc.first_byte_timeout_s
+            first_due = sent + fb if 0 < fb < svc.timeout_s else None
+            return await _relay_stream(req, ctx, conn, svc, client_timeout_s, first_due)
         try:
             data = await conn.read_all()
         except UpstreamError as exc:
@@ -153,7 +163,7 @@ async def forward(
         ctx.status = status
         ctx.usage = usage_of_answer(ctx.body, data)
         req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
-        ctx.ttfb_ms = ctx.elapsed_ms()
+        ctx.mark_first_byte()
         return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
@@ -189,12 +199,25 @@ async def _write(req: Request, data: bytes, timeout_s: float) -> None:
 
 
 async def _relay_stream(
-    req: Request, ctx: RequestContext, conn: VendorConnection, svc: Service, client_timeout_s: float
+    req: Request,
+    ctx: RequestContext,
+    conn: VendorConnection,
+    svc: Service,
+    client_timeout_s: float,
+    first_due: float | None = None,
 ) -> Outcome:
+    """``first_due``: the loop time the first event is due by (``first_byte_timeout_s``): a
+    vendor that sends its head at once and then nothing is as silent as one sending nothing."""
     try:  # the first bytes decide: nothing reached the client yet, so a failure may fail over
-        first = await conn.read_chunk()
+        if first_due is None:
+            first = await conn.read_chunk()
+        else:
+            async with asyncio.timeout_at(first_due):
+                first = await conn.read_chunk()
     except UpstreamError as exc:
         return _failed(exc, svc, "before the first event")
+    except TimeoutError:
+        return _failed(FirstByteTimeout("no event within the first-byte timeout"), svc, "before the first event")
     ctx.status = conn.status
     scan = StreamUsage(strip=not ctx.client_wants_usage)
     pending = bytearray(first)
@@ -206,7 +229,7 @@ async def _relay_stream(
     if _DONE in out:
         ctx.complete = True
     req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
-    ctx.ttfb_ms = ctx.elapsed_ms()
+    ctx.mark_first_byte()
     broken: Outcome | None = None
     # The read deadline only runs while we wait for the vendor: a slow client is not the
     # vendor's silence. The client's own deadline runs only while we wait for it.

@@ -32,6 +32,8 @@ class CompiledKey:
     name: str
     credential: str = field(repr=False)
     env_var: str | None = None
+    #: Requests in flight with this key at most (0 = unlimited); :mod:`proxy.key_slots` holds it.
+    max_concurrency: int = 0
 
     def resolve(self) -> str:
         """The credential to send, read from the environment at request time for ``env:``."""
@@ -70,6 +72,12 @@ class Service:
     proxy: str
     ca_file: str
     price_globs: tuple[tuple[str, Price], ...]
+    #: Resilience (:mod:`proxy.key_slots`, :mod:`proxy.circuit`, :mod:`proxy.probes`); 0 = off.
+    queue_timeout_s: float = 10.0
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 30.0
+    probe_interval_s: float = 0.0
+    first_byte_timeout_s: float = 0.0
 
     def serves(self, model: str) -> bool:
         """Empty ``models`` = any model; otherwise exact name or glob (the store's one rule)."""
@@ -161,12 +169,12 @@ class Snapshot:
     apis: dict[str, Api]
 
 
-def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
+def _compile_service(s: ModelServiceSpec, creds: dict[str, str], limits: dict[str, int]) -> Service:
     keys = []
     for name in s.keys:
         raw = creds.get(name, "")
         env = raw[len(ENV_PREFIX) :] if raw.startswith(ENV_PREFIX) else None
-        keys.append(CompiledKey(name, "" if env else raw, env))
+        keys.append(CompiledKey(name, "" if env else raw, env, limits.get(name, 0)))
     exact = {m: p for m, p in s.prices.items() if not any(c in m for c in "*?[")}
     # The most specific pattern first: "hunyuan-t1-*" before "hunyuan-*" before "*".
     globs = tuple(sorted(((m, p) for m, p in s.prices.items() if m not in exact), key=lambda mp: -len(mp[0])))
@@ -184,6 +192,11 @@ def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
         price_globs=globs,
         proxy=s.proxy,
         ca_file=s.ca_file,
+        queue_timeout_s=float(s.queue_timeout_s),
+        circuit_failures=int(s.circuit_failures),
+        circuit_cooldown_s=float(s.circuit_cooldown_s),
+        probe_interval_s=float(s.probe_interval_s),
+        first_byte_timeout_s=float(s.first_byte_timeout_s),
     )
 
 
@@ -194,7 +207,8 @@ def op_for(route: str) -> str:
 
 def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision: int) -> Snapshot:
     creds = {k.name: k.credential or "" for k in cfg.model_keys}
-    services = {s.name: _compile_service(s, creds) for s in cfg.model_services}
+    concurrency = {k.name: k.max_concurrency for k in cfg.model_keys}
+    services = {s.name: _compile_service(s, creds, concurrency) for s in cfg.model_services}
     apis: dict[str, Api] = {}
     routes: dict[str, Route] = {}
     on_path: dict[str, list[Api]] = {}

@@ -6,13 +6,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from store import usage
 from store.db import Store
 
 from .balancer import KeyBalancer
+from .circuit import CircuitBreakers
+from .key_slots import KeySlots
 from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
+from .probes import Probes
 from .recorder import Recorder
 from .routes import Snapshot, load_snapshot, read_revision
 from .vendor_client import VendorPool
@@ -47,6 +51,10 @@ class GatewayState:
         self.recorder = Recorder(store, self.metrics)
         self.limiter: Limiter = limiter or MemoryLimiter(loader=self._quota_used)
         self.balancer = KeyBalancer()
+        #: Per service and per key, by name: they outlive reloads (:mod:`proxy.circuit`, :mod:`proxy.key_slots`).
+        self.breakers = CircuitBreakers()
+        self.slots = KeySlots()
+        self.probes = Probes(self.breakers, lambda: self.pool)
         self.started_at = time.time()
         self.in_flight = 0
         #: The vendor connection pool, from the data plane's start to its stop.
@@ -62,6 +70,38 @@ class GatewayState:
         if now - self._upstream_logged.get(key, -UPSTREAM_LOG_EVERY_S) >= UPSTREAM_LOG_EVERY_S:
             self._upstream_logged[key] = now
             log.warning("model service %r failed (%s): %s", service, reason, detail)
+
+    def services_health(self) -> dict[str, dict[str, Any]]:
+        """Each configured service's circuit, for ``/healthz`` and the console."""
+        probed = set(self.probes.probed)
+        out: dict[str, dict[str, Any]] = {}
+        for name, svc in sorted(self.snapshot.services.items()):
+            h = self.breakers.health(svc)
+            out[name] = {
+                "state": h.state,
+                "consecutive_failures": h.consecutive_failures,
+                "retry_in_s": round(h.retry_in_s, 3),
+                "opened_total": h.opened_total,
+                "last_reason": h.last_reason,
+                "probed": name in probed,
+            }
+        return out
+
+    def keys_load(self) -> dict[str, dict[str, Any]]:
+        """Each configured model key's slots in use and waiters, for ``/healthz`` and the console."""
+        stats = self.slots.stats().keys
+        out: dict[str, dict[str, Any]] = {}
+        for key in sorted({k for svc in self.snapshot.services.values() for k in svc.keys}, key=lambda k: k.name):
+            load = stats.get(key.name)
+            out[key.name] = {
+                "max_concurrency": key.max_concurrency,
+                "in_flight": self.slots.in_flight(key.name),
+                "queued": load.queued if load else 0,
+                "queue_waits": load.waits if load else 0,
+                "queue_wait_s": round(load.wait_s, 6) if load else 0.0,
+                "queue_timeouts": load.timeouts if load else 0,
+            }
+        return out
 
     async def _quota_used(self, consumer: str, unit: str, since: float, until: float) -> float:
         """Quota use from the records (after writing the pending ones, so none is missed)."""
@@ -84,6 +124,10 @@ class GatewayState:
             await self.limiter.restore(snap)  # quotas it brings are complete before it serves
             old = self.snapshot.revision
             self.snapshot = snap
+            self.breakers.retain(snap.services)
+            self.slots.retain(k.name for svc in snap.services.values() for k in svc.keys)
+            if self.pool is not None:  # probing runs with the data plane
+                self.probes.sync(snap.services.values())
             if snap.revision != old:
                 log.info("configuration revision %d loaded (was %d)", snap.revision, old)
             return snap.revision

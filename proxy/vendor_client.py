@@ -14,7 +14,8 @@ What the relay's semantics depend on:
 - a connect deadline and a read deadline (no byte for ``timeout_s``) that a slow
   *client* never trips, because the deadline only runs while we wait for the vendor;
   interim ``1xx`` answers do not count as bytes: the final head is due ``timeout_s``
-  after the request, however many interim answers come first;
+  after the request, however many interim answers come first; a shorter first-byte
+  deadline (``first_byte_timeout``) bounds the wait for the answer's very first byte;
 - answers framed by length, chunks or the connection's end; gzip/deflate decoded (the
   only encodings asked for), any other ``Content-Encoding`` refused;
 - a streamed answer from a vendor that sends faster than the client reads is paused
@@ -76,6 +77,12 @@ class ConnectTimeout(UpstreamError):
 
 class ReadTimeout(UpstreamError, TimeoutError):
     reason = "timeout"
+
+
+class FirstByteTimeout(ReadTimeout):
+    """Not one byte of the answer within the service's ``first_byte_timeout_s``."""
+
+    reason = "first_byte_timeout"
 
 
 class Disconnected(UpstreamError):
@@ -196,6 +203,7 @@ class VendorConnection(asyncio.Protocol):
         self._deflate_probe = False  # "deflate": zlib-wrapped or raw, told by the first bytes
         self._waiter: asyncio.Future[None] | None = None
         self._timeout = 0.0
+        self._first_byte_timeout = 0.0
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -393,7 +401,7 @@ class VendorConnection(asyncio.Protocol):
         if self.head_done:  # before the head, the deadline runs from the request's send
             self._last = loop.time()  # the deadline runs only while we wait for the vendor
         self._waiter = loop.create_future()
-        due = self._last + self._timeout
+        due = self._due()
         timer = self._timer
         if timer is None or timer.when() > due:  # a timer left from a longer deadline is too late
             if timer is not None:
@@ -404,21 +412,31 @@ class VendorConnection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    def _due(self) -> float:
+        """When the vendor's silence becomes a timeout: the first-byte deadline until a byte came."""
+        if not self.got_bytes and 0 < self._first_byte_timeout < self._timeout:
+            return self._last + self._first_byte_timeout
+        return self._last + self._timeout
+
     def _on_timer(self) -> None:
         self._timer = None
         w = self._waiter
         if w is None or w.done():
             return
-        due = self._last + self._timeout
+        due = self._due()
         if self.loop.time() >= due:
-            w.set_exception(ReadTimeout(f"nothing from the vendor for {self._timeout:g} s"))
+            if not self.got_bytes and 0 < self._first_byte_timeout < self._timeout:
+                w.set_exception(FirstByteTimeout(f"no answer from the vendor within {self._first_byte_timeout:g} s"))
+            else:
+                w.set_exception(ReadTimeout(f"nothing from the vendor for {self._timeout:g} s"))
         else:
             self._timer = self.loop.call_at(due, self._on_timer)
 
     # ------------------------------------------------------------ the exchange
 
-    def send(self, data: bytes, timeout: float) -> None:
+    def send(self, data: bytes, timeout: float, first_byte_timeout: float = 0.0) -> None:
         self._timeout = timeout
+        self._first_byte_timeout = first_byte_timeout
         self._last = self.loop.time()
         self.status = 0
         self.headers = []
@@ -643,13 +661,15 @@ class VendorPool:
         *,
         connect_timeout: float,
         read_timeout: float,
+        first_byte_timeout: float = 0.0,
         proxy: str = "",
         ca_file: str = "",
     ) -> VendorConnection:
         """Send ``request`` (head and body) and return the connection once the answer's head is in.
 
         ``proxy`` is the service's setting (empty: the environment's), ``ca_file`` the
-        service's extra trusted certificates. The caller reads the body from the
+        service's extra trusted certificates. ``first_byte_timeout`` (0 = none), when shorter
+        than ``read_timeout``, bounds the wait for the answer's first byte. The caller reads the body from the
         connection, then :meth:`release` it (or ``abort``).
         """
         via = self._proxy_for(origin, proxy)
@@ -670,7 +690,7 @@ class VendorPool:
             if conn is None:
                 conn = await self._connect(origin, key, via, ca_file, connect_timeout)
             try:
-                conn.send(request, read_timeout)
+                conn.send(request, read_timeout, first_byte_timeout)
                 await conn.read_head()
             except Disconnected:
                 # A pooled keep-alive connection the vendor closed as we reused it: nothing was

@@ -49,6 +49,7 @@ class ModelKey(_Entity, table=True):
     __tablename__ = "model_keys"
     id: int | None = Field(default=None, primary_key=True)
     credential: str
+    max_concurrency: int = 0
 
 
 class ModelService(_Entity, table=True):
@@ -66,6 +67,11 @@ class ModelService(_Entity, table=True):
     prices: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     proxy: str = ""
     ca_file: str = ""
+    queue_timeout_s: float = 10.0
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 30.0
+    probe_interval_s: float = 0.0
+    first_byte_timeout_s: float = 0.0
 
 
 class ServiceKey(SQLModel, table=True):
@@ -176,3 +182,5 @@ class RequestRecord(SQLModel, table=True):
     #: True when the token counts are the gateway's estimate (vendor sent no usage).
     estimated: bool = False
     error: str = ""
+    #: One entry per vendor attempt: ``service``, ``key`` (name), ``status``, ``reason``, ``ms``.
+    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))

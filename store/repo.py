@@ -93,7 +93,11 @@ def load_config(session: Session) -> Config:
     )
 
     for k in session.exec(select(m.ModelKey).order_by(m.ModelKey.name)).all():
-        cfg.model_keys.append(ModelKeySpec(name=k.name, credential=k.credential, description=k.description))
+        cfg.model_keys.append(
+            ModelKeySpec(
+                name=k.name, credential=k.credential, description=k.description, max_concurrency=k.max_concurrency
+            )
+        )
 
     key_names = {k.id: k.name for k in session.exec(select(m.ModelKey)).all()}
     svc_keys: dict[int, list[str]] = {}
@@ -116,6 +120,11 @@ def load_config(session: Session) -> Config:
                 timeout_s=s.timeout_s,
                 proxy=s.proxy,
                 ca_file=s.ca_file,
+                queue_timeout_s=s.queue_timeout_s,
+                circuit_failures=s.circuit_failures,
+                circuit_cooldown_s=s.circuit_cooldown_s,
+                probe_interval_s=s.probe_interval_s,
+                first_byte_timeout_s=s.first_byte_timeout_s,
                 prices={
                     k: Price(float(v.get("input", 0)), float(v.get("output", 0))) for k, v in (s.prices or {}).items()
                 },
@@ -257,12 +266,16 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
     if table == "model_keys":
         if spec.credential is not None:
             row.credential = spec.credential
+        row.max_concurrency = int(spec.max_concurrency)
     elif table == "model_services":
         for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model", "unlisted_model"):
             setattr(row, f, getattr(spec, f))
         for f in ("proxy", "ca_file"):
             setattr(row, f, getattr(spec, f))
         row.timeout_s = float(spec.timeout_s)
+        for f in ("queue_timeout_s", "circuit_cooldown_s", "probe_interval_s", "first_byte_timeout_s"):
+            setattr(row, f, float(getattr(spec, f)))
+        row.circuit_failures = int(spec.circuit_failures)
         row.models = list(spec.models)
         row.prices = {k: {"input": p.input, "output": p.output} for k, p in spec.prices.items()}
     elif table == "model_apis":

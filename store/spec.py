@@ -30,6 +30,9 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081"
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_QUEUE_TIMEOUT_S = 10.0
+DEFAULT_CIRCUIT_FAILURES = 5
+DEFAULT_CIRCUIT_COOLDOWN_S = 30.0
 
 
 @dataclass
@@ -66,6 +69,8 @@ class ModelKeySpec:
     #: over an existing key (the stored credential is kept).
     credential: str | None = None
     description: str = ""
+    #: Requests in flight with this key at most (0 = unlimited).
+    max_concurrency: int = 0
 
 
 @dataclass
@@ -93,6 +98,15 @@ class ModelServiceSpec:
     #: A PEM file of certificates to trust for this vendor, on top of the system's.
     ca_file: str = ""
     description: str = ""
+    #: How long a request waits for a free key slot (0 = no waiting).
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    #: Consecutive retryable failures that open the circuit (0 = no breaker), and for how long.
+    circuit_failures: int = DEFAULT_CIRCUIT_FAILURES
+    circuit_cooldown_s: float = DEFAULT_CIRCUIT_COOLDOWN_S
+    #: Seconds between active probes (0 = no probes).
+    probe_interval_s: float = 0.0
+    #: The vendor's first byte is due this long after the request (0 = only ``timeout_s``).
+    first_byte_timeout_s: float = 0.0
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import operator
 import sqlite3
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, or_
+from sqlalchemy import JSON, Connection, Engine, case, func, insert, or_
 from sqlalchemy import select as select_columns
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
@@ -28,7 +29,9 @@ RECORD_FIELDS: tuple[str, ...] = tuple(name for name in RequestRecord.model_fiel
 GROUPS = ("consumer", "api", "model", "service")
 
 
-_DEFAULTS: tuple[Any, ...] = tuple(RequestRecord.model_fields[k].default for k in RECORD_FIELDS)
+_DEFAULTS: tuple[Any, ...] = tuple(
+    RequestRecord.model_fields[k].get_default(call_default_factory=True) for k in RECORD_FIELDS
+)
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
@@ -41,6 +44,15 @@ def record_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 _ROW = operator.itemgetter(*RECORD_FIELDS)
+#: Columns held as JSON (``attempts``): the rows carry lists, the driver takes their text.
+_JSON_AT = tuple(i for i, k in enumerate(RECORD_FIELDS) if isinstance(RequestRecord.__table__.c[k].type, JSON))  # type: ignore[attr-defined]
+
+
+def _driver_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    out = list(row)
+    for i in _JSON_AT:
+        out[i] = json.dumps(out[i], separators=(",", ":"))
+    return tuple(out)
 
 
 def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -68,7 +80,7 @@ def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     while start < total:
         while size > total - start:
             size //= 2
-        chunk = rows[start : start + size]
+        chunk = [_driver_row(r) for r in rows[start : start + size]] if _JSON_AT else rows[start : start + size]
         conn.exec_driver_sql(_insert_sql(mark, size), tuple(itertools.chain.from_iterable(chunk)))
         start += size
 

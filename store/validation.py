@@ -49,6 +49,8 @@ HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_DESCRIPTION = 1024
 MAX_CREDENTIAL = 8192
 MAX_TIMEOUT_S = 3600.0
+MAX_CONCURRENCY = 100_000
+MAX_CIRCUIT_FAILURES = 1000
 
 
 def one_of(value: object, allowed: tuple[str, ...]) -> str | None:
@@ -280,6 +282,7 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
         err.add(t, n, "default_model", "a default model is required with unlisted_model 'default'")
     if m := check_number(s.timeout_s, lo=0, hi=MAX_TIMEOUT_S, lo_open=True):
         err.add(t, n, "timeout_s", m)
+    check_resilience(s, err)
     if m := check_proxy(s.proxy):
         err.add(t, n, "proxy", m)
     if m := check_ca_file(s.ca_file):
@@ -290,6 +293,27 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
         for side in ("input", "output"):
             if m := check_number(getattr(price, side), lo=0, hi=1e9):
                 err.add(t, n, f"prices.{model}.{side}", m)
+
+
+def check_resilience(s: ModelServiceSpec, err: ErrorList) -> None:
+    """The service's queue, circuit breaker, probe and first-byte settings (0 = off, except the cool-down)."""
+    t, n = "model_services", s.name
+    for f in ("queue_timeout_s", "probe_interval_s"):
+        if m := check_number(getattr(s, f), lo=0, hi=MAX_TIMEOUT_S):
+            err.add(t, n, f, m)
+    if m := check_number(s.circuit_failures, lo=0, hi=MAX_CIRCUIT_FAILURES, integer=True):
+        err.add(t, n, "circuit_failures", m)
+    if m := check_number(s.circuit_cooldown_s, lo=0, hi=MAX_TIMEOUT_S, lo_open=True):
+        err.add(t, n, "circuit_cooldown_s", m)
+    fb = s.first_byte_timeout_s
+    if m := check_number(fb, lo=0, hi=MAX_TIMEOUT_S):
+        err.add(t, n, "first_byte_timeout_s", m)
+    elif isinstance(s.timeout_s, int | float) and fb > s.timeout_s:
+        err.add(t, n, "first_byte_timeout_s", f"must be at most timeout_s ({s.timeout_s:g}); 0 = only timeout_s")
+
+
+def check_max_concurrency(value: object) -> str | None:
+    return check_number(value, lo=0, hi=MAX_CONCURRENCY, integer=True)
 
 
 def normalise_origin(value: str) -> str:
@@ -470,6 +494,8 @@ def validate_config(cfg: Config) -> None:
             err.add("model_keys", k.name, "credential", m)
         if m := check_description(k.description):
             err.add("model_keys", k.name, "description", m)
+        if m := check_max_concurrency(k.max_concurrency):
+            err.add("model_keys", k.name, "max_concurrency", m)
 
     key_names = {k.name for k in cfg.model_keys}
     service_names = {s.name for s in cfg.model_services}

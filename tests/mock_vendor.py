@@ -8,6 +8,7 @@ it answers:
     vendor.behave(status=500)                 # every later request
     vendor.queue(Behaviour(delay=5))          # the next request only
     vendor.reject_keys["bad-key"] = 401       # per credential (failover tests)
+    vendor.max_in_flight                      # the most requests it ever held at once
 
 Any path ending in ``/chat/completions``, ``/completions``, ``/embeddings`` or
 ``/models`` is served, so ``path_simplification = false`` can be observed.
@@ -42,6 +43,8 @@ class Behaviour:
     #: Streams: number of content chunks and the pause between them.
     chunks: int = 3
     chunk_delay: float = 0.0
+    #: Streams: seconds between the head and the first event (a vendor that answers, then thinks).
+    first_chunk_delay: float = 0.0
     #: ``"final"`` (OpenAI: one usage chunk, only if asked), ``"always"`` (a final usage
     #: chunk even if not asked), ``"cumulative"`` (usage on every chunk), ``"none"``.
     usage: str = "final"
@@ -78,6 +81,9 @@ class MockVendor:
         self.default = Behaviour()
         self.pending: list[Behaviour] = []
         self.reject_keys: dict[str, int] = {}
+        #: Requests being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = _free_port()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -108,6 +114,7 @@ class MockVendor:
             self.pending.clear()
             self.reject_keys.clear()
             self.default = Behaviour()
+            self.max_in_flight = self.in_flight
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Recorded]:
         deadline = time.monotonic() + timeout
@@ -177,12 +184,15 @@ class MockVendor:
         rec = Recorded(request.method, request.path_qs, dict(request.headers), raw, parsed, time.time())
         self.requests.append(rec)
         b = self._next()
+        self.in_flight += 1  # the vendor's own loop: no lock needed
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._answer(request, rec, b, parsed if isinstance(parsed, dict) else {})
         except (asyncio.CancelledError, ConnectionResetError):
             rec.cancelled = True
             raise
         finally:
+            self.in_flight -= 1
             rec.finished = time.time()
 
     async def _answer(
@@ -272,6 +282,8 @@ class MockVendor:
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **b.headers})
         await resp.prepare(request)
+        if b.first_chunk_delay:
+            await asyncio.sleep(b.first_chunk_delay)
         include = bool((body.get("stream_options") or {}).get("include_usage"))
         i = 0
         while b.endless or i < b.chunks:

@@ -6,7 +6,7 @@ absent gateway can never block the UI, and the same client serves tests and scri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,10 @@ class Health:
     requests_total: int
     in_flight: int
     db: str
+    #: Each model service's circuit (``state``: healthy, open, half-open, unknown) and each
+    #: model key's slots (``in_flight``, ``max_concurrency``, ``queued``), by name.
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Health:
@@ -47,7 +51,15 @@ class Health:
             requests_total=int(d.get("requests_total", 0) or 0),
             in_flight=int(d.get("in_flight", 0) or 0),
             db=str(d.get("db", "")),
+            services=_named_dicts(d.get("services")),
+            keys=_named_dicts(d.get("keys")),
         )
+
+
+def _named_dicts(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, dict)}
 
 
 class AdminClient:

@@ -64,6 +64,10 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
             placeholder="the vendor's API key, or env:HUNYUAN_API_KEY",
             check=check_credential,
         ),
+        "max_concurrency": FieldSpec(
+            "Max concurrency (0 = unlimited)",
+            hint="Requests in flight with this key at most (Hunyuan allows 5 concurrent sessions per account)",
+        ),
         "description": _DESCRIPTION,
     },
     "model_services": {
@@ -89,6 +93,17 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
             hint="With Model Selection = pass through: what a request for another model gets",
         ),
         "timeout_s": FieldSpec("Timeout (seconds)"),
+        "queue_timeout_s": FieldSpec(
+            "Queue timeout s (0 = no wait)", hint="How long a request waits for a key below its max concurrency"
+        ),
+        "first_byte_timeout_s": FieldSpec(
+            "First byte timeout s (0 = off)", hint="A vendor silent this long is given up for the fallback"
+        ),
+        "probe_interval_s": FieldSpec("Probe every s (0 = off)", hint="GET {address}/models with the first key"),
+        "circuit_failures": FieldSpec(
+            "Circuit: failures to open (0 = off)", hint="Consecutive failures that make the service skipped"
+        ),
+        "circuit_cooldown_s": FieldSpec("Circuit: cool-down s", hint="How long an open circuit skips the service"),
         "proxy": FieldSpec(
             "Outbound proxy",
             hint="Empty: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY; none: always direct",

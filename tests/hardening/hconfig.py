@@ -60,6 +60,8 @@ address = "{fault_url}"
 keys = ["k1"]
 default_model = "fault-model"
 timeout_s = {FAULT_TIMEOUT_S}
+# one fault after another on purpose: each must reach the vendor, not an open circuit
+circuit_failures = 0
 
 [[model_apis]]
 name = "alpha"

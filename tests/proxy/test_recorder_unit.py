@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -154,6 +155,9 @@ def varied(i: int) -> tuple[Any, ...]:
             "stream": bool(i % 2),
             "estimated": bool(i % 3 == 0),
             "error": "" if i % 4 else 'vendor said "no"; DROP TABLE x',
+            "attempts": []
+            if i % 2
+            else [{"service": "s", "key": "k", "status": 502, "reason": "connect", "ms": i / 4}],
         }
     )
 
@@ -189,9 +193,11 @@ def statements_for(store: Store, rows: list[tuple[Any, ...]], *, variable_limit:
 
 
 def stored_rows(store: Store) -> list[tuple[Any, ...]]:
+    """The rows as stored, the JSON column (``attempts``) read back as data."""
+    at = usage.RECORD_FIELDS.index("attempts")
     with store.engine.connect() as conn:
         return [
-            tuple(r)
+            (*r[:at], json.loads(r[at]), *r[at + 1 :])
             for r in conn.exec_driver_sql(f"SELECT {', '.join(usage.RECORD_FIELDS)} FROM request_records ORDER BY id")
         ]
 
@@ -231,3 +237,11 @@ async def test_the_writer_thread_runs_below_the_event_loop(store: Store) -> None
     assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == min(19, loop_nice + recorder_mod.WRITER_NICE)
     await r.close()
     assert stored(store) == ["r1"]
+
+
+def test_the_attempts_of_a_row_count_against_the_buffer() -> None:
+    """A request that went through fallbacks holds one dict per attempt until it is written."""
+    attempt = {"service": "s", "key": "k", "status": 502, "reason": "connect", "ms": 1.0}
+    plain = usage.record_row({"ts": 1.0, "request_id": "r", "attempts": []})
+    three = usage.record_row({"ts": 1.0, "request_id": "r", "attempts": [attempt] * 3})
+    assert row_bytes(three) - row_bytes(plain) >= 3 * 300

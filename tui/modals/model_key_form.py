@@ -12,7 +12,7 @@ from textual.widgets import Input
 from store.spec import ModelKeySpec
 
 from ..fields import REVEAL_KEY, entity_field, live_checks
-from .form import EntityForm
+from .form import EntityForm, as_number
 
 
 class ModelKeyForm(EntityForm):
@@ -37,6 +37,9 @@ class ModelKeyForm(EntityForm):
         # Editing: the stored credential is never shown; an empty field keeps it.
         placeholder = "unchanged — type a new key, or env:VAR, to replace it" if o else ""
         yield entity_field(self.TABLE, "credential", Input("", placeholder=placeholder, password=True, id="credential"))
+        yield entity_field(
+            self.TABLE, "max_concurrency", Input(str(o.max_concurrency) if o else "0", id="max-concurrency")
+        )
         yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     def action_reveal(self) -> None:
@@ -49,4 +52,5 @@ class ModelKeyForm(EntityForm):
             name=self.value("name").strip(),
             credential=credential or (None if self.original else ""),
             description=self.value("description").strip(),
+            max_concurrency=int(as_number(self.value("max_concurrency"), "max_concurrency", integer=True)),
         )

@@ -134,8 +134,35 @@ class ModelServiceForm(EntityForm):
         with Horizontal(classes="form-row"):
             yield entity_field(self.TABLE, "proxy", Input(o.proxy if o else "", id="proxy"))
             yield entity_field(self.TABLE, "ca_file", Input(o.ca_file if o else "", id="ca-file"))
+        yield from self._resilience_fields(o)
         yield entity_field(self.TABLE, "prices", Input(format_prices(o.prices) if o else "", id="prices"))
         yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
+
+    @staticmethod
+    def _resilience_fields(o: ModelServiceSpec | None) -> Iterable[Widget]:
+        """Queue wait, circuit breaker, probes and first-byte bound (0 = off for all but the cool-down)."""
+        d = o or ModelServiceSpec(name="")
+        with Horizontal(classes="form-row"):
+            yield entity_field(
+                ModelServiceForm.TABLE, "queue_timeout_s", Input(f"{d.queue_timeout_s:g}", id="queue-timeout-s")
+            )
+            yield entity_field(
+                ModelServiceForm.TABLE,
+                "first_byte_timeout_s",
+                Input(f"{d.first_byte_timeout_s:g}", id="first-byte-timeout-s"),
+            )
+            yield entity_field(
+                ModelServiceForm.TABLE, "probe_interval_s", Input(f"{d.probe_interval_s:g}", id="probe-interval-s")
+            )
+        with Horizontal(classes="form-row"):
+            yield entity_field(
+                ModelServiceForm.TABLE, "circuit_failures", Input(str(d.circuit_failures), id="circuit-failures")
+            )
+            yield entity_field(
+                ModelServiceForm.TABLE,
+                "circuit_cooldown_s",
+                Input(f"{d.circuit_cooldown_s:g}", id="circuit-cooldown-s"),
+            )
 
     @staticmethod
     def _model_options(vendor: str) -> list[tuple[str, str]]:
@@ -181,4 +208,9 @@ class ModelServiceForm(EntityForm):
             proxy=self.value("proxy").strip(),
             ca_file=self.value("ca_file").strip(),
             description=self.value("description").strip(),
+            queue_timeout_s=as_number(self.value("queue_timeout_s"), "queue_timeout_s"),
+            circuit_failures=int(as_number(self.value("circuit_failures"), "circuit_failures", integer=True)),
+            circuit_cooldown_s=as_number(self.value("circuit_cooldown_s"), "circuit_cooldown_s"),
+            probe_interval_s=as_number(self.value("probe_interval_s"), "probe_interval_s"),
+            first_byte_timeout_s=as_number(self.value("first_byte_timeout_s"), "first_byte_timeout_s"),
         )

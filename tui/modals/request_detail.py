@@ -71,8 +71,28 @@ def detail_table(rec: dict[str, Any]) -> Table:
     table.add_row("Time (UTC)", Text(str(utc)))
     table.add_row("Time (local)", Text(datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")))
     for name in RECORD_FIELDS:
-        if name != "error":
+        if name not in ("error", "attempts"):
             table.add_row(LABELS.get(name, name), _value(name, rec.get(name)))
+    return table
+
+
+def attempts_table(rec: dict[str, Any]) -> Table | Text:
+    """One line per vendor attempt, in order: service, key, status, why it ended, how long."""
+    attempts = [a for a in rec.get("attempts") or [] if isinstance(a, dict)]
+    if not attempts:
+        return Text("none (the gateway answered without a vendor)", style="dim")
+    table = Table.grid(padding=(0, 2))
+    for _ in range(5):
+        table.add_column(no_wrap=True)
+    for i, a in enumerate(attempts, 1):
+        reason = str(a.get("reason") or "")
+        table.add_row(
+            Text(f"{i}. {a.get('service') or '–'}", style="bold"),
+            Text(str(a.get("key") or "–")),
+            _value("status", a.get("status") or 0),
+            Text(reason, style="green" if reason == "ok" else "yellow"),
+            Text(f"{float(a.get('ms') or 0.0):.0f} ms"),
+        )
     return table
 
 
@@ -97,6 +117,8 @@ class RequestDetailModal(Dialog[None]):
                 error = printable(rec.get("error") or "")
                 yield Label("Error", classes="detail-title", id="request-detail-error-title")
                 yield Static(Text(error) if error else Text("none", style="dim"), id="request-detail-error")
+                yield Label("Attempts", classes="detail-title", id="request-detail-attempts-title")
+                yield Static(attempts_table(rec), id="request-detail-attempts")
                 yield Static(detail_table(rec), id="request-detail-fields")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Copy id (c)", id="copy")

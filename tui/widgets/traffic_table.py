@@ -53,14 +53,14 @@ STATUS_COLUMN = [c.key for c in COLUMNS].index("status")
 
 
 def cells(rec: Record) -> list[str]:
-    """The text of each column for one record, in :data:`COLUMNS` order (``~`` marks estimated tokens)."""
+    """The text of each column for one record, in :data:`COLUMNS` order (``~``: estimated tokens, ``↻``: fallbacks)."""
     est = bool(rec.get("estimated"))
     by_key = {
         "time": fmt_time(float(rec.get("ts") or 0.0)),
         "consumer": printable(rec.get("consumer") or "–"),
         "api": printable(rec.get("api") or "–"),
         "model": printable(rec.get("model") or "–"),
-        "status": str(rec.get("status") or "–"),
+        "status": str(rec.get("status") or "–") + attempts_mark(rec),
         "latency": fmt_ms(rec.get("latency_ms")),
         "ttfb": fmt_ms(rec.get("ttfb_ms")),
         "in": fmt_tokens(int(rec.get("prompt_tokens") or 0), est),
@@ -68,6 +68,12 @@ def cells(rec: Record) -> list[str]:
         "cost": fmt_cost(float(rec.get("cost") or 0.0)),
     }
     return [by_key[c.key] for c in COLUMNS]
+
+
+def attempts_mark(rec: Record) -> str:
+    """``↻`` when the request took more than one vendor attempt (a fallback, a second key, an open circuit)."""
+    attempts = rec.get("attempts")
+    return "↻" if isinstance(attempts, list) and len(attempts) > 1 else ""
 
 
 def _fit(text: str, width: int, right: bool) -> str:
