@@ -120,6 +120,9 @@ class CachedAnswer:
     completion_tokens: int
     stored_at: float
     ttl_s: float
+    #: The model that answered, and what the answer cost then: a hit records them as saved.
+    model: str = ""
+    cost: float = 0.0
 
     @property
     def expires_at(self) -> float:
@@ -160,11 +163,13 @@ def answer_of(
     completion_tokens: int,
     ttl_s: float,
     now: float,
+    model: str = "",
+    cost: float = 0.0,
 ) -> CachedAnswer | None:
     """The entry for a plain (not streamed) answer; None unless it is a 200 worth keeping."""
     if status != 200 or ttl_s <= 0:
         return None
-    return CachedAnswer(replay_headers(headers), body, None, prompt_tokens, completion_tokens, now, ttl_s)
+    return CachedAnswer(replay_headers(headers), body, None, prompt_tokens, completion_tokens, now, ttl_s, model, cost)
 
 
 class StreamRecorder:
@@ -211,7 +216,16 @@ class StreamRecorder:
         self._events = []
         self._pending = bytearray()
 
-    def finish(self, *, prompt_tokens: int, completion_tokens: int, ttl_s: float, now: float) -> CachedAnswer | None:
+    def finish(
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttl_s: float,
+        now: float,
+        model: str = "",
+        cost: float = 0.0,
+    ) -> CachedAnswer | None:
         """The stream ended cleanly: its entry, unless it grew too large (or was not a 200)."""
         if not self._on or ttl_s <= 0:
             return None
@@ -220,7 +234,9 @@ class StreamRecorder:
                 self._stop()
                 return None
             self._events.append(bytes(self._pending))
-        entry = CachedAnswer(self._headers, None, tuple(self._events), prompt_tokens, completion_tokens, now, ttl_s)
+        entry = CachedAnswer(
+            self._headers, None, tuple(self._events), prompt_tokens, completion_tokens, now, ttl_s, model, cost
+        )
         self._stop()
         return entry
 
