@@ -14,11 +14,15 @@ import httpx
 import openai
 import pytest
 from gateway_config import CRED, new_key
-from helpers import GatewayProcess, record_for, wait_for
+from helpers import GatewayProcess, record_for, wait_for, wait_for_async
 from mock_vendor import Behaviour, MockVendor
 
 from store.db import Store, open_store
+from tui.admin_client import AdminClient
+from tui.app import AigwApp
 from tui.cli import main as aigw_main
+from tui.gateway_process import GatewayController
+from tui.screens.model_apis import ModelApisScreen
 
 CONSUMERS = ("alice", "bob", "toky", "rpm-app", "rq-app")
 #: The mock's default usage (prompt, completion) and the service's prices per 1M tokens.
@@ -109,10 +113,12 @@ def gw(vendor: MockVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tmp = tmp_path_factory.mktemp("cache")
     db = tmp / "data" / "aigw.db"
     keys = {c: new_key(c) for c in CONSUMERS}
+    proc = GatewayProcess(db)  # on the ports the store names: where the console looks for it
     cfg = tmp / "cache.toml"
-    cfg.write_text(cache_toml(vendor, keys))
+    listen = f'[gateway]\nlisten = "127.0.0.1:{proc.port}"\nadmin_listen = "127.0.0.1:{proc.admin_port}"\n\n'
+    cfg.write_text(listen + cache_toml(vendor, keys))
     assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
-    proc = GatewayProcess(db).start()
+    proc.start()
     try:
         yield Gw(proc, db, tmp, keys, vendor)
     finally:
@@ -333,6 +339,38 @@ def test_admin_clears_the_cache(gw: Gw) -> None:
     assert r.status_code == 200 and r.json()["cleared"] >= 2
     assert gw.admin("/cache/clear").json() == {"cleared": 0}
     assert gw.post("shared", {"model": "m", "messages": s}).headers["x-cache"] == "MISS"
+
+
+async def test_the_console_clears_an_apis_cache(gw: Gw, records: Store) -> None:
+    admin = AdminClient(f"127.0.0.1:{gw.proc.admin_port}", gw.db.parent)
+    m, s = msgs(), msgs()
+    try:
+        assert admin.clear_cache() is not None  # what earlier tests left
+        gw.post("cached", {"model": "m", "messages": m})
+        gw.post("shared", {"model": "m", "messages": s})
+        assert admin.clear_cache("nope") is None
+        assert admin.clear_cache("shared") == 1
+    finally:
+        admin.close()
+
+    app = AigwApp(records, start_section="model-apis", gateway=GatewayController(records), poll_interval=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+
+        def ready() -> bool:
+            return isinstance(app.screen, ModelApisScreen) and app.screen.config is not None
+
+        await wait_for_async(ready, 15, what="the Model APIs screen")
+        screen = app.screen
+        assert isinstance(screen, ModelApisScreen)
+        screen.refill("cached")
+        await pilot.press("x")
+
+        def notice() -> str | None:
+            return next((n.message for n in app._notifications if "cached answer" in n.message), None)
+
+        assert await wait_for_async(notice, 15, what="the notice") == "cached: 1 cached answer dropped"
+    assert gw.post("cached", {"model": "m", "messages": m}).headers["x-cache"] == "MISS"
+    assert len(gw.vendor.requests) == 3
 
 
 def test_metrics_count_hits_misses_and_bytes(gw: Gw) -> None:

@@ -11,7 +11,7 @@ from textual.widgets import Input
 from store import repo
 from store.db import Store
 from store.spec import Config, GatewaySpec
-from store.validation import check_listen, check_url
+from store.validation import check_cache_max_mb, check_listen, check_url
 
 from ..widgets.form_field import FormField
 from .form import EntityForm, as_number
@@ -26,6 +26,11 @@ class GatewayForm(EntityForm):
         "listen": check_listen,
         "admin_listen": check_listen,
         "public_url": lambda v: check_url(v, what="public_url"),
+        "cache_max_mb": lambda v: (
+            check_cache_max_mb(int(v.strip() or "0"))
+            if (v.strip() or "0").isdigit()
+            else f"{v!r} is not a whole number"
+        ),
     }
 
     def __init__(self, settings: GatewaySpec, store: Store) -> None:
@@ -61,6 +66,12 @@ class GatewayForm(EntityForm):
             field="max_connections",
             hint="Past it new client connections are closed at once (1–1,000,000)",
         )
+        yield FormField(
+            "Response cache memory (MiB)",
+            Input(str(g.cache_max_mb), id="cache-max-mb"),
+            field="cache_max_mb",
+            hint="Cached answers kept at most, least recently used out first; 0 = none",
+        )
 
     def build_spec(self) -> GatewaySpec:
         return GatewaySpec(
@@ -68,6 +79,7 @@ class GatewayForm(EntityForm):
             public_url=self.value("public_url").strip(),
             admin_listen=self.value("admin_listen").strip(),
             max_connections=int(as_number(self.value("max_connections"), "max_connections", integer=True)),
+            cache_max_mb=int(as_number(self.value("cache_max_mb"), "cache_max_mb", integer=True)),
         )
 
     def write(self, session: Any, spec: Any) -> Any:

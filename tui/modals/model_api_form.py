@@ -13,6 +13,7 @@ from textual.widgets import Input, Select, SelectionList, Switch
 from store.spec import SCENARIO_ROUTES, ModelApiSpec
 from store.validation import (
     check_base_path,
+    check_cache_ttl,
     check_description,
     check_name,
     check_origin,
@@ -21,11 +22,18 @@ from store.validation import (
 )
 
 from ..widgets.form_field import FormField
-from .form import EntityForm, FormProblem, as_list
+from .form import EntityForm, FormProblem, as_list, as_number
 
 SCENARIO_LABELS = (("Text Generation", "text-generation"), ("Embeddings", "embeddings"))
 SERVICE_TYPE_LABELS = (("Single model service", "single"), ("Multiple model services", "multi"))
 ROUTING_LABELS = (("By the request's model", "model"), ("By weight", "weight"))
+CACHE_KEY_LABELS = (("The whole request", "full"), ("The last user message", "last_user_message"))
+CACHE_SCOPE_LABELS = (("Each consumer its own", "consumer"), ("Shared by the API's consumers", "api"))
+
+
+def _check_ttl(value: str) -> str | None:
+    text = value.strip() or "0"
+    return check_cache_ttl(int(text)) if text.isdigit() else f"{text!r} is not a whole number of seconds"
 
 
 class ModelApiForm(EntityForm):
@@ -37,6 +45,7 @@ class ModelApiForm(EntityForm):
         "name": check_name,
         "description": check_description,
         "base_path": lambda v: check_base_path(normalise_base_path(v)),
+        "cache_ttl_s": _check_ttl,
         "cors_origins": lambda v: next(filter(None, (check_origin(normalise_origin(o)) for o in as_list(v))), None),
     }
 
@@ -111,6 +120,25 @@ class ModelApiForm(EntityForm):
             field="cors_origins",
             hint="Pages on these origins may call the API; empty = none",
         )
+        with Horizontal(classes="form-row"):
+            yield FormField(
+                "Cache answers for (s)",
+                Input(str(o.cache_ttl_s) if o else "0", id="cache-ttl-s"),
+                field="cache_ttl_s",
+                hint="Repeats answered without a vendor call; 0 = no cache",
+            )
+            yield FormField(
+                "Cache key",
+                Select(CACHE_KEY_LABELS, value=o.cache_key if o else "full", allow_blank=False, id="cache-key"),
+                field="cache_key",
+            )
+            yield FormField(
+                "Cache scope",
+                Select(
+                    CACHE_SCOPE_LABELS, value=o.cache_scope if o else "consumer", allow_blank=False, id="cache-scope"
+                ),
+                field="cache_scope",
+            )
         yield FormField(
             "Description (optional)", Input(o.description if o else "", id="description"), field="description"
         )
@@ -159,4 +187,7 @@ class ModelApiForm(EntityForm):
             fallback_services=self.value("fallback_services"),
             description=self.value("description").strip(),
             cors_origins=as_list(self.value("cors_origins")),
+            cache_ttl_s=int(as_number(self.value("cache_ttl_s"), "cache_ttl_s", integer=True)),
+            cache_key=self.value("cache_key") or "full",
+            cache_scope=self.value("cache_scope") or "consumer",
         )
