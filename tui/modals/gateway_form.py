@@ -17,6 +17,14 @@ from ..widgets.form_field import FormField
 from .form import EntityForm, as_number
 
 
+def _check_mb(value: str) -> str | None:
+    try:
+        mb = int(value.strip() or "0")
+    except ValueError:
+        return f"{value.strip()!r} is not a whole number of MiB"
+    return check_cache_max_mb(mb)
+
+
 class GatewayForm(EntityForm):
     """Edits the single gateway settings row; saved through the same validator as the rest."""
 
@@ -26,11 +34,7 @@ class GatewayForm(EntityForm):
         "listen": check_listen,
         "admin_listen": check_listen,
         "public_url": lambda v: check_url(v, what="public_url"),
-        "cache_max_mb": lambda v: (
-            check_cache_max_mb(int(v.strip() or "0"))
-            if (v.strip() or "0").isdigit()
-            else f"{v!r} is not a whole number"
-        ),
+        "cache_max_mb": _check_mb,
     }
 
     def __init__(self, settings: GatewaySpec, store: Store) -> None:

@@ -32,8 +32,11 @@ CACHE_SCOPE_LABELS = (("Each consumer its own", "consumer"), ("Shared by the API
 
 
 def _check_ttl(value: str) -> str | None:
-    text = value.strip() or "0"
-    return check_cache_ttl(int(text)) if text.isdigit() else f"{text!r} is not a whole number of seconds"
+    try:
+        seconds = int(value.strip() or "0")
+    except ValueError:
+        return f"{value.strip()!r} is not a whole number of seconds"
+    return check_cache_ttl(seconds)
 
 
 class ModelApiForm(EntityForm):
