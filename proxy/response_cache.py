@@ -94,7 +94,9 @@ def cache_key(
 
     ``consumer`` is the consumer's name (never its key); it is part of the key only with
     the ``consumer`` scope. With ``last_user_message`` and no user message in the body,
-    the whole body decides, so two different requests never share an answer.
+    the whole body decides, so two different requests never share an answer; a stream
+    asking for ``stream_options.include_usage`` is told apart from one that does not
+    (the usage chunk is part of what it gets).
     """
     if scope == "consumer" and not consumer:
         raise ValueError("a consumer-scoped cache key needs the consumer's name")
@@ -104,6 +106,9 @@ def cache_key(
         found, content = last_user_content(body)
         if found:
             payload, decides = {"content": content, "stream": stream}, mode
+            options = body.get("stream_options")
+            if stream and isinstance(options, Mapping) and options.get("include_usage") is True:
+                payload["include_usage"] = True  # a stream that ends with its usage chunk is another answer
     part = consumer if scope == "consumer" else ""
     text = canonical_json([KEY_VERSION, api, scope, part, model, decides, payload])
     return None if text is None else hashlib.sha256(text).hexdigest()
