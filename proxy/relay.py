@@ -156,7 +156,7 @@ async def forward(
         req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
         ctx.ttfb_ms = ctx.elapsed_ms()
         if ctx.cache_key is not None:  # the answer as the client got it, for the cache to store
-            ctx.cache_headers, ctx.cache_body = conn.headers, data
+            ctx.cache_headers, ctx.cache_body = list(conn.headers), data
         return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
