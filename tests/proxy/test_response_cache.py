@@ -101,6 +101,12 @@ class Gw:
         tok = self.proc.token if token is None else token
         return httpx.post(f"{self.proc.admin_url}{path}", headers={"Authorization": f"Bearer {tok}"}, timeout=10)
 
+    def gateway_toml(self, **fields: int) -> str:
+        """The ``[gateway]`` table naming this gateway's ports (where the console looks), and ``fields``."""
+        p = self.proc
+        lines = [f'listen = "127.0.0.1:{p.port}"', f'admin_listen = "127.0.0.1:{p.admin_port}"']
+        return "[gateway]\n" + "\n".join([*lines, *(f"{k} = {v}" for k, v in fields.items())]) + "\n\n"
+
     def import_toml(self, text: str) -> None:
         cfg = self.tmp / f"change-{secrets.token_hex(4)}.toml"
         cfg.write_text(text)
@@ -113,14 +119,13 @@ def gw(vendor: MockVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tmp = tmp_path_factory.mktemp("cache")
     db = tmp / "data" / "aigw.db"
     keys = {c: new_key(c) for c in CONSUMERS}
-    proc = GatewayProcess(db)  # on the ports the store names: where the console looks for it
+    gw = Gw(GatewayProcess(db), db, tmp, keys, vendor)  # on the ports the store names: the console's
     cfg = tmp / "cache.toml"
-    listen = f'[gateway]\nlisten = "127.0.0.1:{proc.port}"\nadmin_listen = "127.0.0.1:{proc.admin_port}"\n\n'
-    cfg.write_text(listen + cache_toml(vendor, keys))
+    cfg.write_text(gw.gateway_toml() + cache_toml(vendor, keys))
     assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
-    proc.start()
+    proc = gw.proc.start()
     try:
-        yield Gw(proc, db, tmp, keys, vendor)
+        yield gw
     finally:
         proc.stop()
 
@@ -404,3 +409,17 @@ def test_logs_json_show_the_cache_field(gw: Gw, records: Store, capsys: pytest.C
     rows = json.loads(capsys.readouterr().out)
     mine = next(r for r in rows if r["request_id"] == rid)
     assert mine["cache"] == "hit" and mine["cost"] == 0 and mine["cost_saved"] > 0
+
+
+def test_no_cache_memory_means_every_answer_is_a_miss(gw: Gw) -> None:
+    m = msgs()
+    assert gw.post("cached", {"model": "m", "messages": m}).headers["x-cache"] == "MISS"
+    gw.import_toml(gw.gateway_toml(cache_max_mb=0))
+    try:
+        rs = [gw.post("cached", {"model": "m", "messages": m}) for _ in range(2)]
+        assert [r.headers["x-cache"] for r in rs] == ["MISS", "MISS"]  # a new size: an empty cache
+        assert len(gw.vendor.requests) == 3
+    finally:
+        gw.import_toml(gw.gateway_toml(cache_max_mb=64))
+    assert gw.post("cached", {"model": "m", "messages": m}).headers["x-cache"] == "MISS"
+    assert gw.post("cached", {"model": "m", "messages": m}).headers["x-cache"] == "HIT"

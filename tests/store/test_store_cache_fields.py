@@ -3,14 +3,16 @@ the records of hits: rules, export and import, storage, quota use and usage tota
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from helpers import insert_records
 from store_helpers import accepted, base_config, refused
 
 from store import config_io, repo, usage
-from store.db import Store
+from store.db import Store, open_store
 from store.spec import ModelApiSpec
 
 
@@ -125,3 +127,34 @@ def test_totals_count_saved_tokens_and_cost_apart(store: Store) -> None:
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (10, 5, 15)
     assert row["saved_tokens"] == 15
     assert row["cost"] == pytest.approx(0.5) and row["cost_saved"] == pytest.approx(0.5)
+
+
+def test_an_older_database_gets_the_cache_columns_with_their_defaults(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "aigw.db"
+    st = open_store(str(db))
+    with st.session() as s:
+        repo.apply_config(s, base_config(), has_gateway=True, prune=False, dry_run=False)
+        insert_records(s, [{"ts": time.time(), "request_id": "old", "consumer": "c1", "status": 200}])
+    st.dispose()
+    con = sqlite3.connect(db)  # what an aigw without the response cache left
+    for table, column in (
+        ("request_records", "cache"),
+        ("request_records", "cost_saved"),
+        ("model_apis", "cache_ttl_s"),
+        ("model_apis", "cache_key"),
+        ("model_apis", "cache_scope"),
+        ("gateway_settings", "cache_max_mb"),
+    ):
+        con.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+    con.commit()
+    con.close()
+    st = open_store(str(db))
+    try:
+        with st.session() as s:
+            cfg = repo.load_config(s)
+            (rec,) = usage.recent(s, 5)
+        a = cfg.model_apis[0]
+        assert (a.cache_ttl_s, a.cache_key, a.cache_scope, cfg.gateway.cache_max_mb) == (0, "full", "consumer", 64)
+        assert (rec.cache, rec.cost_saved) == ("", 0.0)
+    finally:
+        st.dispose()
