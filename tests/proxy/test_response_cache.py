@@ -42,7 +42,7 @@ def cache_toml(vendor: MockVendor, keys: dict[str, str], *, ttl: int = 300) -> s
         'keys = ["k1"]\ndefault_model = "m"\nmodel_policy = "passthrough"\n'
         f"[model_services.prices.m]\ninput = {PRICE_IN}\noutput = {PRICE_OUT}\n\n",
         api_toml("cached", on),
-        api_toml("shared", on + 'cache_scope = "api"\n'),
+        api_toml("shared", on + 'cache_scope = "api"\ncors_origins = ["*"]\n'),
         api_toml("lum", on + 'cache_key = "last_user_message"\n'),
         api_toml("plain", ""),
         api_toml("tok", on),
@@ -266,6 +266,17 @@ def test_no_cache_and_no_header_where_none_is_configured(gw: Gw, records: Store)
     assert all(r.status_code == 200 and "x-cache" not in r.headers for r in rs)
     assert len(gw.vendor.requests) == 2
     assert record_for(records, rs[1].headers["x-request-id"])["cache"] == ""
+
+
+def test_a_browser_page_may_read_the_cache_header(gw: Gw) -> None:
+    r = httpx.post(
+        f"{gw.proc.url}/shared/v1/chat/completions",
+        json={"model": "m", "messages": msgs()},
+        headers={"Authorization": f"Bearer {gw.keys['alice']}", "Origin": "https://app.example"},
+        timeout=10,
+    )
+    assert r.headers["x-cache"] == "MISS" and r.headers["access-control-allow-origin"] == "*"
+    assert "x-cache" in {h.strip() for h in r.headers["access-control-expose-headers"].split(",")}
 
 
 def test_a_vendor_x_cache_header_is_not_passed_on(gw: Gw) -> None:
