@@ -1,6 +1,6 @@
 """The admin listener: health, Prometheus metrics, live records, reload.
 
-``/events`` and ``/reload`` need the admin token (constant-time check); health and
+``/events``, ``/reload``, ``/limits`` and ``/cache/clear`` need the admin token (constant-time check); health and
 metrics are open, so they must never carry a credential or a consumer key.
 """
 
@@ -174,7 +174,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.metrics.records_pending = state.recorder.pending_count
-    text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight)
+    try:
+        cache = await state.cache.stats()
+    except Exception as exc:  # a shared backend gone away: the rest of the metrics still count
+        log.warning("response cache stats failed: %s", type(exc).__name__)
+        cache = None
+    text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight, cache=cache)
     text += render_resilience(state.services_health(), state.keys_load())
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
@@ -238,6 +243,28 @@ async def limits(request: web.Request) -> web.Response:
     return _json({"revision": snap.revision, "consumers": state.limiter.current_use(snap)})
 
 
+async def cache_clear(request: web.Request) -> web.Response:
+    """Drop cached answers: every API's, or one API's (``?api=NAME``)."""
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return _denied()
+    name = request.query.get("api")
+    if name is None:
+        cleared = (await state.cache.stats()).entries
+        await state.cache.clear()
+    elif name in state.snapshot.apis:
+        cleared = await state.cache.drop_api(name)
+    else:
+        known = ", ".join(sorted(state.snapshot.apis)) or "(none configured)"
+        return _error(
+            GatewayError(404, "invalid_request_error", "model_api_not_found", f"no model API {name!r}; known: {known}")
+        )
+    log.info(
+        "response cache cleared: %d entr%s%s", cleared, "y" if cleared == 1 else "ies", f" of {name!r}" * bool(name)
+    )
+    return _json({"cleared": cleared})
+
+
 def create_admin_app(state: GatewayState) -> web.Application:
     app = web.Application()
     app[STATE] = state
@@ -246,4 +273,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app.router.add_get("/events", events)
     app.router.add_post("/reload", reload)
     app.router.add_get("/limits", limits)
+    app.router.add_post("/cache/clear", cache_clear)
     return app

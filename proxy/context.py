@@ -10,6 +10,7 @@ from typing import Any
 from .circuit import Admission
 from .errors import GatewayError
 from .key_slots import Slot
+from .response_cache import StreamRecorder
 from .routes import Api, CompiledKey, Consumer, Route, Service, Snapshot
 
 
@@ -125,10 +126,26 @@ class RequestContext:
     on_first_byte: Callable[[], None] | None = None
     #: The response's CORS header lines (:mod:`proxy.cors`), set once the route is known.
     cors_headers: bytes = b""
+    # ---- the response cache (:mod:`proxy.cache_stage`)
+    #: ``hit``, ``miss`` (a cache-enabled API not answered from it) or ``""`` (no cache).
+    cache: str = ""
+    #: The ``x-cache`` header line of a cache-enabled API's answers.
+    cache_line: bytes = b""
+    #: The entry's key when this request's answer may be stored (None: it may not).
+    cache_key: str | None = None
+    #: The largest entry the cache takes (a stream recorder's bound).
+    cache_max_entry: int = 0
+    #: What the relay kept for the cache: a plain 200's headers and body, or a clean stream.
+    cache_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cache_body: bytes | None = None
+    cache_stream: StreamRecorder | None = None
+    #: A hit: what the stored answer cost when it was made.
+    cost_saved: float = 0.0
 
     def extra_lines(self) -> bytes:
-        """Header lines every answer of this request carries: the limiter's and CORS's."""
-        return self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
+        """Header lines every answer of this request carries: the limiter's, CORS's, the cache's."""
+        lines = self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
+        return lines + self.cache_line if self.cache_line else lines
 
     def mark_first_byte(self) -> None:
         """The client has the first byte of the answer: time it, and tell whoever waits for it."""

@@ -28,7 +28,7 @@ MAX_AGE_S = 600
 #: Response headers a page's script may read besides the CORS-safelisted ones.
 EXPOSED = (
     b"x-request-id, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
-    b"x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after"
+    b"x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after, x-cache"
 )
 #: What ``Access-Control-Request-Headers`` may hold to be echoed: header names and commas.
 _HEADER_LIST_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~, -]{0,1024}$")

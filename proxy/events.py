@@ -40,6 +40,8 @@ _ORDER = (
     "estimated",
     "error",
     "attempts",
+    "cache",
+    "cost_saved",
 )
 if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
     raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
@@ -76,6 +78,8 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
         estimated,
         ctx.error,
         [a.as_dict() for a in ctx.attempts],
+        ctx.cache,
+        ctx.cost_saved,
     )
 
 

@@ -38,6 +38,8 @@ DROP_RESPONSE = HOP_BY_HOP | {
     b"access-control-allow-origin",
     b"access-control-allow-credentials",
     b"access-control-expose-headers",
+    # Whether the gateway's cache answered is the gateway's to say (a vendor's CDN's is not ours).
+    b"x-cache",
 }
 JSON = b"content-type: application/json\r\n"
 

@@ -401,8 +401,8 @@ class MemoryLimiter:
             if hold.quota is not None:
                 hold.quota.reserved = max(0.0, hold.quota.reserved - hold.quota_n)
         consumer, api = ctx.consumer, ctx.api
-        if consumer is None or api is None or ctx.service is None:
-            return  # refused before forwarding: uses neither tokens nor quota
+        if consumer is None or api is None or (ctx.service is None and ctx.cache != "hit"):
+            return  # refused before forwarding: uses neither tokens nor quota (a cache hit is a request)
         now = self.clock()
         total = usage.total_tokens if usage else 0
         limits = ctx.snapshot.limits.get((consumer.name, api.name))

@@ -12,9 +12,11 @@ from typing import Any
 from store.usage import RECORD_FIELDS
 
 from .circuit import STATES
+from .response_cache import CacheStats
 
-_API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY = (
-    RECORD_FIELDS.index(k) for k in ("api", "consumer", "status", "prompt_tokens", "completion_tokens", "latency_ms")
+_API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _CACHE = (
+    RECORD_FIELDS.index(k)
+    for k in ("api", "consumer", "status", "prompt_tokens", "completion_tokens", "latency_ms", "cache")
 )
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -41,6 +43,9 @@ class Metrics:
         #: Client connections open now, and closed at once because the cap was reached.
         self.connections_open = 0
         self.connections_refused = 0
+        #: Answers of cache-enabled APIs served from the cache, and not, by API.
+        self.cache_hits: dict[str, int] = {}
+        self.cache_misses: dict[str, int] = {}
 
     def observe(self, row: tuple[Any, ...]) -> None:
         """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
@@ -49,6 +54,13 @@ class Metrics:
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         self.requests_total += 1
+        cache = row[_CACHE]
+        if cache:
+            counts = self.cache_hits if cache == "hit" else self.cache_misses
+            counts[api] = counts.get(api, 0) + 1
+            if cache == "hit":  # its tokens were used once, by the answer it repeats
+                self._latency(api, row[_LATENCY])
+                return
         n = row[_PROMPT]
         if n:
             tk = (api, consumer, "prompt")
@@ -57,7 +69,10 @@ class Metrics:
         if n:
             tk = (api, consumer, "completion")
             self.tokens[tk] = self.tokens.get(tk, 0) + n
-        seconds = row[_LATENCY] / 1000.0
+        self._latency(api, row[_LATENCY])
+
+    def _latency(self, api: str, ms: float) -> None:
+        seconds = ms / 1000.0
         counts = self.hist.get(api)
         if counts is None:
             counts = self.hist[api] = [0] * (len(BUCKETS) + 1)
@@ -69,7 +84,7 @@ class Metrics:
         key = (service, reason)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
-    def render(self, *, revision: int, in_flight: int) -> str:
+    def render(self, *, revision: int, in_flight: int, cache: CacheStats | None = None) -> str:
         out: list[str] = [
             "# HELP aigw_requests_total Requests handled, by API, consumer and status.",
             "# TYPE aigw_requests_total counter",
@@ -124,6 +139,24 @@ class Metrics:
             "# HELP aigw_connections_refused_total Client connections closed at once: max_connections reached.",
             "# TYPE aigw_connections_refused_total counter",
             f"aigw_connections_refused_total {self.connections_refused}",
+            "# HELP aigw_cache_hits_total Answers served from the response cache, by API.",
+            "# TYPE aigw_cache_hits_total counter",
+            *(f'aigw_cache_hits_total{{api="{_esc(a)}"}} {n}' for a, n in sorted(self.cache_hits.items())),
+            "# HELP aigw_cache_misses_total Answers of cache-enabled APIs not served from the cache, by API.",
+            "# TYPE aigw_cache_misses_total counter",
+            *(f'aigw_cache_misses_total{{api="{_esc(a)}"}} {n}' for a, n in sorted(self.cache_misses.items())),
+            "# HELP aigw_cache_bytes Bytes the response cache holds (as its budget counts them).",
+            "# TYPE aigw_cache_bytes gauge",
+            f"aigw_cache_bytes {cache.bytes if cache else 0}",
+            "# HELP aigw_cache_max_bytes The response cache's budget ([gateway] cache_max_mb).",
+            "# TYPE aigw_cache_max_bytes gauge",
+            f"aigw_cache_max_bytes {cache.max_bytes if cache else 0}",
+            "# HELP aigw_cache_entries Answers the response cache holds.",
+            "# TYPE aigw_cache_entries gauge",
+            f"aigw_cache_entries {cache.entries if cache else 0}",
+            "# HELP aigw_cache_evictions_total Live entries pushed out of the response cache to make room.",
+            "# TYPE aigw_cache_evictions_total counter",
+            f"aigw_cache_evictions_total {cache.evictions if cache else 0}",
         ]
         return "\n".join(out) + "\n"
 

@@ -1,7 +1,8 @@
 """The request path as named stages, run in a fixed order by :func:`run_pipeline`.
 
-route → authenticate → authorize → read body → traffic control → choose service →
-[attempts: choose model → choose key → relay] → answer failure → account → log.
+route → authenticate → authorize → read body → traffic control → cache lookup → choose
+service → [attempts: choose model → choose key → relay] → answer failure → cache store →
+account → log.
 Every stage is ``(state, request, ctx) -> None``: it reads and fills in the
 :class:`RequestContext`, or raises a :class:`GatewayError`, which
 :func:`run_pipeline` answers in one place. The attempts loop runs once per vendor
@@ -24,6 +25,7 @@ import orjson
 from store.keys import hash_key
 
 from . import cors
+from .cache_stage import mark_cache_api, stage_cache_lookup, stage_cache_store
 from .circuit import Reason
 from .context import Attempt, Outcome, RequestContext
 from .errors import (
@@ -105,6 +107,8 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
     ctx.route = route
     ctx.api = route.api
     ctx.cors_headers = cors.answer_headers(route, request.headers)
+    if not route.models_list:
+        mark_cache_api(ctx)
 
 
 def stage_preflight(state: GatewayState, request: Request, ctx: RequestContext) -> None:
@@ -493,8 +497,8 @@ def stage_answer_failure(state: GatewayState, request: Request, ctx: RequestCont
 
 def stage_account(state: GatewayState, request: Request | None, ctx: RequestContext) -> None:
     ctx.cost = cost_of(ctx.service, ctx.model, ctx.usage)
-    if ctx.consumer is not None and ctx.api is not None:
-        state.limiter.settle(ctx, ctx.usage)
+    if ctx.consumer is not None and ctx.api is not None:  # a cache hit is charged no tokens
+        state.limiter.settle(ctx, None if ctx.cache == "hit" else ctx.usage)
 
 
 def stage_log(state: GatewayState, request: Request | None, ctx: RequestContext) -> None:
@@ -519,12 +523,15 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         stage_authorize(state, request, ctx)
         await stage_read_body(state, request, ctx)
         stage_traffic_control(state, request, ctx)
+        if await stage_cache_lookup(state, request, ctx, CLIENT_TIMEOUT_S):
+            return
         stage_choose_service(state, request, ctx)
         while next_attempt(state, request, ctx):
             stage_choose_model(state, request, ctx)
             if await stage_choose_key(state, request, ctx):
                 await stage_relay(state, request, ctx)
         stage_answer_failure(state, request, ctx)
+        await stage_cache_store(state, ctx)
     except GatewayError as err:
         answer_error(request, ctx, err)
     except (asyncio.CancelledError, ConnectionResetError):

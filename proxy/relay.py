@@ -16,6 +16,7 @@ from .context import Outcome, RequestContext
 from .errors import GatewayError, bad_gateway, error_body, gateway_timeout
 from .heads import relayed_head
 from .http_server import Request
+from .response_cache import StreamRecorder
 from .routes import CompiledKey, Service
 from .usage import StreamUsage, usage_of_answer
 from .vendor_client import (
@@ -164,6 +165,8 @@ async def forward(
         ctx.usage = usage_of_answer(ctx.body, data)
         req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
         ctx.mark_first_byte()
+        if ctx.cache_key is not None:  # the answer as the client got it, for the cache to store
+            ctx.cache_headers, ctx.cache_body = list(conn.headers), data
         return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
@@ -220,6 +223,8 @@ async def _relay_stream(
         return _failed(FirstByteTimeout("no event within the first-byte timeout"), svc, "before the first event")
     ctx.status = conn.status
     scan = StreamUsage(strip=not ctx.client_wants_usage)
+    # The cache keeps exactly the bytes the client gets, and only a stream that ended cleanly.
+    rec = StreamRecorder(conn.status, conn.headers, ctx.cache_max_entry) if ctx.cache_key is not None else None
     pending = bytearray(first)
     end = last_boundary(pending)
     out = b""
@@ -230,6 +235,8 @@ async def _relay_stream(
         ctx.complete = True
     req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
     ctx.mark_first_byte()
+    if rec is not None:
+        rec.feed(out)
     broken: Outcome | None = None
     # The read deadline only runs while we wait for the vendor: a slow client is not the
     # vendor's silence. The client's own deadline runs only while we wait for it.
@@ -262,10 +269,14 @@ async def _relay_stream(
                     if _DONE in data:  # the client has it all: leaving now is not a 499
                         ctx.complete = True
                     await _write(req, data, client_timeout_s)
+                    if rec is not None:
+                        rec.feed(data)
         if pending.strip() and broken is None:
             data = scan.feed(bytes(pending))
             if data:
                 await _write(req, data, client_timeout_s)
+                if rec is not None:
+                    rec.feed(data)
         if broken is not None and broken.error is not None:
             err = broken.error
             ctx.status = err.status
@@ -282,4 +293,6 @@ async def _relay_stream(
     finally:  # also when the client leaves: what was relayed is counted
         ctx.usage = scan.result(ctx.body)
     req.end_stream()
+    if broken is None and rec is not None and rec.recording:
+        ctx.cache_stream = rec
     return broken or Outcome(True, conn.status)

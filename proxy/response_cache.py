@@ -94,7 +94,9 @@ def cache_key(
 
     ``consumer`` is the consumer's name (never its key); it is part of the key only with
     the ``consumer`` scope. With ``last_user_message`` and no user message in the body,
-    the whole body decides, so two different requests never share an answer.
+    the whole body decides, so two different requests never share an answer; a stream
+    asking for ``stream_options.include_usage`` is told apart from one that does not
+    (the usage chunk is part of what it gets).
     """
     if scope == "consumer" and not consumer:
         raise ValueError("a consumer-scoped cache key needs the consumer's name")
@@ -104,6 +106,9 @@ def cache_key(
         found, content = last_user_content(body)
         if found:
             payload, decides = {"content": content, "stream": stream}, mode
+            options = body.get("stream_options")
+            if stream and isinstance(options, Mapping) and options.get("include_usage") is True:
+                payload["include_usage"] = True  # a stream that ends with its usage chunk is another answer
     part = consumer if scope == "consumer" else ""
     text = canonical_json([KEY_VERSION, api, scope, part, model, decides, payload])
     return None if text is None else hashlib.sha256(text).hexdigest()
@@ -120,6 +125,9 @@ class CachedAnswer:
     completion_tokens: int
     stored_at: float
     ttl_s: float
+    #: The model that answered, and what the answer cost then: a hit records them as saved.
+    model: str = ""
+    cost: float = 0.0
 
     @property
     def expires_at(self) -> float:
@@ -160,11 +168,13 @@ def answer_of(
     completion_tokens: int,
     ttl_s: float,
     now: float,
+    model: str = "",
+    cost: float = 0.0,
 ) -> CachedAnswer | None:
     """The entry for a plain (not streamed) answer; None unless it is a 200 worth keeping."""
     if status != 200 or ttl_s <= 0:
         return None
-    return CachedAnswer(replay_headers(headers), body, None, prompt_tokens, completion_tokens, now, ttl_s)
+    return CachedAnswer(replay_headers(headers), body, None, prompt_tokens, completion_tokens, now, ttl_s, model, cost)
 
 
 class StreamRecorder:
@@ -211,7 +221,16 @@ class StreamRecorder:
         self._events = []
         self._pending = bytearray()
 
-    def finish(self, *, prompt_tokens: int, completion_tokens: int, ttl_s: float, now: float) -> CachedAnswer | None:
+    def finish(
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttl_s: float,
+        now: float,
+        model: str = "",
+        cost: float = 0.0,
+    ) -> CachedAnswer | None:
         """The stream ended cleanly: its entry, unless it grew too large (or was not a 200)."""
         if not self._on or ttl_s <= 0:
             return None
@@ -220,7 +239,9 @@ class StreamRecorder:
                 self._stop()
                 return None
             self._events.append(bytes(self._pending))
-        entry = CachedAnswer(self._headers, None, tuple(self._events), prompt_tokens, completion_tokens, now, ttl_s)
+        entry = CachedAnswer(
+            self._headers, None, tuple(self._events), prompt_tokens, completion_tokens, now, ttl_s, model, cost
+        )
         self._stop()
         return entry
 

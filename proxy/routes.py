@@ -111,6 +111,11 @@ class Api:
     routing: str
     weights: tuple[int, ...]
     fallbacks: tuple[Service, ...]
+    routes: tuple[str, ...] = ()
+    #: The response cache: seconds an answer is served again (0 = no cache), key, scope.
+    cache_ttl_s: float = 0.0
+    cache_key: str = "full"
+    cache_scope: str = "consumer"
 
     def offered_models(self) -> list[str]:
         out: list[str] = []
@@ -224,6 +229,10 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             routing=a.routing,
             weights=tuple(a.weights),
             fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
+            routes=tuple(a.routes),
+            cache_ttl_s=float(a.cache_ttl_s),
+            cache_key=a.cache_key,
+            cache_scope=a.cache_scope,
         )
         apis[a.name] = api
         origins[a.name] = frozenset(a.cors_origins)

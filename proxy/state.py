@@ -12,12 +12,14 @@ from store import usage
 from store.db import Store
 
 from .balancer import KeyBalancer
+from .cache_stage import drop_changed
 from .circuit import CircuitBreakers
 from .key_slots import KeySlots
 from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
 from .probes import Probes
 from .recorder import Recorder
+from .response_cache import CacheBackend, MemoryCache
 from .routes import Snapshot, load_snapshot, read_revision
 from .vendor_client import VendorPool
 
@@ -32,6 +34,11 @@ class ListenInfo:
     listen: str
     admin_listen: str
     public_url: str
+
+
+def cache_for(snapshot: Snapshot) -> CacheBackend:
+    """The backend the configuration asks for: this process's memory, ``cache_max_mb`` large."""
+    return MemoryCache.of_megabytes(snapshot.gateway.cache_max_mb)
 
 
 class GatewayState:
@@ -55,6 +62,8 @@ class GatewayState:
         self.breakers = CircuitBreakers()
         self.slots = KeySlots()
         self.probes = Probes(self.breakers, lambda: self.pool)
+        #: The response cache (:mod:`proxy.cache_stage`), sized by ``[gateway] cache_max_mb``.
+        self.cache: CacheBackend = cache_for(snapshot)
         self.started_at = time.time()
         self.in_flight = 0
         #: The vendor connection pool, from the data plane's start to its stop.
@@ -113,6 +122,15 @@ class GatewayState:
 
         return await asyncio.to_thread(query)
 
+    async def _follow_cache(self, old: Snapshot, new: Snapshot) -> None:
+        """A new size starts an empty cache; otherwise the entries of changed APIs go."""
+        if new.gateway.cache_max_mb != old.gateway.cache_max_mb:
+            self.cache = cache_for(new)
+            return
+        n = await drop_changed(self.cache, old.apis, new.apis)
+        if n:
+            log.info("response cache: %d entr%s of changed model APIs dropped", n, "y" if n == 1 else "ies")
+
     async def reload(self, *, force: bool = False) -> int:
         """Rebuild the snapshot if the store's revision moved (or always with ``force``)."""
         async with self._reload_lock:
@@ -123,11 +141,12 @@ class GatewayState:
             snap = await asyncio.to_thread(load_snapshot, self.store)
             await self.limiter.restore(snap)  # quotas it brings are complete before it serves
             old = self.snapshot.revision
-            self.snapshot = snap
+            previous, self.snapshot = self.snapshot, snap
             self.breakers.retain(snap.services)
             self.slots.retain(k.name for svc in snap.services.values() for k in svc.keys)
             if self.pool is not None:  # probing runs with the data plane
                 self.probes.sync(snap.services.values())
+            await self._follow_cache(previous, snap)
             if snap.revision != old:
                 log.info("configuration revision %d loaded (was %d)", snap.revision, old)
             return snap.revision

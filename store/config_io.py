@@ -197,6 +197,8 @@ _OMIT_WHEN_EMPTY = {
 }
 #: A model service's outbound settings: empty means the environment's proxy and the system's CAs.
 _OMIT_WHEN_EMPTY |= {"proxy", "ca_file"}
+#: A model API's cache settings, each written only when it is not its default (no cache).
+_OMIT_WHEN_DEFAULT: dict[str, Any] = {"cache_ttl_s": 0, "cache_key": "full", "cache_scope": "consumer"}
 
 
 def is_secret(credential: str | None) -> bool:
@@ -225,6 +227,8 @@ def _entry(spec: Any) -> dict[str, Any]:
     for f in fields(spec):
         v = getattr(spec, f.name)
         if v is None or (f.name in _OMIT_WHEN_EMPTY and v in ("", [], {})):
+            continue
+        if f.name in _OMIT_WHEN_DEFAULT and v == _OMIT_WHEN_DEFAULT[f.name]:
             continue
         if f.name == "prices":
             v = {k: {"input": p.input, "output": p.output} for k, p in sorted(v.items())}

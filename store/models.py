@@ -35,6 +35,7 @@ class GatewaySettings(SQLModel, table=True):
     public_url: str = ""
     admin_listen: str = "127.0.0.1:8081"
     max_connections: int = 10_000
+    cache_max_mb: int = 64
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -94,6 +95,9 @@ class ModelApi(_Entity, table=True):
     service_type: str = "single"
     routing: str = "model"
     cors_origins: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cache_ttl_s: int = 0
+    cache_key: str = "full"
+    cache_scope: str = "consumer"
 
 
 class ApiService(SQLModel, table=True):
@@ -184,3 +188,8 @@ class RequestRecord(SQLModel, table=True):
     error: str = ""
     #: One entry per vendor attempt: ``service``, ``key`` (name), ``status``, ``reason``, ``ms``.
     attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    #: ``hit``: answered from the response cache (no vendor call); ``miss``: a cache-enabled
+    #: API's answer that was not (it may have been stored); ``""``: the API has no cache.
+    cache: str = ""
+    #: What a hit's tokens would have cost at the service's prices when the answer was stored.
+    cost_saved: float = 0.0

@@ -89,7 +89,11 @@ def load_config(session: Session) -> Config:
     cfg = Config()
     gw = session.get(m.GatewaySettings, 1) or m.GatewaySettings()
     cfg.gateway = GatewaySpec(
-        listen=gw.listen, public_url=gw.public_url, admin_listen=gw.admin_listen, max_connections=gw.max_connections
+        listen=gw.listen,
+        public_url=gw.public_url,
+        admin_listen=gw.admin_listen,
+        max_connections=gw.max_connections,
+        cache_max_mb=gw.cache_max_mb,
     )
 
     for k in session.exec(select(m.ModelKey).order_by(m.ModelKey.name)).all():
@@ -159,6 +163,9 @@ def load_config(session: Session) -> Config:
                 fallback_services=fallbacks.get(a.id, []),
                 description=a.description,
                 cors_origins=list(a.cors_origins or []),
+                cache_ttl_s=a.cache_ttl_s,
+                cache_key=a.cache_key,
+                cache_scope=a.cache_scope,
             )
         )
 
@@ -280,6 +287,8 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
         row.prices = {k: {"input": p.input, "output": p.output} for k, p in spec.prices.items()}
     elif table == "model_apis":
         for f in ("scenario", "protocol", "base_path", "path_simplification", "service_type", "routing"):
+            setattr(row, f, getattr(spec, f))
+        for f in ("cache_ttl_s", "cache_key", "cache_scope"):
             setattr(row, f, getattr(spec, f))
         row.routes = list(spec.routes)
         row.cors_origins = list(spec.cors_origins)
@@ -436,6 +445,7 @@ def save_gateway(session: Session, gw: GatewaySpec) -> GatewaySpec:
             cfg.gateway.admin_listen,
         )
         row.max_connections = cfg.gateway.max_connections
+        row.cache_max_mb = cfg.gateway.cache_max_mb
         row.updated_at = m.utcnow()
         session.add(row)
 
@@ -552,6 +562,7 @@ def apply_config(
                 merged.gateway.admin_listen,
             )
             row.max_connections = merged.gateway.max_connections
+            row.cache_max_mb = merged.gateway.cache_max_mb
             session.add(row)
         _release_unique(session, writes, deletes)
         for table, spec, original in writes:

@@ -19,6 +19,8 @@ SERVICE_TYPES = ("single", "multi")
 ROUTINGS = ("model", "weight")
 QUOTA_UNITS = ("tokens", "requests", "cost")
 QUOTA_PERIODS = ("day", "week", "month", "total")
+CACHE_KEYS = ("full", "last_user_message")
+CACHE_SCOPES = ("consumer", "api")
 
 #: Routes each scenario may expose; the first is the default.
 SCENARIO_ROUTES: dict[str, tuple[str, ...]] = {
@@ -33,6 +35,9 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_QUEUE_TIMEOUT_S = 10.0
 DEFAULT_CIRCUIT_FAILURES = 5
 DEFAULT_CIRCUIT_COOLDOWN_S = 30.0
+DEFAULT_CACHE_MAX_MB = 64
+#: The longest a cached answer may be kept: 30 days.
+MAX_CACHE_TTL_S = 30 * 24 * 3600
 
 
 @dataclass
@@ -42,6 +47,8 @@ class GatewaySpec:
     admin_listen: str = DEFAULT_ADMIN_LISTEN
     #: Client connections the data plane keeps open at most; past it new ones are closed at once.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Memory for cached answers (MiB, least recently used out first); 0 = nothing is cached.
+    cache_max_mb: int = DEFAULT_CACHE_MAX_MB
 
     def effective_public_url(self) -> str:
         """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""
@@ -125,6 +132,12 @@ class ModelApiSpec:
     description: str = ""
     #: Browser origins allowed to call the API (``*`` = any); empty = no CORS answers.
     cors_origins: list[str] = field(default_factory=list)
+    #: Seconds a complete answer is served again from the cache (0 = no cache).
+    cache_ttl_s: int = 0
+    #: What makes two requests the same: the whole body, or the model and last user message.
+    cache_key: str = "full"
+    #: ``consumer``: each consumer gets only its own cached answers; ``api``: shared.
+    cache_scope: str = "consumer"
 
 
 @dataclass

@@ -27,6 +27,8 @@ from .times import iso_utc
 
 RECORD_FIELDS: tuple[str, ...] = tuple(name for name in RequestRecord.model_fields if name != "id")
 GROUPS = ("consumer", "api", "model", "service")
+#: ``RequestRecord.cache`` of an answer served from the response cache.
+CACHE_HIT = "hit"
 
 
 _DEFAULTS: tuple[Any, ...] = tuple(
@@ -166,24 +168,33 @@ def recent(session: Session, n: int = 50, *, since: float | None = None) -> list
 
 
 def totals(session: Session, by: str = "consumer", since: float | None = None) -> list[dict[str, Any]]:
-    """Requests, tokens and cost per ``by`` value, sorted by cost then tokens."""
+    """Requests, tokens and cost per ``by`` value, sorted by cost then tokens.
+
+    Tokens are those the vendors used: a response cache hit's are counted apart, as
+    ``saved_tokens``, with what they would have cost (``cost_saved``).
+    """
     if by not in GROUPS:
         raise ValueError(f"cannot group by {by!r}; use one of {', '.join(GROUPS)}")
     key = getattr(RequestRecord, by)
+    hit = col(RequestRecord.cache) == CACHE_HIT
+    pt_col, ct_col = RequestRecord.prompt_tokens, RequestRecord.completion_tokens
     # More columns than sqlmodel's ``select`` is typed for: SQLAlchemy's own, on the session's connection.
     q = select_columns(
         key,
         func.count(),
-        func.coalesce(func.sum(RequestRecord.prompt_tokens), 0),
-        func.coalesce(func.sum(RequestRecord.completion_tokens), 0),
+        func.coalesce(func.sum(case((hit, 0), else_=pt_col)), 0),
+        func.coalesce(func.sum(case((hit, 0), else_=ct_col)), 0),
         func.coalesce(func.sum(RequestRecord.cost), 0.0),
         func.coalesce(func.sum(case((_ERROR, 1), else_=0)), 0),
         func.coalesce(func.sum(case((col(RequestRecord.estimated), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((hit, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((hit, pt_col + ct_col), else_=0)), 0),
+        func.coalesce(func.sum(RequestRecord.cost_saved), 0.0),
     ).group_by(key)
     if since is not None:
         q = q.where(col(RequestRecord.ts) >= since)
     out: list[dict[str, Any]] = []
-    for name, n, pt, ct, cost, errors, estimated in session.connection().execute(q).all():
+    for name, n, pt, ct, cost, errors, estimated, hits, saved, cost_saved in session.connection().execute(q).all():
         out.append(
             {
                 by: name or "",
@@ -194,6 +205,9 @@ def totals(session: Session, by: str = "consumer", since: float | None = None) -
                 "total_tokens": int(pt) + int(ct),
                 "cost": round(float(cost), 10),
                 "estimated_requests": int(estimated),
+                "cache_hits": int(hits),
+                "saved_tokens": int(saved),
+                "cost_saved": round(float(cost_saved), 10),
             }
         )
     out.sort(key=lambda r: (-r["cost"], -r["total_tokens"], r[by]))
@@ -233,8 +247,9 @@ def period_end(period: str, now: float | None = None) -> float | None:
 def quota_used(session: Session, consumer: str, unit: str, since: float, until: float | None = None) -> float:
     """What ``consumer`` has used since ``since`` (and before ``until``) in ``unit``.
 
-    ``requests`` counts only requests forwarded to a vendor (``service`` set): a request
-    the gateway itself refused (401/403/429, bad body) uses no quota.
+    ``requests`` counts only requests forwarded to a vendor (``service`` set) or answered
+    from the response cache: a request the gateway itself refused (401/403/429, bad body)
+    uses no quota. A cache hit's tokens are recorded but never charged.
     """
     expr: ColumnElement[Any]
     if unit == "requests":
@@ -245,7 +260,9 @@ def quota_used(session: Session, consumer: str, unit: str, since: float, until: 
         expr = func.coalesce(func.sum(RequestRecord.prompt_tokens + RequestRecord.completion_tokens), 0)
     q = select(expr).where(RequestRecord.consumer == consumer, RequestRecord.ts >= since)
     if unit == "requests":
-        q = q.where(RequestRecord.service != "")
+        q = q.where(or_(col(RequestRecord.service) != "", col(RequestRecord.cache) == CACHE_HIT))
+    else:
+        q = q.where(RequestRecord.cache != CACHE_HIT)
     if until is not None:
         q = q.where(RequestRecord.ts < until)
     return float(session.exec(q).one())

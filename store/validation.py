@@ -22,7 +22,10 @@ from .errors import ErrorList
 from .keys import check_plain_key, hash_key
 from .presets import PRESETS, VENDORS
 from .spec import (
+    CACHE_KEYS,
+    CACHE_SCOPES,
     KEY_POLICIES,
+    MAX_CACHE_TTL_S,
     MODEL_POLICIES,
     PROTOCOLS,
     QUOTA_PERIODS,
@@ -391,6 +394,22 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
             err.add(t, n, "cors_origins", m)
     for d in _dups(a.cors_origins):
         err.add(t, n, "cors_origins", f"origin {d!r} is listed twice")
+    if m := check_cache_ttl(a.cache_ttl_s):
+        err.add(t, n, "cache_ttl_s", m)
+    if m := one_of(a.cache_key, CACHE_KEYS):
+        err.add(t, n, "cache_key", m)
+    if m := one_of(a.cache_scope, CACHE_SCOPES):
+        err.add(t, n, "cache_scope", m)
+
+
+def check_cache_ttl(value: object) -> str | None:
+    """Whole seconds, 0 (no cache) up to 30 days."""
+    return check_number(value, lo=0, hi=MAX_CACHE_TTL_S, integer=True)
+
+
+def check_cache_max_mb(value: object) -> str | None:
+    """Whole MiB, 0 (nothing cached) up to 64 GiB."""
+    return check_number(value, lo=0, hi=65536, integer=True)
 
 
 def route_overlaps(apis: list[ModelApiSpec]) -> list[tuple[str, str, str]]:
@@ -456,6 +475,8 @@ def check_gateway(g: GatewaySpec, err: ErrorList) -> None:
         err.add("gateway", "", "public_url", m)
     if m := check_number(g.max_connections, lo=1, hi=1_000_000, integer=True):
         err.add("gateway", "", "max_connections", m)
+    if m := check_cache_max_mb(g.cache_max_mb):
+        err.add("gateway", "", "cache_max_mb", m)
 
 
 # ---------------------------------------------------------------- the whole

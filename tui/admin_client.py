@@ -1,4 +1,5 @@
-"""A small synchronous client for the gateway's admin listener (``/healthz``, ``/reload``, ``/limits``).
+"""A small synchronous client for the gateway's admin listener (``/healthz``, ``/reload``, ``/limits``,
+``/cache/clear``).
 
 Synchronous on purpose: the console calls it only from thread workers, so a slow or
 absent gateway can never block the UI, and the same client serves tests and scripts.
@@ -135,3 +136,21 @@ class AdminClient:
         if not isinstance(data, dict) or not isinstance(data.get("consumers"), dict):
             return None
         return data
+
+    def clear_cache(self, api: str | None = None) -> int | None:
+        """``POST /cache/clear``: drop cached answers (one API's, or all); how many, or ``None``
+        when no gateway answers, it refuses this store's admin token, or it does not know ``api``."""
+        token = self.token()
+        if not token:
+            return None
+        try:
+            r = self._http.post(
+                f"{self.base_url}/cache/clear",
+                params={"api": api} if api else None,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if r.status_code != 200:
+                return None
+            return int(r.json().get("cleared", 0))
+        except (httpx.HTTPError, ValueError):
+            return None

@@ -230,7 +230,7 @@ def _record_line(d: dict) -> str:  # type: ignore[type-arg]
     return (
         f"{d['time']}  {d['status']:>3}  {d['latency_ms']:>8.1f}ms  {d['consumer'] or '-':<16} "
         f"{d['api'] or '-':<16} {d['model'] or '-':<28} {tokens:>11}  ${d['cost']:.6f}"
-        f"{'  stream' if d['stream'] else ''}  {d['request_id']}{err}"
+        f"{'  stream' if d['stream'] else ''}{'  cache-hit' if d.get('cache') == 'hit' else ''}  {d['request_id']}{err}"
     )
 
 
@@ -269,9 +269,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
             "total_tokens",
             "cost",
             "estimated_requests",
+            "cache_hits",
+            "saved_tokens",
+            "cost_saved",
         )
     }
     total["cost"] = round(total["cost"], 10)
+    total["cost_saved"] = round(total["cost_saved"], 10)
     if args.json:
         since = iso_utc(args.since, "auto") if args.since is not None else None
         print(printable_json({"by": args.by, "since": since, "rows": rows, "total": total}, indent=2))
@@ -285,6 +289,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
         )
     if total["estimated_requests"]:
         print(f"~ {total['estimated_requests']} request(s) counted with estimated tokens (the vendor sent no usage)")
+    if total["cache_hits"]:
+        print(
+            f"{total['cache_hits']} answer(s) from the response cache saved {total['saved_tokens']} tokens "
+            f"and {total['cost_saved']:.6f} in cost (not in the totals above)"
+        )
     return 0
 
 

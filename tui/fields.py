@@ -142,6 +142,9 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
         "routing": FieldSpec("Routing (multiple services)"),
         "weights": FieldSpec("Weights (1–100, one per service)", placeholder="e.g. 70, 30"),
         "fallback_services": FieldSpec("Fallback services (tried in order on failure)"),
+        "cache_ttl_s": FieldSpec("Cache answers for (s)", hint="Repeats answered without a vendor call; 0 = no cache"),
+        "cache_key": FieldSpec("Cache key"),
+        "cache_scope": FieldSpec("Cache scope"),
         "cors_origins": FieldSpec(
             "Browser origins (CORS, optional)",
             hint="Pages on these origins may call the API from a browser; empty = none",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -192,12 +193,16 @@ async def run_load(
     timing: bool = False,
     rounds: int = 0,
     connect_at_once: int = 200,
+    vary: bytes = b"",
 ) -> LoadResult:
     """``connections`` workers sending back to back for ``duration`` seconds (req/s, latencies).
 
     With ``rounds``, each worker sends exactly that many requests instead (a wave of
-    ``connections`` requests in flight at once, however slow the answers)."""
+    ``connections`` requests in flight at once, however slow the answers). With ``vary``,
+    that marker in ``body`` is replaced by a number no other request of the run has (each
+    request is then new to a cache)."""
     data = target.request(body)
+    numbers = itertools.count()
     res = LoadResult()
     gate = asyncio.Semaphore(connect_at_once)
 
@@ -214,7 +219,9 @@ async def run_load(
         while (sent < rounds) if rounds else (time.perf_counter() < deadline):
             sent += 1
             try:
-                ans = await conn.send(data, stamps=timing)
+                ans = await conn.send(
+                    target.request(body.replace(vary, b"%d" % next(numbers))) if vary else data, stamps=timing
+                )
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 res.errors += 1
                 res.first_error = res.first_error or repr(exc)

@@ -40,6 +40,7 @@ from . import loadgen, wrk
 from .loadgen import Target
 from .procs import (
     API_PATH,
+    CACHED_PATH,
     LITELLM_PATH,
     PORTKEY_DIR,
     PORTKEY_ENTRY,
@@ -77,6 +78,11 @@ def body(model: str, stream: bool = False, **extra: object) -> bytes:
 
 
 BODY = body("bench-model")
+#: A body new to the cache at every request: the load generator numbers the marker.
+VARY = b"@n@"
+MISS_BODY = json.dumps(
+    {"model": "bench-model", "messages": [{"role": "user", "content": PROMPT[0]["content"] + " #@n@"}]}
+).encode()
 #: The 20-chunk stream written in one go (the profiler's stream).
 STREAM_BODY = body("bench-model", stream=True)
 
@@ -324,19 +330,31 @@ class Bench:
             self.errors[t.name] = self.errors.get(t.name, 0) + n
 
     def load(
-        self, live: Live, data: bytes, connections: int, duration: float, *, per: int = 1, timing: bool = False
+        self,
+        live: Live,
+        data: bytes,
+        connections: int,
+        duration: float,
+        *,
+        per: int = 1,
+        timing: bool = False,
+        vary: bytes = b"",
+        async_load: bool = False,
     ) -> Run:
-        """One load run; ``per`` = chunks per answer (the CPU figure is per chunk then)."""
+        """One load run; ``per`` = chunks per answer (the CPU figure is per chunk then).
+
+        ``vary`` (the async generator's): each request numbers that marker of ``data``;
+        ``async_load``: the async generator even when wrk is there."""
         t = live.target
         cpu0 = live.proc.cpu()
         p50 = p99 = ttfb = g50 = g99 = None
-        if self.use_wrk and not timing:
+        if self.use_wrk and not timing and not vary and not async_load:
             r = wrk.run(t, data, connections, duration, latency=connections == 1, cpu=self._load_cpu(t))
             done, errors, rate = r.requests - r.errors, r.errors, r.rate
             p50, p99 = r.percentiles.get(50), r.percentiles.get(99)
             why = "non-2xx answers or socket errors (wrk)"
         else:
-            res = _arun(loadgen.run_load(t, data, connections, duration, timing=timing))
+            res = _arun(loadgen.run_load(t, data, connections, duration, timing=timing, vary=vary))
             done, errors, rate = res.requests, res.errors, res.rate
             why = res.first_error
             ms = [x * 1000 for x in res.latencies]
@@ -398,6 +416,16 @@ class Bench:
                     timing=c == 1,
                 ),
             )
+
+    def cache_cases(self, direct: Live, cached: Live) -> None:
+        """The response cache: every request answered from it (one body, over and over), or
+        none (each body new, so each one is looked up, relayed and stored), beside *direct*
+        under the same load. Both with the async generator: a new body per request is
+        beyond wrk's fixed one."""
+        s, n = self.s, self.s.connections
+        self.log(f"response cache, non-streaming, {n} connections: hits, then misses")
+        self._case("cache-hit", [direct, cached], lambda lv: self.load(lv, BODY, n, s.duration, async_load=True))
+        self._case("cache-miss", [direct, cached], lambda lv: self.load(lv, MISS_BODY, n, s.duration, vary=VARY))
 
     def slow_cases(self, lives: list[Live], gw: Gateway) -> None:
         s = self.s
@@ -571,6 +599,9 @@ class Bench:
             time.sleep(1.0 if s.name != "smoke" else 0.2)
             self.idle.update({lv.target.name: lv.proc.rss() for lv in lives})
             self.throughput_cases(lives)
+            cached = Live(Target(AIGW, "127.0.0.1", aigw.port, CACHED_PATH, key), aigw)
+            _arun(loadgen.run_load(cached.target, BODY, 1, 0.0, rounds=1))  # the one miss, stored for the hits
+            self.cache_cases(lives[0], cached)
             self.slow_cases(lives, gw)
             self.open_streams([lv for lv in lives if lv.target.name != DIRECT])
             self.soak_case(lives[-1], gw, report)
@@ -691,6 +722,14 @@ class Bench:
                 "chunk",
                 own,
             )
+        cache_rows: dict[str, Row] = {}
+        for key, label in (("cache-hit", "response cache hit"), ("cache-miss", "response cache miss")):
+            vals, spread = per_target(key, lambda r: r.rate)
+            cpu, _ = per_target(key, lambda r: r.cpu_us)
+            cache_rows[key] = Row(f"{label}, {n} connections", "req/s (CPU µs/req)", "rate", vals, cpu, spread)
+        hit, miss = cache_rows["cache-hit"], cache_rows["cache-miss"]
+        hit.checks.append(("≥ cache miss", _ge(hit.get(AIGW), miss.get(AIGW))))
+        out += [hit, miss]
         time_row("stream first byte p50 (20 chunks)", "s20x1", lambda r: r.ttfb_ms, 0.3)
         time_row("gap between chunks p50 (500 chunks)", "s500x1", lambda r: r.gap50_ms, None)
         time_row("gap between chunks p99 (500 chunks)", "s500x1", lambda r: r.gap99_ms, None)

@@ -124,6 +124,9 @@ def test_last_user_message_keys_on_the_last_user_content_and_stream() -> None:
     asked_else = {**BODY, "messages": [{"role": "user", "content": "bye"}]}
     assert key(asked_else, mode=lum) != key(BODY, mode=lum)
     assert key(BODY, mode=lum, stream=True) != key(BODY, mode=lum)
+    usage = {**BODY, "stream_options": {"include_usage": True}}
+    assert key(usage, mode=lum, stream=True) != key(BODY, mode=lum, stream=True)
+    assert key(usage, mode=lum) == key(BODY, mode=lum)  # without a stream the option changes nothing
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
     assert key(parts, mode=lum) != key(BODY, mode=lum)
 

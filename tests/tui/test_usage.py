@@ -143,6 +143,21 @@ async def test_quota_use_shown(store: Store) -> None:
         assert row["Use"].endswith("50.0%")
 
 
+async def test_tokens_and_cost_saved_by_the_cache_shown(store: Store) -> None:
+    now = time.time()
+    hit = {**_rec(now - 1, "app", pt=40, ct=20, cost=0.0), "service": "", "cache": "hit", "cost_saved": 0.125}
+    with store.session() as s:
+        insert_records(s, [_rec(now - 1, "app"), hit])
+    app = AigwApp(store, start_section="usage", poll_interval=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, UsageScreen)
+        await wait_until(pilot, lambda: "from the cache" in str(screen.query_one("#usage-summary").render()))
+        summary = str(screen.query_one("#usage-summary").render())
+        assert "2 requests" in summary and "18 tokens" in summary  # the hit's 60 are not used again
+        assert "1 from the cache saved 60 tokens, $0.125000" in summary
+
+
 def test_bar_lengths() -> None:
     assert bar(0, 10, 8).plain == " " * 8
     assert bar(10, 10, 8).plain == "█" * 8

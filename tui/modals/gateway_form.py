@@ -11,10 +11,18 @@ from textual.widgets import Input
 from store import repo
 from store.db import Store
 from store.spec import Config, GatewaySpec
-from store.validation import check_listen, check_url
+from store.validation import check_cache_max_mb, check_listen, check_url
 
 from ..widgets.form_field import FormField
 from .form import EntityForm, as_number
+
+
+def _check_mb(value: str) -> str | None:
+    try:
+        mb = int(value.strip() or "0")
+    except ValueError:
+        return f"{value.strip()!r} is not a whole number of MiB"
+    return check_cache_max_mb(mb)
 
 
 class GatewayForm(EntityForm):
@@ -26,6 +34,7 @@ class GatewayForm(EntityForm):
         "listen": check_listen,
         "admin_listen": check_listen,
         "public_url": lambda v: check_url(v, what="public_url"),
+        "cache_max_mb": _check_mb,
     }
 
     def __init__(self, settings: GatewaySpec, store: Store) -> None:
@@ -61,6 +70,12 @@ class GatewayForm(EntityForm):
             field="max_connections",
             hint="Past it new client connections are closed at once (1–1,000,000)",
         )
+        yield FormField(
+            "Response cache memory (MiB)",
+            Input(str(g.cache_max_mb), id="cache-max-mb"),
+            field="cache_max_mb",
+            hint="Cached answers kept at most, least recently used out first; 0 = none",
+        )
 
     def build_spec(self) -> GatewaySpec:
         return GatewaySpec(
@@ -68,6 +83,7 @@ class GatewayForm(EntityForm):
             public_url=self.value("public_url").strip(),
             admin_listen=self.value("admin_listen").strip(),
             max_connections=int(as_number(self.value("max_connections"), "max_connections", integer=True)),
+            cache_max_mb=int(as_number(self.value("cache_max_mb"), "cache_max_mb", integer=True)),
         )
 
     def write(self, session: Any, spec: Any) -> Any:

@@ -11,14 +11,25 @@ from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Switch
 
 from store.spec import SCENARIO_ROUTES, ModelApiSpec
+from store.validation import check_cache_ttl
 
 from ..fields import entity_field, live_checks
 from ..widgets.marked_list import MarkedSelectionList
-from .form import EntityForm, FormProblem, as_list
+from .form import EntityForm, FormProblem, as_list, as_number
 
 SCENARIO_LABELS = (("Text Generation", "text-generation"), ("Embeddings", "embeddings"))
 SERVICE_TYPE_LABELS = (("Single model service", "single"), ("Multiple model services", "multi"))
 ROUTING_LABELS = (("By the request's model", "model"), ("By weight", "weight"))
+CACHE_KEY_LABELS = (("The whole request", "full"), ("The last user message", "last_user_message"))
+CACHE_SCOPE_LABELS = (("Each consumer its own", "consumer"), ("Shared by the API's consumers", "api"))
+
+
+def _check_ttl(value: str) -> str | None:
+    try:
+        seconds = int(value.strip() or "0")
+    except ValueError:
+        return f"{value.strip()!r} is not a whole number of seconds"
+    return check_cache_ttl(seconds)
 
 
 class ModelApiForm(EntityForm):
@@ -26,7 +37,7 @@ class ModelApiForm(EntityForm):
 
     TABLE = "model_apis"
     NOUN = "model API"
-    LIVE_CHECKS: ClassVar = live_checks("model_apis")
+    LIVE_CHECKS: ClassVar = {**live_checks("model_apis"), "cache_ttl_s": _check_ttl}
 
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelApiSpec | None = self.original
@@ -79,6 +90,20 @@ class ModelApiForm(EntityForm):
             ),
         )
         yield entity_field(self.TABLE, "cors_origins", Input(", ".join(o.cors_origins) if o else "", id="cors-origins"))
+        with Horizontal(classes="form-row"):
+            yield entity_field(self.TABLE, "cache_ttl_s", Input(str(o.cache_ttl_s) if o else "0", id="cache-ttl-s"))
+            yield entity_field(
+                self.TABLE,
+                "cache_key",
+                Select(CACHE_KEY_LABELS, value=o.cache_key if o else "full", allow_blank=False, id="cache-key"),
+            )
+            yield entity_field(
+                self.TABLE,
+                "cache_scope",
+                Select(
+                    CACHE_SCOPE_LABELS, value=o.cache_scope if o else "consumer", allow_blank=False, id="cache-scope"
+                ),
+            )
         yield entity_field(self.TABLE, "description", Input(o.description if o else "", id="description"))
 
     def on_mount(self) -> None:
@@ -125,4 +150,7 @@ class ModelApiForm(EntityForm):
             fallback_services=self.value("fallback_services"),
             description=self.value("description").strip(),
             cors_origins=as_list(self.value("cors_origins")),
+            cache_ttl_s=int(as_number(self.value("cache_ttl_s"), "cache_ttl_s", integer=True)),
+            cache_key=self.value("cache_key") or "full",
+            cache_scope=self.value("cache_scope") or "consumer",
         )

@@ -35,7 +35,18 @@ GROUPS: dict[str, str] = {"consumer": "Consumer", "api": "Model API", "model": "
 BAR_WIDTH = 16
 REFRESH_S = 5.0
 QUOTA_COLUMNS = ("Consumer", "Quota", "Used", "Left", "Use", "Resets")
-TOTAL_KEYS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "estimated_requests")
+TOTAL_KEYS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "estimated_requests",
+    "cache_hits",
+    "saved_tokens",
+    "cost_saved",
+)
 
 
 def period_since(period: str, now: float | None = None) -> float:
@@ -183,6 +194,11 @@ class UsageScreen(SectionScreen):
             text.append(f" · {t['errors']:,} error{'s' if t['errors'] != 1 else ''}", style="red")
         if t["estimated_requests"]:
             text.append(f" · ~ {t['estimated_requests']:,} with estimated tokens", style="yellow")
+        if t["cache_hits"]:
+            text.append(
+                f" · {t['cache_hits']:,} from the cache saved {t['saved_tokens']:,} tokens, {_cost(t['cost_saved'])}",
+                style="green",
+            )
         self.query_one("#usage-summary", Static).update(text)
 
     def _show_table(self) -> None:
