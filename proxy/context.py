@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GatewayError
+from .protocols.translation import Translation
 from .routes import Api, CompiledKey, Consumer, Route, Service, Snapshot
 
 
@@ -105,10 +106,24 @@ class RequestContext:
     attempts: list[Attempt] = field(default_factory=list)
     #: The response's CORS header lines (:mod:`proxy.cors`), set once the route is known.
     cors_headers: bytes = b""
+    #: The protocol the client speaks: its API's (``openai`` until the route is known).
+    protocol: str = "openai"
+    #: How this attempt's request and answer are translated (``None``: passed through).
+    translation: Translation | None = None
+    #: Anthropic clients read the request id from ``request-id`` too.
+    id_lines: bytes = b""
 
     def extra_lines(self) -> bytes:
-        """Header lines every answer of this request carries: the limiter's and CORS's."""
-        return self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
+        """Header lines every answer of this request carries: the limiter's, CORS's, the protocol's."""
+        lines = self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
+        return lines + self.id_lines if self.id_lines else lines
+
+    @property
+    def vendor_protocol(self) -> str:
+        """The protocol the vendor was spoken to in (the client's until a service is chosen)."""
+        if self.service is None:
+            return self.protocol
+        return self.service.protocol
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -39,6 +39,8 @@ _ORDER = (
     "stream",
     "estimated",
     "error",
+    "protocol",
+    "vendor_protocol",
 )
 if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
     raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
@@ -74,6 +76,8 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
         ctx.stream,
         estimated,
         ctx.error,
+        ctx.protocol,
+        ctx.vendor_protocol,
     )
 
 

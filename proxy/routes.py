@@ -70,6 +70,12 @@ class Service:
     proxy: str
     ca_file: str
     price_globs: tuple[tuple[str, Price], ...]
+    #: ``openai`` or ``anthropic``: what the vendor speaks.
+    protocol: str = "openai"
+    #: ``max_tokens`` for an Anthropic vendor when the request names none.
+    default_max_tokens: int = 4096
+    #: The vendor serves ``/responses`` itself (else the gateway bridges to chat completions).
+    responses: bool = False
 
     def serves(self, model: str) -> bool:
         """Empty ``models`` = any model; otherwise exact name or glob (the store's one rule)."""
@@ -103,6 +109,8 @@ class Api:
     routing: str
     weights: tuple[int, ...]
     fallbacks: tuple[Service, ...]
+    #: ``openai`` or ``anthropic``: what the API's clients speak.
+    protocol: str = "openai"
 
     def offered_models(self) -> list[str]:
         out: list[str] = []
@@ -184,6 +192,9 @@ def _compile_service(s: ModelServiceSpec, creds: dict[str, str]) -> Service:
         price_globs=globs,
         proxy=s.proxy,
         ca_file=s.ca_file,
+        protocol=s.protocol,
+        default_max_tokens=s.default_max_tokens,
+        responses=s.serves_responses(),
     )
 
 
@@ -210,6 +221,7 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             routing=a.routing,
             weights=tuple(a.weights),
             fallbacks=tuple(services[n] for n in a.fallback_services if n in services),
+            protocol=a.protocol,
         )
         apis[a.name] = api
         origins[a.name] = frozenset(a.cors_origins)
@@ -270,6 +282,26 @@ def listed_models(apis: tuple[Api, ...]) -> list[dict[str, object]]:
                     seen.add(m)
                     out.append(model_entry(m, svc.name))
     return out
+
+
+#: Anthropic's model objects carry a creation time; the gateway's models have none of their own.
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+def anthropic_model(entry: dict[str, object]) -> dict[str, object]:
+    """An OpenAI model object (:func:`model_entry`) in Anthropic's shape."""
+    return {"type": "model", "id": entry["id"], "display_name": entry["id"], "created_at": _EPOCH}
+
+
+def anthropic_models(data: list[dict[str, object]]) -> dict[str, object]:
+    """A models listing in Anthropic's shape: one page holding every model."""
+    out = [anthropic_model(d) for d in data]
+    return {
+        "data": out,
+        "has_more": False,
+        "first_id": out[0]["id"] if out else None,
+        "last_id": out[-1]["id"] if out else None,
+    }
 
 
 def find_model(apis: tuple[Api, ...], model: str) -> dict[str, object] | None:

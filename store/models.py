@@ -66,6 +66,9 @@ class ModelService(_Entity, table=True):
     prices: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     proxy: str = ""
     ca_file: str = ""
+    default_max_tokens: int = 4096
+    #: ``None``: the vendor's default (see ``store.spec.responses_default``).
+    responses: bool | None = None
 
 
 class ServiceKey(SQLModel, table=True):
@@ -176,3 +179,6 @@ class RequestRecord(SQLModel, table=True):
     #: True when the token counts are the gateway's estimate (vendor sent no usage).
     estimated: bool = False
     error: str = ""
+    #: The protocol the client spoke (the API's), and the one the vendor was sent.
+    protocol: str = "openai"
+    vendor_protocol: str = "openai"

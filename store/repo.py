@@ -116,6 +116,8 @@ def load_config(session: Session) -> Config:
                 timeout_s=s.timeout_s,
                 proxy=s.proxy,
                 ca_file=s.ca_file,
+                default_max_tokens=s.default_max_tokens,
+                responses=s.responses,
                 prices={
                     k: Price(float(v.get("input", 0)), float(v.get("output", 0))) for k, v in (s.prices or {}).items()
                 },
@@ -260,8 +262,9 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
     elif table == "model_services":
         for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model", "unlisted_model"):
             setattr(row, f, getattr(spec, f))
-        for f in ("proxy", "ca_file"):
+        for f in ("proxy", "ca_file", "responses"):
             setattr(row, f, getattr(spec, f))
+        row.default_max_tokens = int(spec.default_max_tokens)
         row.timeout_s = float(spec.timeout_s)
         row.models = list(spec.models)
         row.prices = {k: {"input": p.input, "output": p.output} for k, p in spec.prices.items()}
