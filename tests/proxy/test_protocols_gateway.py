@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 from helpers import GatewayProcess, record_for
-from mock_anthropic import AnthropicBehaviour, MockAnthropic
+from mock_anthropic import MockAnthropic
 from mock_vendor import Behaviour, MockVendor
 
 from store.db import Store, open_store
@@ -117,8 +117,13 @@ def _tool_call_stream() -> str:
     """An OpenAI vendor's stream of one tool call, arguments in two fragments, then usage."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "mock-model",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        return {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "mock-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
 
     call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}}
     chunks: list[Any] = [
@@ -132,7 +137,7 @@ def _tool_call_stream() -> str:
             "model": "mock-model",
             "choices": [],
             "usage": {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30},
-        },  # fmt: skip
+        },
         "[DONE]",
     ]
     return "".join(f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n" for c in chunks)
@@ -194,7 +199,7 @@ def test_anthropic_sdk_to_openai_vendor_tools(e: Env) -> None:
                             "id": "call_9",
                             "type": "function",
                             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                        }  # fmt: skip
+                        }
                     ],
                 },
                 "finish_reason": "tool_calls",
