@@ -432,3 +432,35 @@ def test_records_listed_with_protocols(e: Env, tmp_path: Path, capsys: pytest.Ca
     rows = json.loads(capsys.readouterr().out)
     mine = next(r for r in rows if r["request_id"] == raw.headers["x-request-id"])
     assert (mine["protocol"], mine["vendor_protocol"]) == ("anthropic", "openai")
+
+
+def test_translated_stream_broken_midway_ends_with_an_anthropic_error_event(e: Env) -> None:
+    e.vendor.behave(break_after=1)
+    headers = {"x-api-key": APP_KEY, "anthropic-version": "2023-06-01"}
+    body = {"model": "mock-model", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    with httpx.stream("POST", e.gw.url + "/a2o/v1/messages", headers=headers, json=body, timeout=10) as r:
+        rid = r.headers["request-id"]
+        text = r.read().decode()
+    assert "event: content_block_delta" in text  # what came before the break was relayed
+    last = text.strip().split("\n\n")[-1]
+    assert last.startswith("event: error\ndata: ")
+    err = json.loads(last.split("data: ", 1)[1])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error"
+    assert "message_stop" not in text
+    assert e.record(rid)["status"] == 502
+
+
+def test_unsupported_parameter_is_refused_before_the_vendor(e: Env) -> None:
+    r = httpx.post(
+        e.gw.url + "/o2a/v1/chat/completions",
+        headers={"Authorization": f"Bearer {APP_KEY}"},
+        json={"model": "claude-mock-1", "messages": [{"role": "user", "content": "x"}], "logprobs": True},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == {
+        "message": "this model does not return logprobs",
+        "type": "invalid_request_error",
+        "code": "unsupported_parameter",
+        "param": "logprobs",
+    }
+    assert not e.claude.requests
