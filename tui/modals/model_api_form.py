@@ -10,7 +10,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Switch
 
-from store.spec import SCENARIO_ROUTES, ModelApiSpec
+from store.spec import PROTOCOL_ROUTES, ModelApiSpec
 from store.validation import (
     check_base_path,
     check_description,
@@ -26,6 +26,11 @@ from .form import EntityForm, FormProblem, as_list
 SCENARIO_LABELS = (("Text Generation", "text-generation"), ("Embeddings", "embeddings"))
 SERVICE_TYPE_LABELS = (("Single model service", "single"), ("Multiple model services", "multi"))
 ROUTING_LABELS = (("By the request's model", "model"), ("By weight", "weight"))
+PROTOCOL_LABELS = (("OpenAI", "openai"), ("Anthropic", "anthropic"))
+
+
+def offered_routes(protocol: str, scenario: str) -> tuple[str, ...]:
+    return PROTOCOL_ROUTES.get(protocol, {}).get(scenario, ())
 
 
 class ModelApiForm(EntityForm):
@@ -43,7 +48,9 @@ class ModelApiForm(EntityForm):
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelApiSpec | None = self.original
         scenario = o.scenario if o else "text-generation"
-        routes = list(o.routes) if o else [SCENARIO_ROUTES[scenario][0]]
+        protocol = o.protocol if o else "openai"
+        offered = offered_routes(protocol, scenario)
+        routes = list(o.routes) if o else list(offered[:1])
         services = [s.name for s in self.config.model_services]
         chosen = list(o.services) if o else (services[:1] if len(services) == 1 else [])
         yield FormField("API Name", Input(o.name if o else "", placeholder="hunyuan-api", id="name"), field="name")
@@ -55,12 +62,12 @@ class ModelApiForm(EntityForm):
             )
             yield FormField(
                 "Request Protocol",
-                Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol"),
+                Select(PROTOCOL_LABELS, value=protocol, allow_blank=False, id="protocol"),
                 field="protocol",
             )
         yield FormField(
             "Routes",
-            SelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
+            SelectionList[str](*[(r, r, r in routes) for r in offered], id="routes"),
             field="routes",
         )
         with Horizontal(classes="form-row"):
@@ -119,9 +126,11 @@ class ModelApiForm(EntityForm):
         self._sync_multi()
 
     @on(Select.Changed, "#scenario")
-    def _scenario_changed(self, event: Select.Changed) -> None:
+    @on(Select.Changed, "#protocol")
+    def _scenario_changed(self) -> None:
+        """The routes the chosen protocol offers for the chosen scenario."""
         routes = self.query_one("#routes", SelectionList)
-        offered = SCENARIO_ROUTES.get(str(event.value), ())
+        offered = offered_routes(str(self.value("protocol")), str(self.value("scenario")))
         keep = [r for r in routes.selected if r in offered]
         routes.clear_options()
         routes.add_options([(r, r, r in keep or (not keep and r == offered[0])) for r in offered])

@@ -142,7 +142,8 @@ class RouteManagementScreen(Dialog[None]):
         return "", ""
 
     def _curl(self) -> str:
-        return curl_command(self.urls[0] if self.urls else "<access address>", self.model)
+        url = self.urls[0] if self.urls else "<access address>"
+        return curl_command(url, self.model, protocol=self.api.protocol)
 
     def action_dismiss_screen(self) -> None:
         self.dismiss(None)
