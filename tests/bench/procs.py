@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 API_PATH = "/bench/v1/chat/completions"
+#: The same service behind an Anthropic Messages API: every request and answer translated.
+MESSAGES_PATH = "/bench-anthropic/v1/messages"
 #: Limits high enough never to refuse, but every check runs (rpm, tpm and quota counted).
 RPM = 1_000_000_000
 TPM = 1_000_000_000_000
@@ -343,6 +345,12 @@ name = "bench-api"
 base_path = "/bench"
 services = ["bench-svc"]
 
+[[model_apis]]
+name = "bench-anthropic"
+protocol = "anthropic"
+base_path = "/bench-anthropic"
+services = ["bench-svc"]
+
 [[consumers]]
 name = "bench-app"
 api_keys = ["{consumer_key}"]
@@ -353,7 +361,7 @@ quota_period = "month"
 [[consumer_groups]]
 name = "bench-group"
 consumers = ["bench-app"]
-model_apis = ["bench-api"]
+model_apis = ["bench-api", "bench-anthropic"]
 requests_per_minute = {RPM}
 tokens_per_minute = {TPM}
 """
