@@ -45,11 +45,13 @@ def access_urls(gateway: GatewaySpec, api: ModelApiSpec) -> list[str]:
 
 
 def curl_command(
-    url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE, protocol: str = "openai"
+    url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE, protocol: str | None = None
 ) -> str:
     """The seed's curl with real values (the key stays a placeholder unless given), in the
     API's protocol: Anthropic's headers (``x-api-key``, ``anthropic-version``) for an
-    ``anthropic`` API."""
+    ``anthropic`` API (known from its Messages route when not given)."""
+    if protocol is None:
+        protocol = "anthropic" if url.endswith(("/v1/messages", "/v1/messages/count_tokens")) else "openai"
     body = json.dumps(request_body(url, model, message), ensure_ascii=False, indent=2)
     auth = (
         f'  -H "x-api-key: {api_key}" \\\n  -H "anthropic-version: 2023-06-01" \\\n'

@@ -15,7 +15,7 @@ from store.presets import PRESETS, VENDORS
 from store.spec import ModelServiceSpec
 from store.validation import check_model, check_name, check_url
 
-from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS
+from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS, PROTOCOL_LABELS
 from ...widgets.form_field import FormField
 from .step import WizardStep
 
@@ -55,7 +55,7 @@ class ServiceStep(WizardStep):
             )
             yield FormField(
                 "Model Protocol",
-                Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
+                Select(PROTOCOL_LABELS, value="openai", allow_blank=False, id="protocol"),
                 field="protocol",
             )
         yield FormField(
@@ -96,6 +96,7 @@ class ServiceStep(WizardStep):
         self._vendor = vendor
         self.set_value("name", spec.name if spec else self.unique_name(self.DEFAULT_NAME))
         self.set_value("vendor", vendor)
+        self.set_value("protocol", spec.protocol if spec else "openai")
         self._offer_models(vendor)
         self.set_value("address", spec.address if spec else PRESETS[vendor].address)
         if spec and spec.keys:
@@ -126,6 +127,16 @@ class ServiceStep(WizardStep):
         model = self.query_one("#default-model", Input)
         if not model.value or (old_p and model.value in old_p.models):
             model.value = new_p.models[0] if new_p and new_p.models else ""
+
+    @on(Select.Changed, "#protocol")
+    def _protocol_changed(self, event: Select.Changed) -> None:
+        """The vendor's address for the protocol (Hunyuan's Anthropic one), unless typed by hand."""
+        preset = PRESETS.get(self._vendor)
+        if preset is None or event.select.value != event.value:
+            return
+        address = self.query_one("#address", Input)
+        if address.value in (preset.address, preset.anthropic_address, ""):
+            address.value = preset.address_for(str(event.value)) or address.value
 
     @on(Select.Changed, "#model-picker")
     def _model_picked(self, event: Select.Changed) -> None:
