@@ -66,9 +66,11 @@ def _config(vendor: MockVendor, claude: MockAnthropic) -> str:
         + api("chat-to-claude", "openai", "/o2a", ["/v1/chat/completions", "/v1/responses"], "claude")
         + api("resp-to-chat", "openai", "/o2o", ["/v1/chat/completions", "/v1/responses"], "chat")
         + api("resp-pass", "openai", "/rp", ["/v1/responses"], "chat-resp")
+        + api("fallback", "openai", "/fb", ["/v1/chat/completions"], "claude")
+        + 'fallback_services = ["chat"]\n\n'
         + f'[[consumers]]\nname = "app"\napi_keys = ["{APP_KEY}"]\n\n'
         '[[consumer_groups]]\nname = "g"\nconsumers = ["app"]\n'
-        'model_apis = ["msgs-to-chat", "msgs-to-claude", "chat-to-claude", "resp-to-chat", "resp-pass"]\n'
+        'model_apis = ["msgs-to-chat", "msgs-to-claude", "chat-to-claude", "resp-to-chat", "resp-pass", "fallback"]\n'
     )
 
 
@@ -464,3 +466,20 @@ def test_unsupported_parameter_is_refused_before_the_vendor(e: Env) -> None:
         "param": "logprobs",
     }
     assert not e.claude.requests
+
+
+def test_a_fallback_in_another_protocol_gets_its_own_translation(e: Env) -> None:
+    """The Anthropic service is overloaded; its OpenAI fallback gets the client's body as it came."""
+    e.claude.behave(status=529)
+    client = e.openai_client("/fb")
+    raw = client.chat.completions.with_raw_response.create(
+        model="mock-model", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().choices[0].message.content == "Hello from mock (mock-model)."
+    assert e.claude.requests[-1].json["max_tokens"] == 1234  # translated for the first attempt
+    assert json.loads(e.vendor.requests[-1].body) == {
+        "model": "mock-model",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    rec = e.record(raw.headers["x-request-id"])
+    assert (rec["service"], rec["protocol"], rec["vendor_protocol"]) == ("chat", "openai", "openai")
