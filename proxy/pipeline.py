@@ -95,6 +95,8 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
             route = listing
             ctx.model = model_id
     if route is None:
+        if _under_anthropic_api(ctx):
+            raise not_found(f"no model API serves {ctx.path}; an Anthropic API here serves /v1/messages")
         raise not_found(
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
@@ -106,8 +108,22 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
     ctx.api = route.api
     ctx.cors_headers = cors.answer_headers(route, request.headers)
     if route.api.protocol == ANTHROPIC:  # errors from here on are in Anthropic's shape
-        ctx.protocol = ANTHROPIC
-        ctx.id_lines = b"request-id: " + ctx.request_id.encode() + b"\r\n"
+        _speak_anthropic(ctx)
+
+
+def _speak_anthropic(ctx: RequestContext) -> None:
+    ctx.protocol = ANTHROPIC
+    ctx.id_lines = b"request-id: " + ctx.request_id.encode() + b"\r\n"
+
+
+def _under_anthropic_api(ctx: RequestContext) -> bool:
+    """Whether an unknown path lies under an Anthropic API's base path: its client (Claude
+    Code, the Anthropic SDK) reads the 404 in Anthropic's shape. Only 404s pay for the scan."""
+    for r in ctx.snapshot.routes.values():
+        if r.api.protocol == ANTHROPIC and ctx.path.startswith(r.api.base_path + "/v1/"):
+            _speak_anthropic(ctx)
+            return True
+    return False
 
 
 def stage_preflight(state: GatewayState, request: Request, ctx: RequestContext) -> None:

@@ -483,3 +483,11 @@ def test_a_fallback_in_another_protocol_gets_its_own_translation(e: Env) -> None
     }
     rec = e.record(raw.headers["x-request-id"])
     assert (rec["service"], rec["protocol"], rec["vendor_protocol"]) == ("chat", "openai", "openai")
+
+
+def test_an_unknown_path_under_an_anthropic_api_is_an_anthropic_404(e: Env) -> None:
+    r = httpx.post(e.gw.url + "/a2a/v1/messages/batches", headers={"x-api-key": APP_KEY}, json={})
+    assert r.status_code == 404 and r.headers["request-id"] == r.headers["x-request-id"]
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error"
+    other = httpx.post(e.gw.url + "/nowhere/v1/messages", headers={"x-api-key": APP_KEY}, json={})
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
