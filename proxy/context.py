@@ -10,6 +10,7 @@ from typing import Any
 from .circuit import Admission
 from .errors import GatewayError
 from .key_slots import Slot
+from .protocols.translation import Translation
 from .response_cache import StreamRecorder
 from .routes import Api, CompiledKey, Consumer, Route, Service, Snapshot
 
@@ -142,10 +143,21 @@ class RequestContext:
     #: A hit: what the stored answer cost when it was made.
     cost_saved: float = 0.0
 
+    #: The protocol the client speaks: its API's (``openai`` until the route is known).
+    protocol: str = "openai"
+    #: How this attempt's request and answer are translated (``None``: passed through).
+    translation: Translation | None = None
+    #: Anthropic clients read the request id from ``request-id`` too.
+    id_lines: bytes = b""
+
     def extra_lines(self) -> bytes:
-        """Header lines every answer of this request carries: the limiter's, CORS's, the cache's."""
-        lines = self.limit_headers + self.cors_headers if self.cors_headers else self.limit_headers
-        return lines + self.cache_line if self.cache_line else lines
+        """Header lines every answer of this request carries: the limiter's, CORS's, the
+        protocol's request id and the cache's."""
+        lines = self.limit_headers
+        for more in (self.cors_headers, self.id_lines, self.cache_line):
+            if more:
+                lines += more
+        return lines
 
     def mark_first_byte(self) -> None:
         """The client has the first byte of the answer: time it, and tell whoever waits for it."""
@@ -153,6 +165,13 @@ class RequestContext:
         hook, self.on_first_byte = self.on_first_byte, None
         if hook is not None:
             hook()
+
+    @property
+    def vendor_protocol(self) -> str:
+        """The protocol the vendor was spoken to in (the client's until a service is chosen)."""
+        if self.service is None:
+            return self.protocol
+        return self.service.protocol
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

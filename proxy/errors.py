@@ -1,22 +1,32 @@
-"""The gateway's one error type and its OpenAI-shaped JSON body.
+"""The gateway's one error type and its JSON body in the API's protocol.
 
 Every refusal on the request path is a :class:`GatewayError`; the pipeline turns it
 into a response in one place, so status, type, code and wording stay consistent and
-no secret can slip into a message assembled somewhere else.
+no secret can slip into a message assembled somewhere else. OpenAI clients get
+``{"error": {message, type, code}}``; Anthropic clients ``{"type": "error", "error":
+{type, message}}``, the type following the status as Anthropic's does.
 """
 
 from __future__ import annotations
 
 import orjson
 
+from .protocols.anthropic_to_openai import error_type as anthropic_error_type
+
 
 class GatewayError(Exception):
     """A request the gateway answers itself: ``status`` plus OpenAI ``type``/``code``."""
 
-    __slots__ = ("code", "headers", "message", "status", "type")
+    __slots__ = ("code", "headers", "message", "param", "status", "type")
 
     def __init__(
-        self, status: int, type: str, code: str | None, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        type: str,
+        code: str | None,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -24,13 +34,29 @@ class GatewayError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+        #: The request field the error is about (OpenAI's ``param``), when there is one.
+        self.param = param
 
-    def body(self) -> bytes:
+    def body(self, protocol: str = "openai") -> bytes:
+        if protocol == "anthropic":
+            return anthropic_error_body(self.status, self.message)
+        if self.param is not None:
+            return orjson.dumps(
+                {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+            )
         return error_body(self.message, self.type, self.code)
 
 
 def error_body(message: str, type: str, code: str | None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type, "code": code}})
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}})
+
+
+def unsupported_parameter(param: str, message: str) -> GatewayError:
+    return GatewayError(400, "invalid_request_error", "unsupported_parameter", message, param=param)
 
 
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:

@@ -42,6 +42,8 @@ _ORDER = (
     "attempts",
     "cache",
     "cost_saved",
+    "protocol",
+    "vendor_protocol",
 )
 if RECORD_FIELDS != _ORDER:  # pragma: no cover - a schema change without this module's
     raise RuntimeError(f"proxy.events writes {_ORDER}, the store has {RECORD_FIELDS}")
@@ -80,6 +82,8 @@ def record_of(ctx: RequestContext) -> tuple[Any, ...]:
         [a.as_dict() for a in ctx.attempts],
         ctx.cache,
         ctx.cost_saved,
+        ctx.protocol,
+        ctx.vendor_protocol,
     )
 
 

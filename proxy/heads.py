@@ -32,6 +32,7 @@ DROP_RESPONSE = HOP_BY_HOP | {
     b"content-length",
     b"content-encoding",
     b"x-request-id",
+    b"request-id",  # Anthropic's name for it: ours replaces it on Anthropic APIs
     b"server",
     b"date",
     # CORS is the gateway's to answer (per API), not a vendor's to open.

@@ -39,14 +39,16 @@ from .errors import (
     rate_limited,
     service_unavailable,
     unauthorized,
+    unsupported_parameter,
 )
 from .events import record_of
-from .heads import error_head, json_head, relayed_head, request_id_line
+from .heads import JSON, error_head, json_head, relayed_head, request_id_line
 from .http_server import Request
+from .protocols.translation import ANTHROPIC, COUNT_TOKENS, NotTranslatable, UnsupportedParameter, translation_for
 from .relay import forward
-from .routes import Service, find_model, granted_apis, listed_models
+from .routes import Service, anthropic_model, anthropic_models, find_model, granted_apis, listed_models
 from .state import GatewayState
-from .usage import cost_of
+from .usage import cost_of, estimate_prompt
 
 log = logging.getLogger("aigw")
 
@@ -97,6 +99,8 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
             route = listing
             ctx.model = model_id
     if route is None:
+        if _under_anthropic_api(ctx):
+            raise not_found(f"no model API serves {ctx.path}; an Anthropic API here serves /v1/messages")
         raise not_found(
             f"no model API serves {ctx.path}; check the base path and route (e.g. /<base_path>/v1/chat/completions)"
         )
@@ -109,6 +113,23 @@ def stage_route(state: GatewayState, request: Request, ctx: RequestContext) -> N
     ctx.cors_headers = cors.answer_headers(route, request.headers)
     if not route.models_list:
         mark_cache_api(ctx)
+    if route.api.protocol == ANTHROPIC:  # errors from here on are in Anthropic's shape
+        _speak_anthropic(ctx)
+
+
+def _speak_anthropic(ctx: RequestContext) -> None:
+    ctx.protocol = ANTHROPIC
+    ctx.id_lines = b"request-id: " + ctx.request_id.encode() + b"\r\n"
+
+
+def _under_anthropic_api(ctx: RequestContext) -> bool:
+    """Whether an unknown path lies under an Anthropic API's base path: its client (Claude
+    Code, the Anthropic SDK) reads the 404 in Anthropic's shape. Only 404s pay for the scan."""
+    for r in ctx.snapshot.routes.values():
+        if r.api.protocol == ANTHROPIC and ctx.path.startswith(r.api.base_path + "/v1/"):
+            _speak_anthropic(ctx)
+            return True
+    return False
 
 
 def stage_preflight(state: GatewayState, request: Request, ctx: RequestContext) -> None:
@@ -130,9 +151,12 @@ def stage_authenticate(state: GatewayState, request: Request, ctx: RequestContex
     if not key:
         key = (headers.get("x-api-key") or headers.get("api-key") or "").strip()
     if not key:
-        raise unauthorized(
-            "no API key: send your consumer key as 'Authorization: Bearer <key>'", code="missing_api_key"
+        how = (
+            "'x-api-key: <key>' or 'Authorization: Bearer <key>'"
+            if ctx.protocol == ANTHROPIC
+            else ("'Authorization: Bearer <key>'")
         )
+        raise unauthorized(f"no API key: send your consumer key as {how}", code="missing_api_key")
     consumer = ctx.snapshot.consumers_by_hash.get(hash_key(key))
     if consumer is None:
         raise unauthorized(
@@ -156,7 +180,7 @@ def stage_authorize(state: GatewayState, request: Request, ctx: RequestContext) 
 
 
 def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext) -> None:
-    """The models of the granted APIs on the base path in OpenAI's list shape, or one of them.
+    """The models of the granted APIs on the base path in the API protocol's list shape, or one of them.
 
     APIs may share a base path (chat and embeddings behind one SDK base URL), so the list
     is authorized per API: a consumer sees what the APIs it is granted offer, and is
@@ -173,7 +197,8 @@ def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext
         )
     ctx.api = apis[0]
     data = listed_models(apis)
-    payload: Any = {"object": "list", "data": data}
+    anthropic = ctx.protocol == ANTHROPIC
+    payload: Any = anthropic_models(data) if anthropic else {"object": "list", "data": data}
     if ctx.model:
         payload = find_model(apis, ctx.model)
         if payload is None:
@@ -181,8 +206,10 @@ def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext
                 f"model {ctx.model!r} is not offered by {names}; use one of: "
                 f"{', '.join(str(d['id']) for d in data) or '(none configured)'}"
             )
+        if anthropic:
+            payload = anthropic_model(payload)
     ctx.status = 200
-    request.respond(200, json_head(ctx.request_id, ctx.cors_headers), orjson.dumps(payload))
+    request.respond(200, json_head(ctx.request_id, ctx.cors_headers + ctx.id_lines), orjson.dumps(payload))
 
 
 async def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
@@ -251,6 +278,22 @@ def stage_choose_service(state: GatewayState, request: Request, ctx: RequestCont
     ctx.candidates = [primary, *(s for s in api.fallbacks if s is not primary)] if api.fallbacks else [primary]
 
 
+def stage_count_tokens(state: GatewayState, request: Request, ctx: RequestContext) -> bool:
+    """``/v1/messages/count_tokens`` for an OpenAI service, which has no such operation:
+    answered with the gateway's estimate (about four characters a token), the same the
+    records use when a vendor reports no usage. Whether it answered."""
+    if ctx.route is None or ctx.route.op != COUNT_TOKENS or ctx.candidates[0].protocol == ANTHROPIC:
+        return False
+    assert ctx.body is not None
+    ctx.service = ctx.candidates[0]
+    ctx.model = str(ctx.body.get("model") or ctx.service.default_model)
+    tools = ctx.body.get("tools")
+    n = estimate_prompt(ctx.body) + (len(orjson.dumps(tools)) + 3) // 4 if tools else estimate_prompt(ctx.body)
+    ctx.status = 200
+    request.respond(200, json_head(ctx.request_id, ctx.extra_lines()), orjson.dumps({"input_tokens": n}))
+    return True
+
+
 # ------------------------------------------------------------------ the attempts loop
 
 
@@ -314,9 +357,26 @@ def stage_choose_model(state: GatewayState, request: Request, ctx: RequestContex
     """The model sent to this attempt's service, and the body that carries it."""
     if ctx.key_index:  # the same service with another key: same model, same body
         return
-    assert ctx.service is not None and ctx.body is not None
-    ctx.model = _model_for(ctx.service, ctx.body)
-    ctx.upstream_body = upstream_body(ctx, ctx.model)
+    svc, body = ctx.service, ctx.body
+    assert svc is not None and body is not None and ctx.route is not None
+    ctx.model = _model_for(svc, body)
+    try:
+        ctx.translation = translation_for(
+            ctx.protocol, ctx.route.op, svc.protocol, svc.responses, body, ctx.model, svc.default_max_tokens
+        )
+    except NotTranslatable:
+        raise bad_request(
+            f"{ctx.route.route} cannot be sent to model service {svc.name!r}, which speaks {svc.protocol}; "
+            "use /v1/chat/completions or /v1/responses",
+            code="unsupported_route",
+        ) from None
+    if ctx.translation is None:
+        ctx.upstream_body = upstream_body(ctx, ctx.model)
+        return
+    try:
+        ctx.upstream_body = _dumps(ctx.translation.request())
+    except UnsupportedParameter as exc:
+        raise unsupported_parameter(exc.param, exc.message) from None
 
 
 def upstream_body(ctx: RequestContext, model: str) -> bytes:
@@ -332,6 +392,10 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
         opts = dict(body.get("stream_options") or {})
         opts["include_usage"] = True
         new["stream_options"] = opts
+    return _dumps(new)
+
+
+def _dumps(new: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(new)
     except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels): the stdlib can
@@ -489,6 +553,10 @@ def stage_answer_failure(state: GatewayState, request: Request, ctx: RequestCont
         raise o.error
     ctx.status = o.status
     ctx.error = f"vendor answered {o.status}"
+    if ctx.translation is not None:  # the vendor's error in the client's protocol, its message kept
+        status, body = ctx.translation.error(o.status, o.body)
+        request.respond(status, JSON + request_id_line(ctx.request_id) + ctx.extra_lines(), body)
+        return
     request.respond(o.status, relayed_head(o.headers, ctx.request_id, ctx.extra_lines()), o.body)
 
 
@@ -526,6 +594,8 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         if await stage_cache_lookup(state, request, ctx, CLIENT_TIMEOUT_S):
             return
         stage_choose_service(state, request, ctx)
+        if stage_count_tokens(state, request, ctx):
+            return
         while next_attempt(state, request, ctx):
             stage_choose_model(state, request, ctx)
             if await stage_choose_key(state, request, ctx):
@@ -552,7 +622,7 @@ def answer_error(request: Request, ctx: RequestContext, err: GatewayError, *, er
         request.conn.closing = True
         return
     head = error_head(ctx.request_id, err.headers, ctx.extra_lines())
-    request.respond(err.status, head, err.body(), close=err.status == 408)
+    request.respond(err.status, head, err.body(ctx.protocol), close=err.status == 408)
 
 
 def make_handler(state: GatewayState) -> Callable[[Request], Awaitable[None]]:

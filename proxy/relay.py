@@ -6,19 +6,27 @@ relayed as its events arrive, one write per read, cut at event boundaries so
 :class:`~proxy.context.Outcome`: a failure *before* the first byte reaches the client
 lets the pipeline try another key or service; after that a broken stream is ended
 with an SSE ``error`` event.
+
+When the client's protocol and the vendor's differ, the attempt carries a
+:class:`~proxy.protocols.translation.Translation`: a whole answer is translated once
+read, a stream event by event as it arrives (:class:`StreamPipe`), and the usage is the
+vendor's own report, read by the translator.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from .context import Outcome, RequestContext
-from .errors import GatewayError, bad_gateway, error_body, gateway_timeout
+from .context import Outcome, RequestContext, Usage
+from .errors import GatewayError, bad_gateway, gateway_timeout
 from .heads import relayed_head
 from .http_server import Request
+from .protocols.sse import SSEError
+from .protocols.translation import ANTHROPIC, DEFAULT_ANTHROPIC_VERSION, RESPONSES, StreamPipe
 from .response_cache import StreamRecorder
 from .routes import CompiledKey, Service
-from .usage import StreamUsage, usage_of_answer
+from .usage import StreamUsage, from_protocol, usage_of_answer
 from .vendor_client import (
     ACCEPT_ENCODING,
     ConnectFailed,
@@ -58,12 +66,43 @@ class ClientStalled(Exception):
     """The client stopped reading a stream for longer than the client timeout."""
 
 
+class _Translated:
+    """A translated stream in the place of :class:`StreamUsage`: complete vendor events
+    in, the client's events out; the usage is the vendor's, as the translator read it."""
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: StreamPipe) -> None:
+        self.pipe = pipe
+
+    def feed(self, complete: bytes) -> bytes:
+        return self.pipe.feed(complete)
+
+    def result(self, body: dict[str, Any] | None) -> Usage:
+        return from_protocol(self.pipe.usage, body)
+
+
+def end_marker(ctx: RequestContext) -> bytes:
+    """The bytes that end a stream in the client's protocol: once sent, the client has it all."""
+    if ctx.protocol == ANTHROPIC:
+        return b"event: message_stop"
+    if ctx.route is not None and ctx.route.op == RESPONSES:
+        return b"event: response.completed"
+    return _DONE
+
+
+def stream_error(ctx: RequestContext, err: GatewayError) -> bytes:
+    """The SSE ``error`` event that ends a broken stream, in the client's protocol."""
+    return b"event: error\ndata: " + err.body(ctx.protocol) + b"\n\n"
+
+
 def upstream_target(ctx: RequestContext, svc: Service, query: str) -> bytes:
     """The request target at the vendor: the service's path, the API's base path unless
     simplified away, the operation, and the client's query string as it came."""
     assert ctx.route is not None and ctx.api is not None
     prefix = "" if ctx.api.path_simplification else ctx.api.base_path
-    path = (origin_of(svc.address).base_path + prefix + ctx.route.op).encode()
+    op = ctx.translation.op if ctx.translation is not None else ctx.route.op
+    path = (origin_of(svc.address).base_path + prefix + op).encode()
     return path + b"?" + query.encode("latin-1") if query else path
 
 
@@ -72,9 +111,15 @@ def upstream_request(req: Request, target: bytes, svc: Service, credential: str,
     parts = [req.method.encode() + b" " + target + b" HTTP/1.1\r\n", origin_of(svc.address).host_line]
     parts.extend(k + b": " + v + b"\r\n" for k, v in req.raw_headers if k in FORWARD_REQUEST)
     parts.append(ACCEPT_ENCODING)
+    if svc.protocol == ANTHROPIC:  # Anthropic's own credential header, and the API version it requires
+        if "anthropic-version" not in req.headers:
+            parts.append(b"anthropic-version: " + DEFAULT_ANTHROPIC_VERSION.encode() + b"\r\n")
+        parts.append(b"x-api-key: " + credential.encode() + b"\r\n")
+    else:
+        parts.append(b"authorization: Bearer " + credential.encode() + b"\r\n")
     parts.append(
-        b"authorization: Bearer %b\r\nx-request-id: %b\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n" % (credential.encode(), request_id.encode(), len(body))
+        b"x-request-id: %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+        % (request_id.encode(), len(body))
     )
     parts.append(body)
     return b"".join(parts)
@@ -161,8 +206,20 @@ async def forward(
                 body=data,
                 detail=f"vendor answered {status} (model key {key.name!r})",
             )
+        if ctx.translation is not None:
+            try:
+                data, usage = ctx.translation.answer(data)
+            except (ValueError, TypeError, AttributeError):
+                err = bad_gateway(
+                    f"model service {svc.name!r} answered {status} with a body that is not a JSON object; "
+                    "check that the service's protocol and address are right",
+                    code="upstream_error",
+                )
+                return Outcome(False, err.status, "bad_answer", retryable=True, error=err, detail=err.message)
+            ctx.usage = from_protocol(usage, ctx.body)
+        else:
+            ctx.usage = usage_of_answer(ctx.body, data)
         ctx.status = status
-        ctx.usage = usage_of_answer(ctx.body, data)
         req.respond(status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), data)
         ctx.mark_first_byte()
         if ctx.cache_key is not None:  # the answer as the client got it, for the cache to store
@@ -170,6 +227,11 @@ async def forward(
         return Outcome(True, status)
     finally:
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
+
+
+def _unreadable(svc: Service, exc: SSEError) -> Outcome:
+    err = bad_gateway(f"model service {svc.name!r} sent a stream the gateway cannot read: {exc}", code="upstream_error")
+    return Outcome(True, 502, "bad_stream", error=err, detail=err.message)
 
 
 def last_boundary(buf: bytes | bytearray, start: int = 0) -> int:
@@ -222,16 +284,23 @@ async def _relay_stream(
     except TimeoutError:
         return _failed(FirstByteTimeout("no event within the first-byte timeout"), svc, "before the first event")
     ctx.status = conn.status
-    scan = StreamUsage(strip=not ctx.client_wants_usage)
+    translation = ctx.translation
+    scan: StreamUsage | _Translated = (
+        StreamUsage(strip=not ctx.client_wants_usage) if translation is None else _Translated(translation.stream())
+    )
+    done = end_marker(ctx)
     # The cache keeps exactly the bytes the client gets, and only a stream that ended cleanly.
     rec = StreamRecorder(conn.status, conn.headers, ctx.cache_max_entry) if ctx.cache_key is not None else None
     pending = bytearray(first)
     end = last_boundary(pending)
     out = b""
     if end > 0:
-        out = scan.feed(bytes(pending[:end]))
+        try:
+            out = scan.feed(bytes(pending[:end]))
+        except SSEError:
+            out = b""
         del pending[:end]
-    if _DONE in out:
+    if done in out:
         ctx.complete = True
     req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
     ctx.mark_first_byte()
@@ -263,27 +332,33 @@ async def _relay_stream(
             pending += chunk
             end = last_boundary(pending, searched)
             if end > 0:
-                data = scan.feed(bytes(pending[:end]))
+                try:
+                    data = scan.feed(bytes(pending[:end]))
+                except SSEError as exc:
+                    broken = _unreadable(svc, exc)
+                    break
                 del pending[:end]
                 if data:
-                    if _DONE in data:  # the client has it all: leaving now is not a 499
+                    if done in data:  # the client has it all: leaving now is not a 499
                         ctx.complete = True
                     await _write(req, data, client_timeout_s)
                     if rec is not None:
                         rec.feed(data)
-        if pending.strip() and broken is None:
-            data = scan.feed(bytes(pending))
+        if broken is None:
+            data = scan.feed(bytes(pending)) if pending.strip() else b""
+            if isinstance(scan, _Translated):  # what the client's protocol says at the end
+                data += scan.pipe.close()
             if data:
                 await _write(req, data, client_timeout_s)
                 if rec is not None:
                     rec.feed(data)
+                if done in data:
+                    ctx.complete = True
         if broken is not None and broken.error is not None:
             err = broken.error
             ctx.status = err.status
             ctx.error = err.message
-            await _write(
-                req, b"event: error\ndata: " + error_body(err.message, err.type, err.code) + b"\n\n", client_timeout_s
-            )
+            await _write(req, stream_error(ctx, err), client_timeout_s)
     except ClientStalled:
         ctx.status = 499
         ctx.error = f"client stopped reading the stream for {client_timeout_s:g} s"

@@ -78,6 +78,12 @@ class Service:
     circuit_cooldown_s: float = 30.0
     probe_interval_s: float = 0.0
     first_byte_timeout_s: float = 0.0
+    #: ``openai`` or ``anthropic``: what the vendor speaks.
+    protocol: str = "openai"
+    #: ``max_tokens`` for an Anthropic vendor when the request names none.
+    default_max_tokens: int = 4096
+    #: The vendor serves ``/responses`` itself (else the gateway bridges to chat completions).
+    responses: bool = False
 
     def serves(self, model: str) -> bool:
         """Empty ``models`` = any model; otherwise exact name or glob (the store's one rule)."""
@@ -116,6 +122,8 @@ class Api:
     cache_ttl_s: float = 0.0
     cache_key: str = "full"
     cache_scope: str = "consumer"
+    #: ``openai`` or ``anthropic``: what the API's clients speak.
+    protocol: str = "openai"
 
     def offered_models(self) -> list[str]:
         out: list[str] = []
@@ -202,6 +210,9 @@ def _compile_service(s: ModelServiceSpec, creds: dict[str, str], limits: dict[st
         circuit_cooldown_s=float(s.circuit_cooldown_s),
         probe_interval_s=float(s.probe_interval_s),
         first_byte_timeout_s=float(s.first_byte_timeout_s),
+        protocol=s.protocol,
+        default_max_tokens=s.default_max_tokens,
+        responses=s.serves_responses(),
     )
 
 
@@ -233,6 +244,7 @@ def compile_snapshot(cfg: Config, consumer_keys: list[tuple[str, str]], revision
             cache_ttl_s=float(a.cache_ttl_s),
             cache_key=a.cache_key,
             cache_scope=a.cache_scope,
+            protocol=a.protocol,
         )
         apis[a.name] = api
         origins[a.name] = frozenset(a.cors_origins)
@@ -293,6 +305,26 @@ def listed_models(apis: tuple[Api, ...]) -> list[dict[str, object]]:
                     seen.add(m)
                     out.append(model_entry(m, svc.name))
     return out
+
+
+#: Anthropic's model objects carry a creation time; the gateway's models have none of their own.
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+def anthropic_model(entry: dict[str, object]) -> dict[str, object]:
+    """An OpenAI model object (:func:`model_entry`) in Anthropic's shape."""
+    return {"type": "model", "id": entry["id"], "display_name": entry["id"], "created_at": _EPOCH}
+
+
+def anthropic_models(data: list[dict[str, object]]) -> dict[str, object]:
+    """A models listing in Anthropic's shape: one page holding every model."""
+    out = [anthropic_model(d) for d in data]
+    return {
+        "data": out,
+        "has_more": False,
+        "first_id": out[0]["id"] if out else None,
+        "last_id": out[-1]["id"] if out else None,
+    }
 
 
 def find_model(apis: tuple[Api, ...], model: str) -> dict[str, object] | None:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from .context import Usage
+from .protocols.usage import Usage as ProtocolUsage
 from .routes import Service
 
 #: Stream bytes kept to estimate tokens when the vendor reports no usage.
@@ -24,6 +25,10 @@ def extract_usage(obj: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
     pt = u.get("prompt_tokens") or u.get("input_tokens") or 0
+    if "cache_read_input_tokens" in u or "cache_creation_input_tokens" in u:  # Anthropic's: the cache is apart
+        pt = (pt if isinstance(pt, int) else 0) + sum(
+            v for v in (u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens")) if isinstance(v, int)
+        )
     ct = u.get("completion_tokens") or u.get("output_tokens")
     if ct is None:
         total = u.get("total_tokens") or 0
@@ -31,6 +36,14 @@ def extract_usage(obj: Any) -> Usage | None:
     if not isinstance(pt, int) or not isinstance(ct, int):
         return None
     return Usage(pt, ct)
+
+
+def from_protocol(u: ProtocolUsage | None, body: dict[str, Any] | None) -> Usage:
+    """A translation's usage (the vendor's own report) for the record; an estimate of the
+    prompt when the vendor reported none."""
+    if u is None or not (u.input_tokens or u.output_tokens):
+        return Usage(estimate_prompt(body), u.output_tokens if u else 0, estimated=True)
+    return Usage(u.input_tokens, u.output_tokens)
 
 
 def _chars(value: Any) -> int:
@@ -56,6 +69,7 @@ def estimate_prompt(body: dict[str, Any] | None) -> int:
     if not body:
         return 0
     n = _chars(body.get("messages")) + _chars(body.get("prompt")) + _chars(body.get("input"))
+    n += _chars(body.get("system")) + _chars(body.get("instructions"))
     return (n + 3) // 4
 
 
@@ -129,9 +143,11 @@ class StreamUsage:
         while i >= 0:
             start, end = _event_bounds(complete, i)
             obj = _event_json(complete[start:end])
-            u = extract_usage(obj)
+            u = _event_usage(obj)
             if u is not None:
-                self.usage = u  # the last one wins: some vendors repeat cumulative usage
+                prev = self.usage  # reports are cumulative: a later one wins, never a sum;
+                # Anthropic's give the prompt at the start and the output at the end
+                self.usage = u if prev is None else Usage(u.prompt_tokens or prev.prompt_tokens, u.completion_tokens)
                 if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
                     out.append(complete[pos:start])
                     pos = end
@@ -152,6 +168,24 @@ class StreamUsage:
                 if isinstance(obj, dict):
                     chars += _answer_chars(obj.get("choices"), True)
         return Usage(estimate_prompt(body), (chars + 3) // 4, estimated=True)
+
+
+#: Events whose usage sits one level down: Anthropic's ``message_start`` in its message,
+#: the Responses API's final events in their response.
+_NESTED = {
+    "message_start": "message",
+    "response.completed": "response",
+    "response.incomplete": "response",
+    "response.failed": "response",
+}
+
+
+def _event_usage(obj: Any) -> Usage | None:
+    if isinstance(obj, dict):
+        inner = _NESTED.get(obj.get("type"))  # type: ignore[arg-type]
+        if inner is not None:
+            return extract_usage(obj.get(inner))
+    return extract_usage(obj)
 
 
 def _split_events(block: bytes) -> list[bytes]:

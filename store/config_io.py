@@ -17,7 +17,7 @@ from typing import Any
 import tomli_w
 
 from .errors import ErrorList, StoreError
-from .spec import TABLES, Config, GatewaySpec, ModelKeySpec, Price
+from .spec import DEFAULT_MAX_TOKENS, TABLES, Config, GatewaySpec, ModelKeySpec, Price
 
 TOP_LEVEL = ("gateway", *TABLES)
 _SECRET_FIELDS = ("credential", "api_keys")
@@ -217,6 +217,8 @@ def to_document(cfg: Config, *, include_secrets: bool = False) -> dict[str, Any]
                 d["api_key_hashes"] = sorted(spec.api_key_hashes or [])
             if table == "model_apis" and spec.service_type != "multi":
                 d.pop("routing", None)
+            if table == "model_services" and d.get("default_max_tokens") == DEFAULT_MAX_TOKENS:
+                d.pop("default_max_tokens")  # the default; ``responses`` is omitted while unset
             items.append(d)
         doc[table] = items
     return doc

@@ -73,6 +73,9 @@ class ModelService(_Entity, table=True):
     circuit_cooldown_s: float = 30.0
     probe_interval_s: float = 0.0
     first_byte_timeout_s: float = 0.0
+    default_max_tokens: int = 4096
+    #: ``None``: the vendor's default (see ``store.spec.responses_default``).
+    responses: bool | None = None
 
 
 class ServiceKey(SQLModel, table=True):
@@ -193,3 +196,6 @@ class RequestRecord(SQLModel, table=True):
     cache: str = ""
     #: What a hit's tokens would have cost at the service's prices when the answer was stored.
     cost_saved: float = 0.0
+    #: The protocol the client spoke (the API's), and the one the vendor was sent.
+    protocol: str = "openai"
+    vendor_protocol: str = "openai"

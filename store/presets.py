@@ -1,7 +1,8 @@
-"""Vendor presets: the address an OpenAI SDK takes as ``base_url`` and the models offered.
+"""Vendor presets: the address an SDK takes as ``base_url`` and the models offered, per protocol.
 
 The console fills a new service's address and its default-model picker from here; the
-store fills an empty ``address`` from here too, so a preset is one source of truth.
+store fills an empty ``address`` from here too, so a preset is one source of truth. A
+vendor that also speaks Anthropic Messages has a second address (and models) for it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ class VendorPreset:
     label: str
     address: str
     models: tuple[str, ...]
+    #: The protocol a new service of this vendor speaks unless told otherwise.
+    protocol: str = "openai"
+    #: The vendor's Anthropic Messages base (ending in ``/v1``), "" when it has none.
+    anthropic_address: str = ""
+    anthropic_models: tuple[str, ...] = ()
+
+    def address_for(self, protocol: str) -> str:
+        """The base URL for ``protocol`` ("" when the vendor does not speak it)."""
+        return self.anthropic_address if protocol == "anthropic" else self.address
+
+    def models_for(self, protocol: str) -> tuple[str, ...]:
+        return (self.anthropic_models or self.models) if protocol == "anthropic" else self.models
 
 
 PRESETS: dict[str, VendorPreset] = {
@@ -34,6 +47,8 @@ PRESETS: dict[str, VendorPreset] = {
                 "hunyuan-large",
                 "hunyuan-embedding",
             ),
+            anthropic_address="https://api.hunyuan.cloud.tencent.com/anthropic/v1",
+            anthropic_models=("hunyuan-2.0-thinking-20251109", "hunyuan-2.0-instruct-20251111"),
         ),
         VendorPreset(
             "lkeap",
@@ -46,6 +61,15 @@ PRESETS: dict[str, VendorPreset] = {
             "OpenAI",
             "https://api.openai.com/v1",
             ("gpt-4.1", "gpt-4.1-mini", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"),
+        ),
+        VendorPreset(
+            "anthropic",
+            "Anthropic",
+            # The Messages API; the same base serves Anthropic's OpenAI-compatible chat.
+            "https://api.anthropic.com/v1",
+            ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
+            protocol="anthropic",
+            anthropic_address="https://api.anthropic.com/v1",
         ),
         VendorPreset("deepseek", "DeepSeek", "https://api.deepseek.com/v1", ("deepseek-chat", "deepseek-reasoner")),
         VendorPreset(

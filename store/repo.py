@@ -129,6 +129,8 @@ def load_config(session: Session) -> Config:
                 circuit_cooldown_s=s.circuit_cooldown_s,
                 probe_interval_s=s.probe_interval_s,
                 first_byte_timeout_s=s.first_byte_timeout_s,
+                default_max_tokens=s.default_max_tokens,
+                responses=s.responses,
                 prices={
                     k: Price(float(v.get("input", 0)), float(v.get("output", 0))) for k, v in (s.prices or {}).items()
                 },
@@ -277,8 +279,9 @@ def _write(session: Session, table: str, spec: Any, original: str | None) -> Non
     elif table == "model_services":
         for f in ("vendor", "protocol", "address", "key_policy", "model_policy", "default_model", "unlisted_model"):
             setattr(row, f, getattr(spec, f))
-        for f in ("proxy", "ca_file"):
+        for f in ("proxy", "ca_file", "responses"):
             setattr(row, f, getattr(spec, f))
+        row.default_max_tokens = int(spec.default_max_tokens)
         row.timeout_s = float(spec.timeout_s)
         for f in ("queue_timeout_s", "circuit_cooldown_s", "probe_interval_s", "first_byte_timeout_s"):
             setattr(row, f, float(getattr(spec, f)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Enumerations. Tuples keep the order the console offers them in.
-PROTOCOLS = ("openai",)
+PROTOCOLS = ("openai", "anthropic")
 KEY_POLICIES = ("polling", "random", "failover")
 MODEL_POLICIES = ("specified", "passthrough")
 UNLISTED_MODEL = ("refuse", "default")
@@ -22,11 +22,19 @@ QUOTA_PERIODS = ("day", "week", "month", "total")
 CACHE_KEYS = ("full", "last_user_message")
 CACHE_SCOPES = ("consumer", "api")
 
-#: Routes each scenario may expose; the first is the default.
+#: Routes each scenario may expose on an ``openai`` API; the first is the default.
 SCENARIO_ROUTES: dict[str, tuple[str, ...]] = {
-    "text-generation": ("/v1/chat/completions", "/v1/completions"),
+    "text-generation": ("/v1/chat/completions", "/v1/completions", "/v1/responses"),
     "embeddings": ("/v1/embeddings",),
 }
+#: Routes per API protocol and scenario; the first is the default. A protocol offers
+#: only the scenarios listed here.
+PROTOCOL_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
+    "openai": SCENARIO_ROUTES,
+    "anthropic": {"text-generation": ("/v1/messages", "/v1/messages/count_tokens")},
+}
+#: What an Anthropic vendor is told when a request sets no ``max_tokens`` (it requires one).
+DEFAULT_MAX_TOKENS = 4096
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081"
@@ -104,6 +112,12 @@ class ModelServiceSpec:
     proxy: str = ""
     #: A PEM file of certificates to trust for this vendor, on top of the system's.
     ca_file: str = ""
+    #: ``max_tokens`` sent to an Anthropic service when an OpenAI request names none.
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+    #: Whether the vendor serves the Responses API itself (passed through) or
+    #: ``/v1/responses`` is bridged to chat completions. ``None`` = the vendor's default
+    #: (:func:`responses_default`), kept as ``None`` so an export round-trips it.
+    responses: bool | None = None
     description: str = ""
     #: How long a request waits for a free key slot (0 = no waiting).
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
@@ -114,6 +128,15 @@ class ModelServiceSpec:
     probe_interval_s: float = 0.0
     #: The vendor's first byte is due this long after the request (0 = only ``timeout_s``).
     first_byte_timeout_s: float = 0.0
+
+    def serves_responses(self) -> bool:
+        """``responses``, or the vendor's default when unset."""
+        return responses_default(self.vendor, self.protocol) if self.responses is None else self.responses
+
+
+def responses_default(vendor: str, protocol: str) -> bool:
+    """Only OpenAI itself serves the Responses API among the presets."""
+    return vendor == "openai" and protocol == "openai"
 
 
 @dataclass

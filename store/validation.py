@@ -27,11 +27,11 @@ from .spec import (
     KEY_POLICIES,
     MAX_CACHE_TTL_S,
     MODEL_POLICIES,
+    PROTOCOL_ROUTES,
     PROTOCOLS,
     QUOTA_PERIODS,
     QUOTA_UNITS,
     ROUTINGS,
-    SCENARIO_ROUTES,
     SCENARIOS,
     SERVICE_TYPES,
     UNLISTED_MODEL,
@@ -246,7 +246,7 @@ def normalise_service(s: ModelServiceSpec) -> None:
     if s.ca_file:  # the gateway may run from another folder than the import
         s.ca_file = os.path.abspath(os.path.expanduser(s.ca_file))
     if not s.address and s.vendor in PRESETS:
-        s.address = PRESETS[s.vendor].address
+        s.address = PRESETS[s.vendor].address_for(s.protocol)
 
 
 def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
@@ -259,6 +259,10 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
         err.add(t, n, "protocol", m)
     if not s.address and s.vendor == "custom":
         err.add(t, n, "address", "address is required for vendor 'custom' (the vendor's OpenAI base URL)")
+    elif not s.address and s.protocol == "anthropic":
+        err.add(
+            t, n, "address", f"vendor {s.vendor!r} has no preset Anthropic address; give the vendor's Messages base URL"
+        )
     elif m := check_url(s.address):
         err.add(t, n, "address", m)
     if not s.keys:
@@ -286,6 +290,10 @@ def check_service(s: ModelServiceSpec, err: ErrorList) -> None:
     if m := check_number(s.timeout_s, lo=0, hi=MAX_TIMEOUT_S, lo_open=True):
         err.add(t, n, "timeout_s", m)
     check_resilience(s, err)
+    if m := check_number(s.default_max_tokens, lo=1, hi=10_000_000, integer=True):
+        err.add(t, n, "default_max_tokens", m)
+    if s.responses and s.protocol != "openai":
+        err.add(t, n, "responses", "responses applies to openai services only; set it to false or remove it")
     if m := check_proxy(s.proxy):
         err.add(t, n, "proxy", m)
     if m := check_ca_file(s.ca_file):
@@ -341,8 +349,9 @@ def check_origin(value: str) -> str | None:
 def normalise_api(a: ModelApiSpec) -> None:
     a.base_path = normalise_base_path(a.base_path)
     a.cors_origins = [normalise_origin(o) for o in a.cors_origins]
-    if not a.routes and a.scenario in SCENARIO_ROUTES:
-        a.routes = [SCENARIO_ROUTES[a.scenario][0]]
+    offered = PROTOCOL_ROUTES.get(a.protocol, {}).get(a.scenario)
+    if not a.routes and offered:
+        a.routes = [offered[0]]
 
 
 def check_api(a: ModelApiSpec, err: ErrorList) -> None:
@@ -353,10 +362,19 @@ def check_api(a: ModelApiSpec, err: ErrorList) -> None:
         err.add(t, n, "scenario", m)
     if m := one_of(a.protocol, PROTOCOLS):
         err.add(t, n, "protocol", m)
-    allowed = SCENARIO_ROUTES.get(a.scenario, ())
+    scenarios = PROTOCOL_ROUTES.get(a.protocol, {})
+    allowed = scenarios.get(a.scenario, ())
+    if scenarios and a.scenario in SCENARIOS and not allowed:
+        err.add(t, n, "scenario", f"protocol {a.protocol!r} offers scenario {', '.join(scenarios)} only")
     for r in a.routes:
         if allowed and r not in allowed:
-            err.add(t, n, "routes", f"route {r!r} is not offered by scenario {a.scenario!r}; use {', '.join(allowed)}")
+            err.add(
+                t,
+                n,
+                "routes",
+                f"route {r!r} is not offered by protocol {a.protocol!r} with scenario {a.scenario!r}; "
+                f"use {', '.join(allowed)}",
+            )
     for d in _dups(a.routes):
         err.add(t, n, "routes", f"route {d!r} is listed twice")
     if m := check_base_path(a.base_path):
@@ -537,6 +555,17 @@ def validate_config(cfg: Config) -> None:
                 err.add("model_apis", a.name, fld, f"model service {service_name!r} does not exist")
     for name, path, other in route_overlaps(cfg.model_apis):
         err.add("model_apis", name, "base_path", f"request path {path!r} is already served by model API {other!r}")
+    spoken: dict[str, ModelApiSpec] = {}
+    for a in cfg.model_apis:  # one models listing per base path, in one protocol's shape
+        first = spoken.setdefault(a.base_path, a)
+        if first.protocol != a.protocol:
+            err.add(
+                "model_apis",
+                a.name,
+                "base_path",
+                f"base path {a.base_path!r} is used by model API {first.name!r}, which speaks "
+                f"{first.protocol!r}; APIs sharing a base path must speak one protocol",
+            )
 
     owners: dict[str, str] = {}
     for c in cfg.consumers:

@@ -76,7 +76,7 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
         "protocol": FieldSpec("Model Protocol"),
         "address": FieldSpec(
             "Service Address",
-            hint="The vendor's OpenAI base URL; filled from the vendor, editable",
+            hint="The vendor's base URL for the protocol; filled from the vendor, editable",
             placeholder="e.g. https://vendor.example/v1",
             check=check_url,
         ),
@@ -93,6 +93,10 @@ FIELDS: dict[str, dict[str, FieldSpec]] = {
             hint="With Model Selection = pass through: what a request for another model gets",
         ),
         "timeout_s": FieldSpec("Timeout (seconds)"),
+        "default_max_tokens": FieldSpec(
+            "Default max_tokens (Anthropic vendors)", hint="Sent when a translated request names none"
+        ),
+        "responses": FieldSpec("Responses API (/v1/responses)"),
         "queue_timeout_s": FieldSpec(
             "Queue timeout s (0 = no wait)", hint="How long a request waits for a key below its max concurrency"
         ),

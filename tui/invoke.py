@@ -44,17 +44,24 @@ def access_urls(gateway: GatewaySpec, api: ModelApiSpec) -> list[str]:
     return [base + r for r in api.routes]
 
 
-def curl_command(url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE) -> str:
-    """The example chat request as curl, with real values (the key stays a placeholder unless given)."""
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": message}], "stream": False},
-        ensure_ascii=False,
-        indent=2,
+def curl_command(
+    url: str, model: str, api_key: str = "<API_KEY>", message: str = DEFAULT_MESSAGE, protocol: str | None = None
+) -> str:
+    """The example request as curl, with real values (the key stays a placeholder unless given), in the
+    API's protocol: Anthropic's headers (``x-api-key``, ``anthropic-version``) for an
+    ``anthropic`` API (known from its Messages route when not given)."""
+    if protocol is None:
+        protocol = "anthropic" if url.endswith(("/v1/messages", "/v1/messages/count_tokens")) else "openai"
+    body = json.dumps(request_body(url, model, message), ensure_ascii=False, indent=2)
+    auth = (
+        f'  -H "x-api-key: {api_key}" \\\n  -H "anthropic-version: 2023-06-01" \\\n'
+        if protocol == "anthropic"
+        else f'  -H "Authorization: Bearer {api_key}" \\\n'
     )
     return (
         f"curl -i -X POST {shlex.quote(url)} \\\n"
         f'  -H "Content-Type: application/json" \\\n'
-        f'  -H "Authorization: Bearer {api_key}" \\\n'
+        f"{auth}"
         f"  -d {shlex.quote(body)}"
     )
 
@@ -65,6 +72,12 @@ def request_body(url: str, model: str, message: str) -> dict[str, Any]:
         return {"model": model, "input": message}
     if url.endswith("/completions") and not url.endswith("/chat/completions"):
         return {"model": model, "prompt": message, "max_tokens": 256}
+    if url.endswith("/messages"):
+        return {"model": model, "max_tokens": 1024, "messages": [{"role": "user", "content": message}]}
+    if url.endswith("/messages/count_tokens"):
+        return {"model": model, "messages": [{"role": "user", "content": message}]}
+    if url.endswith("/responses"):
+        return {"model": model, "input": message}
     return {"model": model, "messages": [{"role": "user", "content": message}], "stream": False}
 
 
@@ -81,6 +94,18 @@ def _answer(data: Any) -> str:
         vec = data["data"][0].get("embedding") if isinstance(data["data"][0], dict) else None
         if isinstance(vec, list):
             return f"an embedding of {len(vec)} dimensions"
+    if isinstance(data, dict) and data.get("type") == "message":  # Anthropic Messages
+        return "".join(str(b.get("text", "")) for b in data.get("content") or [] if isinstance(b, dict))
+    if isinstance(data, dict) and isinstance(data.get("input_tokens"), int) and "object" not in data:
+        return f"{data['input_tokens']} input tokens"
+    if isinstance(data, dict) and data.get("object") == "response":  # the Responses API
+        return "".join(
+            str(part.get("text", ""))
+            for item in data.get("output") or []
+            if isinstance(item, dict)
+            for part in item.get("content") or []
+            if isinstance(part, dict)
+        )
     try:
         msg = data["choices"][0]["message"]
         return str(msg.get("content") or msg.get("reasoning_content") or "")

@@ -25,6 +25,8 @@ ROOT = HERE.parent.parent
 API_PATH = "/bench/v1/chat/completions"
 #: The same service behind a model API with the response cache on.
 CACHED_PATH = "/cached/v1/chat/completions"
+#: The same service behind an Anthropic Messages API: every request and answer translated.
+MESSAGES_PATH = "/bench-anthropic/v1/messages"
 #: Limits high enough never to refuse, but every check runs (rpm, tpm and quota counted).
 RPM = 1_000_000_000
 TPM = 1_000_000_000_000
@@ -351,6 +353,12 @@ base_path = "/cached"
 services = ["bench-svc"]
 cache_ttl_s = 3600
 
+[[model_apis]]
+name = "bench-anthropic"
+protocol = "anthropic"
+base_path = "/bench-anthropic"
+services = ["bench-svc"]
+
 [[consumers]]
 name = "bench-app"
 api_keys = ["{consumer_key}"]
@@ -361,7 +369,7 @@ quota_period = "month"
 [[consumer_groups]]
 name = "bench-group"
 consumers = ["bench-app"]
-model_apis = ["bench-api", "bench-cached"]
+model_apis = ["bench-api", "bench-cached", "bench-anthropic"]
 requests_per_minute = {RPM}
 tokens_per_minute = {TPM}
 """

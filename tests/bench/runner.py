@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ from .procs import (
     API_PATH,
     CACHED_PATH,
     LITELLM_PATH,
+    MESSAGES_PATH,
     PORTKEY_DIR,
     PORTKEY_ENTRY,
     PORTKEY_PATH,
@@ -85,6 +86,13 @@ MISS_BODY = json.dumps(
 ).encode()
 #: The 20-chunk stream written in one go (the profiler's stream).
 STREAM_BODY = body("bench-model", stream=True)
+
+
+def messages_body(model: str, stream: bool = False) -> bytes:
+    """The Anthropic Messages request the translated cases send (the same prompt)."""
+    return json.dumps(
+        {"model": model, "max_tokens": 256, "messages": PROMPT, **({"stream": True} if stream else {})}
+    ).encode()
 
 
 def split_body(chunks: int) -> bytes:
@@ -427,6 +435,20 @@ class Bench:
         self._case("cache-hit", [direct, cached], lambda lv: self.load(lv, BODY, n, s.duration, async_load=True))
         self._case("cache-miss", [direct, cached], lambda lv: self.load(lv, MISS_BODY, n, s.duration, vary=VARY))
 
+    def translated_cases(self, aigw: Live) -> None:
+        """aigw's Anthropic API in front of the same OpenAI vendor: what translating costs
+        beside passing through, measured in the same run as the passthrough cases."""
+        s, n = self.s, self.s.connections
+        lv = Live(replace(aigw.target, path=MESSAGES_PATH), aigw.proc)
+        for data, per in ((messages_body("bench-model"), 1), (messages_body("bench-split-20", True), 21)):
+            try:  # warm-up: the translated code paths
+                self.load(lv, data, n, min(1.0, s.duration), per=per)
+            except TargetFailed as exc:
+                self._note(f"aigw translated: warm-up failed ({exc})")
+        self.log(f"translated (Anthropic client → OpenAI vendor): non-streaming and 20-chunk streams, {n} connections")
+        self._case("tr", [lv], lambda lv: self.load(lv, messages_body("bench-model"), n, s.duration))
+        self._case("trs", [lv], lambda lv: self.load(lv, messages_body("bench-split-20", True), n, s.duration, per=21))
+
     def slow_cases(self, lives: list[Live], gw: Gateway) -> None:
         s = self.s
         for key, data, rounds in (
@@ -602,6 +624,7 @@ class Bench:
             cached = Live(Target(AIGW, "127.0.0.1", aigw.port, CACHED_PATH, key), aigw)
             _arun(loadgen.run_load(cached.target, BODY, 1, 0.0, rounds=1))  # the one miss, stored for the hits
             self.cache_cases(lives[0], cached)
+            self.translated_cases(lives[-1])
             self.slow_cases(lives, gw)
             self.open_streams([lv for lv in lives if lv.target.name != DIRECT])
             self.soak_case(lives[-1], gw, report)
@@ -733,6 +756,24 @@ class Bench:
         time_row("stream first byte p50 (20 chunks)", "s20x1", lambda r: r.ttfb_ms, 0.3)
         time_row("gap between chunks p50 (500 chunks)", "s500x1", lambda r: r.gap50_ms, None)
         time_row("gap between chunks p99 (500 chunks)", "s500x1", lambda r: r.gap99_ms, None)
+        for key, plain_key, what, unit, per in (
+            ("tr", "ns", "non-streaming", "req/s", "req"),
+            ("trs", "s20x0", "stream 20 chunks", "streams/s", "chunk"),
+        ):
+            vals, spread = per_target(key, lambda r: r.rate)
+            cpu, _ = per_target(key, lambda r: r.cpu_us)
+            plain, _ = per_target(plain_key, lambda r: r.rate)
+            row = Row(
+                f"translated {what} (Anthropic client → OpenAI vendor), {n} connections",
+                f"{unit} (CPU µs/{per})",
+                "rate",
+                vals,
+                cpu,
+                spread,
+            )
+            t, p = row.get(AIGW), plain.get(AIGW)
+            row.checks.append(("≥ 50% of aigw passing through", None if t is None or not p else t / p >= 0.5))
+            out.append(row)
 
         for key, label in (
             ("slow", f"slow vendor ({s.slow_ms} ms), {s.in_flight} in flight"),

@@ -39,12 +39,17 @@ def test_every_throughput_case_has_a_rate_and_cpu_for_every_target(report: Repor
         "stream 500 chunks, 4 connections",
         "response cache hit, 4 connections",
         "response cache miss, 4 connections",
+        "translated non-streaming (Anthropic client → OpenAI vendor), 4 connections",
+        "translated stream 20 chunks (Anthropic client → OpenAI vendor), 4 connections",
     ]
     names = [*OURS, *(["nginx"] if shutil.which("nginx") else [])]
-    for row in rates[-2:]:  # the cache's cases: the gateway with its cache on, beside the direct call
+    for row in rates[-4:-2]:  # the cache's cases: the gateway with its cache on, beside the direct call
         assert set(row.values) == {DIRECT, AIGW}, row
         assert all((row.get(n) or 0) > 0 and row.cpu.get(n) is not None for n in (DIRECT, AIGW)), row
-    for row in rates[:-2]:
+    for row in rates[-2:]:  # aigw's Anthropic API only, beside its own passthrough figure
+        assert (row.get(AIGW) or 0) > 0 and row.cpu.get(AIGW) is not None, row
+        assert row.checks[0][0] == "≥ 50% of aigw passing through" and row.checks[0][1] is not None
+    for row in rates[:-4]:
         for name in names:
             assert (row.get(name) or 0) > 0, (row.case, name)
             assert row.cpu.get(name) is not None, (row.case, name)

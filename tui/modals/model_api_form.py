@@ -10,7 +10,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Switch
 
-from store.spec import SCENARIO_ROUTES, ModelApiSpec
+from store.spec import PROTOCOL_ROUTES, ModelApiSpec
 from store.validation import check_cache_ttl
 
 from ..fields import entity_field, live_checks
@@ -32,6 +32,13 @@ def _check_ttl(value: str) -> str | None:
     return check_cache_ttl(seconds)
 
 
+PROTOCOL_LABELS = (("OpenAI", "openai"), ("Anthropic", "anthropic"))
+
+
+def offered_routes(protocol: str, scenario: str) -> tuple[str, ...]:
+    return PROTOCOL_ROUTES.get(protocol, {}).get(scenario, ())
+
+
 class ModelApiForm(EntityForm):
     """API Name, usage scenario, protocol, routes, base path, path simplification, services."""
 
@@ -42,7 +49,9 @@ class ModelApiForm(EntityForm):
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelApiSpec | None = self.original
         scenario = o.scenario if o else "text-generation"
-        routes = list(o.routes) if o else [SCENARIO_ROUTES[scenario][0]]
+        protocol = o.protocol if o else "openai"
+        offered = offered_routes(protocol, scenario)
+        routes = list(o.routes) if o else list(offered[:1])
         services = [s.name for s in self.config.model_services]
         chosen = list(o.services) if o else (services[:1] if len(services) == 1 else [])
         yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
@@ -51,12 +60,12 @@ class ModelApiForm(EntityForm):
                 self.TABLE, "scenario", Select(SCENARIO_LABELS, value=scenario, allow_blank=False, id="scenario")
             )
             yield entity_field(
-                self.TABLE, "protocol", Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol")
+                self.TABLE, "protocol", Select(PROTOCOL_LABELS, value=protocol, allow_blank=False, id="protocol")
             )
         yield entity_field(
             self.TABLE,
             "routes",
-            MarkedSelectionList[str](*[(r, r, r in routes) for r in SCENARIO_ROUTES[scenario]], id="routes"),
+            MarkedSelectionList[str](*[(r, r, r in routes) for r in offered], id="routes"),
         )
         with Horizontal(classes="form-row"):
             yield entity_field(self.TABLE, "base_path", Input(o.base_path if o else "", id="base-path"))
@@ -110,9 +119,11 @@ class ModelApiForm(EntityForm):
         self._sync_multi()
 
     @on(Select.Changed, "#scenario")
-    def _scenario_changed(self, event: Select.Changed) -> None:
+    @on(Select.Changed, "#protocol")
+    def _scenario_changed(self) -> None:
+        """The routes the chosen protocol offers for the chosen scenario."""
         routes = self.query_one("#routes", SelectionList)
-        offered = SCENARIO_ROUTES.get(str(event.value), ())
+        offered = offered_routes(str(self.value("protocol")), str(self.value("scenario")))
         keep = [r for r in routes.selected if r in offered]
         routes.clear_options()
         routes.add_options([(r, r, r in keep or (not keep and r == offered[0])) for r in offered])

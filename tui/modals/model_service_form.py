@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Select
 
 from store.presets import PRESETS, VENDORS
-from store.spec import DEFAULT_TIMEOUT_S, ModelServiceSpec, Price
+from store.spec import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT_S, ModelServiceSpec, Price
 
 from ..fields import entity_field, live_checks
 from ..widgets.marked_list import MarkedSelectionList
@@ -28,6 +28,13 @@ MODEL_POLICY_LABELS = (
     ("Pass through the client's model", "passthrough"),
 )
 UNLISTED_LABELS = (("Refuse with 404 model_not_found", "refuse"), ("Use the default model", "default"))
+PROTOCOL_LABELS = (("OpenAI-compatible", "openai"), ("Anthropic Messages", "anthropic"))
+RESPONSES_LABELS = (
+    ("The vendor's default", "default"),
+    ("Passed through (the vendor serves it)", "on"),
+    ("Bridged to chat completions", "off"),
+)
+_RESPONSES = {"default": None, "on": True, "off": False}
 
 
 def format_prices(prices: dict[str, Price]) -> str:
@@ -59,11 +66,13 @@ class ModelServiceForm(EntityForm):
     def compose_fields(self) -> Iterable[Widget]:
         o: ModelServiceSpec | None = self.original
         vendor = o.vendor if o else VENDORS[0]
-        self._vendor = vendor
         preset = PRESETS.get(vendor)
+        protocol = o.protocol if o else (preset.protocol if preset else "openai")
+        self._vendor, self._protocol = vendor, protocol
         keys = [k.name for k in self.config.model_keys]
         chosen = list(o.keys) if o else (keys[:1] if len(keys) == 1 else [])
-        default_model = o.default_model if o else (preset.models[0] if preset and preset.models else "")
+        models = preset.models_for(protocol) if preset else ()
+        default_model = o.default_model if o else (models[0] if models else "")
         yield entity_field(self.TABLE, "name", Input(o.name if o else "", id="name"))
         with Horizontal(classes="form-row"):
             yield entity_field(
@@ -79,13 +88,13 @@ class ModelServiceForm(EntityForm):
             yield entity_field(
                 self.TABLE,
                 "protocol",
-                Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
+                Select(PROTOCOL_LABELS, value=protocol, allow_blank=False, id="protocol"),
             )
         yield entity_field(
             self.TABLE,
             "address",
             Input(
-                o.address if o else (preset.address if preset else ""),
+                o.address if o else (preset.address_for(protocol) if preset else ""),
                 id="address",
             ),
         )
@@ -112,12 +121,12 @@ class ModelServiceForm(EntityForm):
             yield entity_field(
                 self.TABLE,
                 "default_model",
-                Input(default_model, id="default-model", suggester=SuggestFromList(preset.models if preset else ())),
+                Input(default_model, id="default-model", suggester=SuggestFromList(models)),
             )
             yield entity_field(
                 self.TABLE,
                 "model_picker",
-                Select(self._model_options(vendor), prompt="vendor models", id="model-picker"),
+                Select(self._model_options(vendor, protocol), prompt="vendor models", id="model-picker"),
             )
         yield entity_field(self.TABLE, "models", Input(", ".join(o.models) if o else "", id="models"))
         with Horizontal(classes="form-row"):
@@ -130,6 +139,16 @@ class ModelServiceForm(EntityForm):
             )
             yield entity_field(
                 self.TABLE, "timeout_s", Input(f"{o.timeout_s:g}" if o else f"{DEFAULT_TIMEOUT_S:g}", id="timeout-s")
+            )
+        with Horizontal(classes="form-row"):
+            yield entity_field(
+                self.TABLE,
+                "default_max_tokens",
+                Input(str(o.default_max_tokens if o else DEFAULT_MAX_TOKENS), id="default-max-tokens"),
+            )
+            responses = "default" if not o or o.responses is None else ("on" if o.responses else "off")
+            yield entity_field(
+                self.TABLE, "responses", Select(RESPONSES_LABELS, value=responses, allow_blank=False, id="responses")
             )
         with Horizontal(classes="form-row"):
             yield entity_field(self.TABLE, "proxy", Input(o.proxy if o else "", id="proxy"))
@@ -165,26 +184,42 @@ class ModelServiceForm(EntityForm):
             )
 
     @staticmethod
-    def _model_options(vendor: str) -> list[tuple[str, str]]:
+    def _model_options(vendor: str, protocol: str) -> list[tuple[str, str]]:
         preset = PRESETS.get(vendor)
-        return [(m, m) for m in (preset.models if preset else ())]
+        return [(m, m) for m in (preset.models_for(protocol) if preset else ())]
 
     @on(Select.Changed, "#vendor")
     def _vendor_changed(self, event: Select.Changed) -> None:
         new = str(event.value)
-        old, self._vendor = self._vendor, new
-        if new == old:
+        if new == self._vendor:
             return
-        old_p, new_p = PRESETS.get(old), PRESETS.get(new)
+        preset = PRESETS.get(new)
+        if preset is not None and preset.protocol != self._protocol:  # Anthropic's preset speaks Anthropic
+            self.query_one("#protocol", Select).value = preset.protocol
+        self._refill(new, self.value("protocol") if preset is None else preset.protocol)
+
+    @on(Select.Changed, "#protocol")
+    def _protocol_changed(self, event: Select.Changed) -> None:
+        self._refill(self._vendor, str(event.value))
+
+    def _refill(self, vendor: str, protocol: str) -> None:
+        """The address and models of the new vendor or protocol, unless the user typed their own."""
+        if (vendor, protocol) == (self._vendor, self._protocol):
+            return
+        old_p, new_p = PRESETS.get(self._vendor), PRESETS.get(vendor)
+        old_address = old_p.address_for(self._protocol) if old_p else ""
+        old_models = old_p.models_for(self._protocol) if old_p else ()
+        self._vendor, self._protocol = vendor, protocol
         address = self.query_one("#address", Input)
-        if not address.value or (old_p and address.value == old_p.address):
-            address.value = new_p.address if new_p else ""
+        if not address.value or address.value == old_address:
+            address.value = new_p.address_for(protocol) if new_p else ""
         picker = self.query_one("#model-picker", Select)
-        picker.set_options(self._model_options(new))
+        picker.set_options(self._model_options(vendor, protocol))
+        models = new_p.models_for(protocol) if new_p else ()
         model = self.query_one("#default-model", Input)
-        model.suggester = SuggestFromList(new_p.models if new_p else ())
-        if new_p and new_p.models and (not model.value or (old_p and model.value in old_p.models)):
-            model.value = new_p.models[0]
+        model.suggester = SuggestFromList(models)
+        if models and (not model.value or model.value in old_models):
+            model.value = models[0]
 
     @on(Select.Changed, "#model-picker")
     def _model_picked(self, event: Select.Changed) -> None:
@@ -204,6 +239,8 @@ class ModelServiceForm(EntityForm):
             models=as_list(self.value("models")),
             unlisted_model=self.value("unlisted_model"),
             timeout_s=as_number(self.value("timeout_s"), "timeout_s"),
+            default_max_tokens=int(as_number(self.value("default_max_tokens"), "default_max_tokens", integer=True)),
+            responses=_RESPONSES[str(self.value("responses"))],
             prices=parse_prices(self.value("prices")),
             proxy=self.value("proxy").strip(),
             ca_file=self.value("ca_file").strip(),

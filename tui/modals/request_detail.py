@@ -41,6 +41,8 @@ LABELS = {
     "stream": "Streamed",
     "estimated": "Tokens estimated",
     "error": "Error",
+    "protocol": "Client protocol",
+    "vendor_protocol": "Vendor protocol",
 }
 KIND_STYLE = {"ok": "green", "warn": "yellow", "bad": "bold red"}
 

@@ -145,7 +145,8 @@ class RouteManagementScreen(Dialog[None]):
         return "", ""
 
     def _curl(self, key: str = "") -> str:
-        return curl_command(self.urls[0] if self.urls else "<access address>", self.model, key or "<API_KEY>")
+        url = self.urls[0] if self.urls else "<access address>"
+        return curl_command(url, self.model, key or "<API_KEY>", protocol=self.api.protocol)
 
     def action_dismiss_screen(self) -> None:
         self.dismiss(None)

@@ -10,10 +10,10 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, Switch
 
-from store.spec import SCENARIO_ROUTES, ModelApiSpec
+from store.spec import ModelApiSpec
 
 from ...fields import entity_field, live_checks
-from ...modals.model_api_form import SCENARIO_LABELS, SERVICE_TYPE_LABELS
+from ...modals.model_api_form import PROTOCOL_LABELS, SCENARIO_LABELS, SERVICE_TYPE_LABELS, offered_routes
 from .step import WizardStep
 
 DEFAULT_BASE_PATH = "/hunyuan"
@@ -33,7 +33,7 @@ class ApiStep(WizardStep):
     LIVE_CHECKS: ClassVar = live_checks("model_apis")
 
     def compose_fields(self) -> Iterable[Widget]:
-        routes = SCENARIO_ROUTES["text-generation"]
+        routes = offered_routes("openai", "text-generation")
         yield entity_field(self.TABLE, "name", Input(self.DEFAULT_NAME, id="name"))
         with Horizontal(classes="form-row"):
             yield entity_field(
@@ -42,7 +42,7 @@ class ApiStep(WizardStep):
                 Select(SCENARIO_LABELS, value="text-generation", allow_blank=False, id="scenario"),
             )
             yield entity_field(
-                self.TABLE, "protocol", Select([("OpenAI", "openai")], value="openai", allow_blank=False, id="protocol")
+                self.TABLE, "protocol", Select(PROTOCOL_LABELS, value="openai", allow_blank=False, id="protocol")
             )
         yield entity_field(
             self.TABLE, "routes", Select([(r, r) for r in routes], value=routes[0], allow_blank=False, id="routes")
@@ -62,7 +62,7 @@ class ApiStep(WizardStep):
         self.sync_ref("services", [s.name for s in self.ctx.config.model_services], self.ctx.name("model_services"))
 
     def _offer_routes(self, scenario: str, chosen: str | None = None) -> None:
-        routes = SCENARIO_ROUTES.get(scenario, ())
+        routes = offered_routes(str(self.value("protocol")), scenario)
         w = self.query_one("#routes", Select)
         w.set_options([(r, r) for r in routes])
         if chosen in routes:
@@ -72,6 +72,7 @@ class ApiStep(WizardStep):
         scenario = spec.scenario if spec else "text-generation"
         self.set_value("name", spec.name if spec else self.unique_name(self.DEFAULT_NAME))
         self.set_value("scenario", scenario)
+        self.set_value("protocol", spec.protocol if spec else "openai")
         self._offer_routes(scenario, spec.routes[0] if spec and spec.routes else None)
         self.set_value("base_path", spec.base_path if spec else self._free_base_path())
         self.set_value("path_simplification", spec.path_simplification if spec else True)
@@ -89,12 +90,14 @@ class ApiStep(WizardStep):
         return path
 
     @on(Select.Changed, "#scenario")
+    @on(Select.Changed, "#protocol")
     def _scenario_changed(self, event: Select.Changed) -> None:
+        """The routes the chosen protocol offers for the chosen scenario (an Anthropic API: Messages)."""
         if event.select.value != event.value:
             return
-        current = self.value("routes")
-        if current not in SCENARIO_ROUTES.get(str(event.value), ()):
-            self._offer_routes(str(event.value))
+        scenario = str(self.value("scenario"))
+        if self.value("routes") not in offered_routes(str(self.value("protocol")), scenario):
+            self._offer_routes(scenario)
 
     def build_spec(self) -> ModelApiSpec:
         spec = self.base_spec() or ModelApiSpec(name="")
@@ -102,7 +105,7 @@ class ApiStep(WizardStep):
         spec.name = self.value("name").strip()
         spec.scenario = self.value("scenario")
         spec.protocol = self.value("protocol") or "openai"
-        offered = SCENARIO_ROUTES.get(spec.scenario, ())
+        offered = offered_routes(spec.protocol, spec.scenario)
         spec.routes = [route] + [r for r in spec.routes if r != route and r in offered]
         spec.base_path = self.value("base_path").strip()
         spec.path_simplification = bool(self.value("path_simplification"))

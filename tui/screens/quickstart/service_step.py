@@ -15,7 +15,13 @@ from store.presets import PRESETS, VENDORS
 from store.spec import ModelServiceSpec
 
 from ...fields import entity_field, live_checks
-from ...modals.model_service_form import KEY_POLICY_LABELS, MODEL_POLICY_LABELS, format_prices, parse_prices
+from ...modals.model_service_form import (
+    KEY_POLICY_LABELS,
+    MODEL_POLICY_LABELS,
+    PROTOCOL_LABELS,
+    format_prices,
+    parse_prices,
+)
 from .step import WizardStep
 
 #: The model the README's example uses: Quick Start proposes it when the vendor offers it.
@@ -61,7 +67,7 @@ class ServiceStep(WizardStep):
             yield entity_field(
                 self.TABLE,
                 "protocol",
-                Select([("OpenAI-compatible", "openai")], value="openai", allow_blank=False, id="protocol"),
+                Select(PROTOCOL_LABELS, value="openai", allow_blank=False, id="protocol"),
             )
         yield entity_field(self.TABLE, "address", Input(first.address, id="address"))
         with Horizontal(classes="form-row"):
@@ -96,6 +102,7 @@ class ServiceStep(WizardStep):
         self._vendor = vendor
         self.set_value("name", spec.name if spec else self.unique_name(self.DEFAULT_NAME))
         self.set_value("vendor", vendor)
+        self.set_value("protocol", spec.protocol if spec else "openai")
         self._offer_models(vendor)
         self.set_value("address", spec.address if spec else PRESETS[vendor].address)
         if spec and spec.keys:
@@ -126,6 +133,16 @@ class ServiceStep(WizardStep):
         model = self.query_one("#default-model", Input)
         if not model.value or (old_p and model.value in old_p.models):
             model.value = proposed_model(new)
+
+    @on(Select.Changed, "#protocol")
+    def _protocol_changed(self, event: Select.Changed) -> None:
+        """The vendor's address for the protocol (Hunyuan's Anthropic one), unless typed by hand."""
+        preset = PRESETS.get(self._vendor)
+        if preset is None or event.select.value != event.value:
+            return
+        address = self.query_one("#address", Input)
+        if address.value in (preset.address, preset.anthropic_address, ""):
+            address.value = preset.address_for(str(event.value)) or address.value
 
     @on(Select.Changed, "#model-picker")
     def _model_picked(self, event: Select.Changed) -> None:
