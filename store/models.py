@@ -35,6 +35,10 @@ class GatewaySettings(SQLModel, table=True):
     public_url: str = ""
     admin_listen: str = "127.0.0.1:8081"
     max_connections: int = 10_000
+    redis_url: str = ""
+    redis_failure: str = "local"
+    #: Data-plane worker processes; 0 = one per CPU (``workers = "auto"``).
+    workers: int = 1
     updated_at: datetime = Field(default_factory=utcnow)
 
 

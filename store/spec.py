@@ -30,6 +30,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081"
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_TIMEOUT_S = 120.0
+#: What the limiter does while Redis cannot be reached.
+REDIS_FAILURE_MODES = ("local", "refuse")
 
 
 @dataclass
@@ -39,6 +41,12 @@ class GatewaySpec:
     admin_listen: str = DEFAULT_ADMIN_LISTEN
     #: Client connections the data plane keeps open at most; past it new ones are closed at once.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Limit state shared by every gateway naming this Redis (empty = in this instance's memory).
+    redis_url: str = ""
+    #: While Redis cannot be reached: ``local`` (each process counts alone) or ``refuse`` (503).
+    redis_failure: str = "local"
+    #: Data-plane processes of one ``aigw serve``: a number, or ``"auto"`` (one per CPU).
+    workers: int | str = 1
 
     def effective_public_url(self) -> str:
         """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""
