@@ -164,6 +164,7 @@ async def healthz(request: web.Request) -> web.Response:
             "requests_total": state.metrics.requests_total,
             "in_flight": state.in_flight,
             "db": state.store.location.describe(),
+            "limits": state.limiter.describe(),
         }
     )
 
@@ -171,6 +172,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.metrics.records_pending = state.recorder.pending_count
+    state.metrics.limits_shared = int(state.limiter.shared)
     text = state.metrics.render(revision=state.snapshot.revision, in_flight=state.in_flight)
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}

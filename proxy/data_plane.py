@@ -79,3 +79,4 @@ class DataPlane:
         if self.state.pool is not None:
             await self.state.pool.close()
         await self.state.recorder.close()
+        await self.state.limiter.close()

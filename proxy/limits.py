@@ -110,10 +110,12 @@ ALLOW = Decision()
 
 
 class Limiter(Protocol):
-    def check(self, ctx: RequestContext) -> Decision:
-        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks.
+    def check(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
+        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks the loop.
 
-        Admitting reserves what the request may use until :meth:`settle` for it.
+        In-memory state answers at once (a :class:`Decision`); state held elsewhere (Redis)
+        answers with an awaitable, one round trip. Admitting reserves what the request may
+        use until :meth:`settle` for it.
         """
         ...
 
@@ -135,6 +137,19 @@ class Limiter(Protocol):
 
     def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
         """Each consumer's limits and what it uses now (``GET /limits`` for the console)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether the counts are shared with other processes right now (``aigw_limits_shared``)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where the counts live, for ``/healthz``."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections (after the data plane has drained)."""
         ...
 
 
@@ -160,6 +175,78 @@ _REQUEST_LINES = (
     b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
 )
 _TOKEN_LINES = b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
+
+
+def rpm_error(consumer: str, api: str, rpm: int, wait: float) -> GatewayError:
+    return rate_limited(
+        f"consumer {consumer!r} reached {rpm} requests per minute on model API {api!r}; retry in {duration(wait)}",
+        wait,
+    )
+
+
+def tpm_error(consumer: str, api: str, tpm: int, wait: float, *, reserved_only: bool) -> GatewayError:
+    return rate_limited(
+        f"consumer {consumer!r} reached {tpm} tokens per minute on model API {api!r}"
+        + (" (counting requests in progress)" if reserved_only else "")
+        + f"; retry in {duration(wait)}",
+        wait,
+    )
+
+
+def quota_error(consumer: Consumer, used: float, reserved: float, now: float) -> GatewayError | None:
+    """The refusal of a spent quota (``None`` while ``used + reserved`` is under it)."""
+    if used + reserved < consumer.quota:
+        return None
+    unit = consumer.quota_unit
+    amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
+    if used < consumer.quota:  # only requests in progress hold the rest: they settle soon
+        return rate_limited(
+            f"consumer {consumer.name!r} has {amount} per "
+            f"{consumer.quota_period} left to spend, all held by its requests "
+            f"in progress; retry in {duration(RESERVED_RETRY_S)}",
+            RESERVED_RETRY_S,
+            code="insufficient_quota",
+        )
+    end = period_end(consumer.quota_period, now)
+    if end is None:  # a total quota never resets: only an operator can raise it
+        return rate_limited(
+            f"consumer {consumer.name!r} has used its total quota of {amount}; ask the gateway operator to raise it",
+            TOTAL_RETRY_S,
+            code="insufficient_quota",
+        )
+    when = iso_utc(end, "seconds")
+    return rate_limited(
+        f"consumer {consumer.name!r} has used its quota of {amount} per {consumer.quota_period}; it resets at {when}",
+        end - now,
+        code="insufficient_quota",
+    )
+
+
+def limited(ctx: RequestContext) -> bool:
+    """Whether any limit applies to ``ctx``'s consumer on its API (else no state is touched)."""
+    consumer, api = ctx.consumer, ctx.api
+    if consumer is None or api is None:
+        return False
+    if consumer.quota:
+        return True
+    limits = ctx.snapshot.limits.get((consumer.name, api.name))
+    return limits is not None and bool(limits.requests_per_minute or limits.tokens_per_minute)
+
+
+class PeriodStarts:
+    """``period_start`` cached until the period ends: the calendar math stays off the hot path."""
+
+    def __init__(self) -> None:
+        self._periods: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, period: str, now: float) -> float:
+        cached = self._periods.get(period)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[0]
+        start = period_start(period, now)
+        end = period_end(period, now)
+        self._periods[period] = (start, end if end is not None else math.inf)
+        return start
 
 
 @dataclass(slots=True)
@@ -263,7 +350,7 @@ class MemoryLimiter:
         self._requests: dict[tuple[str, str], _Window] = {}
         self._tokens: dict[tuple[str, str], _Window] = {}
         self._quotas: dict[tuple[str, str, float], _Quota] = {}
-        self._periods: dict[str, tuple[float, float]] = {}
+        self._period_start = PeriodStarts()
         #: Reservations of admitted requests, by ``id(ctx)`` until ``settle``.
         self._holds: dict[int, _Hold] = {}
 
@@ -290,12 +377,7 @@ class MemoryLimiter:
                 window = self._requests[key] = _Window()
             window.expire(now)
             if window.used >= rpm:
-                wait = window.retry_after(now, rpm)
-                error = rate_limited(
-                    f"consumer {consumer.name!r} reached {rpm} requests per minute on model API "
-                    f"{api.name!r}; retry in {duration(wait)}",
-                    wait,
-                )
+                error = rpm_error(consumer.name, api.name, rpm, window.retry_after(now, rpm))
         tokens: _Window | None = None
         if tpm:
             tokens = self._tokens.get(key)
@@ -306,17 +388,11 @@ class MemoryLimiter:
             token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken), duration_bytes(tokens.reset_in(now)))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
-                error = rate_limited(
-                    f"consumer {consumer.name!r} reached {tpm} tokens per minute on model API "
-                    f"{api.name!r}"
-                    + ("" if tokens.used >= tpm else " (counting requests in progress)")
-                    + f"; retry in {duration(wait)}",
-                    wait,
-                )
+                error = tpm_error(consumer.name, api.name, tpm, wait, reserved_only=tokens.used < tpm)
         quota: _Quota | None = None
         if error is None and consumer.quota:
             quota = self._quota(consumer, ctx.ts)
-            error = self._check_quota(consumer, quota, now)
+            error = quota_error(consumer, quota.used, quota.reserved, now)
 
         lines = token_lines
         if window is not None:
@@ -343,35 +419,6 @@ class MemoryLimiter:
             quota.reserved += n
         self._holds[id(ctx)] = hold
 
-    def _check_quota(self, consumer: Consumer, q: _Quota, now: float) -> GatewayError | None:
-        if q.used + q.reserved < consumer.quota:
-            return None
-        unit = consumer.quota_unit
-        amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
-        if q.used < consumer.quota:  # only requests in progress hold the rest: they settle soon
-            return rate_limited(
-                f"consumer {consumer.name!r} has {amount} per "
-                f"{consumer.quota_period} left to spend, all held by its requests "
-                f"in progress; retry in {duration(RESERVED_RETRY_S)}",
-                RESERVED_RETRY_S,
-                code="insufficient_quota",
-            )
-        end = period_end(consumer.quota_period, now)
-        if end is None:  # a total quota never resets: only an operator can raise it
-            return rate_limited(
-                f"consumer {consumer.name!r} has used its total quota of {amount}; "
-                "ask the gateway operator to raise it",
-                TOTAL_RETRY_S,
-                code="insufficient_quota",
-            )
-        when = iso_utc(end, "seconds")
-        return rate_limited(
-            f"consumer {consumer.name!r} has used its quota of {amount} per "
-            f"{consumer.quota_period}; it resets at {when}",
-            end - now,
-            code="insufficient_quota",
-        )
-
     def _quota(self, consumer: Consumer, ts: float) -> _Quota:
         """The counter of the period holding ``ts``; one not loaded by :meth:`restore` is a new
         period's, which no request of this process has used yet: it starts at 0."""
@@ -380,16 +427,6 @@ class MemoryLimiter:
         if q is None:
             q = self._quotas[key] = _Quota(created=key[2])
         return q
-
-    def _period_start(self, period: str, now: float) -> float:
-        """``period_start`` cached until the period ends: the calendar math stays off the hot path."""
-        cached = self._periods.get(period)
-        if cached is not None and cached[0] <= now < cached[1]:
-            return cached[0]
-        start = period_start(period, now)
-        end = period_end(period, now)
-        self._periods[period] = (start, end if end is not None else math.inf)
-        return start
 
     # ---------------------------------------------------------------- settle
 
@@ -489,3 +526,13 @@ class MemoryLimiter:
                 }
             out[name] = entry
         return out
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "shared": False}
+
+    async def close(self) -> None:
+        return None

@@ -39,6 +39,8 @@ class Metrics:
         #: Client connections open now, and closed at once because the cap was reached.
         self.connections_open = 0
         self.connections_refused = 0
+        #: 1 while the limits are counted with the other processes sharing them (Redis answering).
+        self.limits_shared = 0
 
     def observe(self, row: tuple[Any, ...]) -> None:
         """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
@@ -122,5 +124,8 @@ class Metrics:
             "# HELP aigw_connections_refused_total Client connections closed at once: max_connections reached.",
             "# TYPE aigw_connections_refused_total counter",
             f"aigw_connections_refused_total {self.connections_refused}",
+            "# HELP aigw_limits_shared 1 while limits are counted with every process sharing them, 0 when alone.",
+            "# TYPE aigw_limits_shared gauge",
+            f"aigw_limits_shared {self.limits_shared}",
         ]
         return "\n".join(out) + "\n"

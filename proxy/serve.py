@@ -15,10 +15,11 @@ from store.admin_token import GATEWAY_LOG, load_or_create
 from store.db import Store, open_store, private_file
 from store.errors import StoreError
 from store.spec import GatewaySpec
-from store.validation import check_listen
+from store.validation import check_listen, check_redis_url
 
 from .data_plane import DataPlane
 from .routes import load_snapshot
+from .shared_limits import masked
 from .state import GatewayState, ListenInfo
 
 if TYPE_CHECKING:
@@ -81,7 +82,19 @@ def _split(addr: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> int:
+#: The environment variable naming the Redis of shared limits (under ``--redis-url``, over the store's).
+REDIS_URL_ENV = "AIGW_REDIS_URL"
+
+
+def _redis_url(given: str | None, stored: str) -> str:
+    url = given if given is not None else os.environ.get(REDIS_URL_ENV) or stored
+    if msg := check_redis_url(url):
+        what = "--redis-url" if given is not None else REDIS_URL_ENV if os.environ.get(REDIS_URL_ENV) else "redis_url"
+        raise ServeError(f"{what}: {msg}")
+    return url
+
+
+async def _serve(store: Store, listen: str | None, admin_listen: str | None, redis_url: str | None) -> int:
     snapshot = await asyncio.to_thread(load_snapshot, store)
     gw = snapshot.gateway
     listen = listen or gw.listen
@@ -90,7 +103,8 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
     ahost, aport = _split(admin_listen, "--admin-listen")
     public = GatewaySpec(listen=listen, public_url=gw.public_url).effective_public_url()
     token = load_or_create(store.data_dir)
-    state = GatewayState(store, snapshot, ListenInfo(listen, admin_listen, public), token)
+    redis = _redis_url(redis_url, gw.redis_url)
+    state = GatewayState(store, snapshot, ListenInfo(listen, admin_listen, public), token, redis_url=redis)
 
     plane = DataPlane(state)
     admin = None
@@ -111,13 +125,14 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
             raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") from None
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, _freeze_heap)
         log.info(
-            "aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d",
+            "aigw gateway pid %d serving %s (public %s), admin %s, store %s, revision %d, limits %s",
             os.getpid(),
             listen,
             public,
             admin_listen,
             store.location.describe(),
             snapshot.revision,
+            masked(redis) if redis else "in memory",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -135,7 +150,7 @@ async def _serve(store: Store, listen: str | None, admin_listen: str | None) -> 
     return 0
 
 
-def run_server(db: str | None, *, listen: str | None, admin_listen: str | None) -> int:
+def run_server(db: str | None, *, listen: str | None, admin_listen: str | None, redis_url: str | None = None) -> int:
     """Run the gateway in the foreground until SIGTERM/SIGINT; the process exit code."""
     try:
         store = open_store(db)
@@ -154,7 +169,7 @@ def run_server(db: str | None, *, listen: str | None, admin_listen: str | None) 
     else:
         runner = uvloop.run
     try:
-        return runner(_serve(store, listen, admin_listen))
+        return runner(_serve(store, listen, admin_listen, redis_url))
     except ServeError as exc:
         log.error("%s", exc)
         print(f"aigw: error: {exc}", file=sys.stderr)

@@ -34,8 +34,7 @@ def _binary(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if found is None:
         raise RuntimeError(
-            f"{name} is not installed; install the servers the tests use: "
-            "apt-get install -y redis-server postgresql"
+            f"{name} is not installed; install the servers the tests use: apt-get install -y redis-server postgresql"
         )
     return found
 
@@ -226,4 +225,3 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server.start()
     finally:
         server.close()
-

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the gateway in the foreground")
     s.add_argument("--listen", metavar="HOST:PORT", help="data plane address (default: the store's)")
     s.add_argument("--admin-listen", metavar="HOST:PORT", help="admin address (default: the store's)")
+    s.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share limits through this Redis (default: $AIGW_REDIS_URL, else the store's redis_url)",
+    )
     _add_db(s)
 
     i = sub.add_parser("import", help="apply a TOML configuration (all or nothing)")
@@ -160,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "serve":
         from proxy.serve import run_server
 
-        return run_server(args.db, listen=args.listen, admin_listen=args.admin_listen)
+        return run_server(args.db, listen=args.listen, admin_listen=args.admin_listen, redis_url=args.redis_url)
     if cmd == "import":
         return cmd_import(args)
     if cmd == "export":

@@ -61,7 +61,9 @@ def test_healthz_shape(gw: Gw, records_store: Store) -> None:
         "requests_total",
         "in_flight",
         "db",
+        "limits",
     }
+    assert h["limits"] == {"backend": "memory", "shared": False}
     with records_store.session() as s:
         assert h["revision"] == repo.get_revision(s)
     assert h["status"] == "ok" and h["pid"] == gw.proc.proc.pid  # type: ignore[union-attr]
