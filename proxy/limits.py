@@ -326,6 +326,13 @@ def estimate_tokens(ctx: RequestContext) -> int:
     return prompt + out
 
 
+def estimates(ctx: RequestContext, consumer: Consumer, tpm: int) -> tuple[int, float]:
+    """The tokens and cost ``ctx`` may use, computed only where a limit counts them."""
+    unit = consumer.quota_unit if consumer.quota else ""
+    tokens = estimate_tokens(ctx) if tpm or unit in ("tokens", "cost") else 0
+    return tokens, estimate_cost(ctx, tokens) if unit == "cost" else 0.0
+
+
 def estimate_cost(ctx: RequestContext, tokens: int) -> float:
     """The estimate priced at the API's dearest service for the model (all tokens as output)."""
     api = ctx.api
@@ -365,8 +372,16 @@ class MemoryLimiter:
         tpm = limits.tokens_per_minute if limits else 0
         if not rpm and not tpm and not consumer.quota:
             return ALLOW
+        tokens, cost = estimates(ctx, consumer, tpm)
+        return self.admit(id(ctx), consumer, api.name, rpm, tpm, tokens, cost)
+
+    def admit(
+        self, hold: int, consumer: Consumer, api: str, rpm: int, tpm: int, estimate: int, cost: float
+    ) -> Decision:
+        """:meth:`check` by names and numbers: what another process asks for its request
+        ``hold`` (its estimates made there, where the body is)."""
         now = self.clock()
-        key = (consumer.name, api.name)
+        key = (consumer.name, api)
         error: GatewayError | None = None
         token_lines = b""
 
@@ -377,7 +392,7 @@ class MemoryLimiter:
                 window = self._requests[key] = _Window()
             window.expire(now)
             if window.used >= rpm:
-                error = rpm_error(consumer.name, api.name, rpm, window.retry_after(now, rpm))
+                error = rpm_error(consumer.name, api, rpm, window.retry_after(now, rpm))
         tokens: _Window | None = None
         if tpm:
             tokens = self._tokens.get(key)
@@ -388,10 +403,10 @@ class MemoryLimiter:
             token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken), duration_bytes(tokens.reset_in(now)))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
-                error = tpm_error(consumer.name, api.name, tpm, wait, reserved_only=tokens.used < tpm)
+                error = tpm_error(consumer.name, api, tpm, wait, reserved_only=tokens.used < tpm)
         quota: _Quota | None = None
         if error is None and consumer.quota:
-            quota = self._quota(consumer, ctx.ts)
+            quota = self._quota(consumer, now)
             error = quota_error(consumer, quota.used, quota.reserved, now)
 
         lines = token_lines
@@ -402,22 +417,17 @@ class MemoryLimiter:
         if error is not None:
             return Decision(False, error, lines)
         if tokens is not None or quota is not None:
-            self._reserve(ctx, consumer, tokens, quota)
+            # Hold what the admitted request may use, so concurrent checks see it.
+            h = self._holds[hold] = _Hold()
+            if tokens is not None:
+                h.tokens, h.tokens_n = tokens, estimate
+                tokens.reserved += estimate
+            if quota is not None:
+                unit = consumer.quota_unit
+                n = 1.0 if unit == "requests" else cost if unit == "cost" else float(estimate)
+                h.quota, h.quota_n = quota, n
+                quota.reserved += n
         return Decision(True, None, lines)
-
-    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None, quota: _Quota | None) -> None:
-        """Hold what an admitted request may use, so concurrent checks see it."""
-        hold = _Hold()
-        unit = consumer.quota_unit
-        estimate = estimate_tokens(ctx) if tokens is not None or unit != "requests" else 0
-        if tokens is not None:
-            hold.tokens, hold.tokens_n = tokens, estimate
-            tokens.reserved += estimate
-        if quota is not None:
-            n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" else float(estimate)
-            hold.quota, hold.quota_n = quota, n
-            quota.reserved += n
-        self._holds[id(ctx)] = hold
 
     def _quota(self, consumer: Consumer, ts: float) -> _Quota:
         """The counter of the period holding ``ts``; one not loaded by :meth:`restore` is a new
@@ -431,31 +441,41 @@ class MemoryLimiter:
     # ---------------------------------------------------------------- settle
 
     def settle(self, ctx: RequestContext, usage: Usage | None) -> None:
-        hold = self._holds.pop(id(ctx), None)
-        if hold is not None:  # the estimate gives way to what was really used
-            if hold.tokens is not None:
-                hold.tokens.reserved -= hold.tokens_n
-            if hold.quota is not None:
-                hold.quota.reserved = max(0.0, hold.quota.reserved - hold.quota_n)
         consumer, api = ctx.consumer, ctx.api
-        if consumer is None or api is None or ctx.service is None:
+        if consumer is None or api is None:
+            self._holds.pop(id(ctx), None)
+            return
+        limits = ctx.snapshot.limits.get((consumer.name, api.name))
+        tpm = bool(limits and limits.tokens_per_minute)
+        total = usage.total_tokens if usage else 0
+        self.account(id(ctx), consumer, api.name, tpm, ctx.service is not None, ctx.ts, total, ctx.cost)
+
+    def account(
+        self, hold: int, consumer: Consumer, api: str, tpm: bool, forwarded: bool, ts: float, total: int, cost: float
+    ) -> None:
+        """:meth:`settle` by names and numbers (for a request checked by :meth:`admit`)."""
+        h = self._holds.pop(hold, None)
+        if h is not None:  # the estimate gives way to what was really used
+            if h.tokens is not None:
+                h.tokens.reserved -= h.tokens_n
+            if h.quota is not None:
+                h.quota.reserved = max(0.0, h.quota.reserved - h.quota_n)
+        if not forwarded:
             return  # refused before forwarding: uses neither tokens nor quota
         now = self.clock()
-        total = usage.total_tokens if usage else 0
-        limits = ctx.snapshot.limits.get((consumer.name, api.name))
-        if total and limits and limits.tokens_per_minute:
-            key = (consumer.name, api.name)
+        if total and tpm:
+            key = (consumer.name, api)
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = self._tokens[key] = _Window()
             tokens.expire(now)
             tokens.add(now, total)
         if consumer.quota:
-            q = hold.quota if hold is not None and hold.quota is not None else self._quota(consumer, ctx.ts)
+            q = h.quota if h is not None and h.quota is not None else self._quota(consumer, ts)
             # A request older than the counter is in the records it was loaded from.
-            if ctx.ts >= q.created:
+            if ts >= q.created:
                 unit = consumer.quota_unit
-                q.used += 1 if unit == "requests" else ctx.cost if unit == "cost" else total
+                q.used += 1 if unit == "requests" else cost if unit == "cost" else total
 
     # ---------------------------------------------------------------- restore
 

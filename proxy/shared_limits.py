@@ -51,8 +51,7 @@ from .limits import (
     PeriodStarts,
     QuotaLoader,
     duration_bytes,
-    estimate_cost,
-    estimate_tokens,
+    estimates,
     limited,
     quota_error,
     rpm_error,
@@ -366,10 +365,10 @@ class RedisLimiter:
         rpm = limits.requests_per_minute if limits else 0
         tpm = limits.tokens_per_minute if limits else 0
         unit = consumer.quota_unit
-        estimate = estimate_tokens(ctx) if tpm or (consumer.quota and unit != "requests") else 0
+        estimate, cost = estimates(ctx, consumer, tpm)
         quota_n = 0.0
         if consumer.quota:
-            quota_n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" else float(estimate)
+            quota_n = 1.0 if unit == "requests" else cost if unit == "cost" else float(estimate)
         keys = self._keys(consumer, api.name, ctx.ts)
         hold_id = f"h:{self._node}:{next(self._ids)}"
         args: list[str | int | float] = [rpm, tpm, consumer.quota, estimate, quota_n, hold_id, HOLD_TTL_S]
