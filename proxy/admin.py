@@ -122,6 +122,11 @@ class AdminListener:
         await self.runner.setup()
         await web.TCPSite(self.runner, host, port).start()
 
+    async def start_unix(self, path: str) -> None:
+        """A worker's admin app, on a private socket only its supervisor reads."""
+        await self.runner.setup()
+        await web.UnixSite(self.runner, path).start()
+
     async def cleanup(self) -> None:
         await self.runner.cleanup()
 

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="share limits through this Redis (default: $AIGW_REDIS_URL, else the store's redis_url)",
     )
+    s.add_argument(
+        "--workers", metavar="N|auto", help="data-plane processes (default: the store's workers; auto = one per CPU)"
+    )
     _add_db(s)
 
     i = sub.add_parser("import", help="apply a TOML configuration (all or nothing)")
@@ -165,7 +168,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "serve":
         from proxy.serve import run_server
 
-        return run_server(args.db, listen=args.listen, admin_listen=args.admin_listen, redis_url=args.redis_url)
+        return run_server(
+            args.db, listen=args.listen, admin_listen=args.admin_listen, redis_url=args.redis_url, workers=args.workers
+        )
     if cmd == "import":
         return cmd_import(args)
     if cmd == "export":
