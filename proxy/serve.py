@@ -118,6 +118,19 @@ def worker_admin_socket(rundir: str, index: int) -> str:
     return os.path.join(rundir, f"worker-{index}.sock")
 
 
+#: How often a worker checks that its supervisor is still there.
+PARENT_CHECK_S = 0.5
+
+
+async def _orphaned(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (SIGKILL) drains and stops instead of serving alone."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_CHECK_S)
+    log.error("the supervisor (pid %d) is gone; this worker stops", parent)
+    stop.set()
+
+
 async def _serve(
     store: Store, listen: str | None, admin_listen: str | None, redis_url: str | None, role: WorkerRole | None = None
 ) -> int:
@@ -177,7 +190,11 @@ async def _serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if role is not None:
+            watchdog = loop.create_task(_orphaned(stop), name="aigw-parent")
         await stop.wait()
+        if role is not None:
+            watchdog.cancel()
         log.info("stopping: draining %d in-flight request(s) (up to %g s)", state.in_flight, DRAIN_S)
     finally:
         # Data plane first: stop accepting, wait for in-flight requests, then flush records

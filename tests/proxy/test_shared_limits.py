@@ -266,3 +266,52 @@ def test_a_bad_redis_url_stops_serve_with_one_line(tmp_path: Path) -> None:
     assert out.stderr.strip().splitlines() == [
         "aigw: error: --redis-url: must start with redis:// or rediss:// (TLS), e.g. redis://127.0.0.1:6379/0"
     ]
+
+
+async def test_workers_with_redis_then_a_killed_supervisor_takes_its_workers(
+    vendor: MockVendor, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Workers of one supervisor count in Redis too; killed with SIGKILL, it leaves no worker serving."""
+    import os
+    import signal
+
+    db = tmp_path / "data" / "aigw.db"
+    keys = {c: new_key(c) for c in CONSUMERS}
+    cfg = tmp_path / "shared.toml"
+    cfg.write_text(shared_toml(vendor, keys))
+    assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
+    assert redis_server.command("FLUSHALL") == "+OK"
+    gw = GatewayProcess(db, args=["--workers", "2", "--redis-url", redis_server.url]).start(timeout=60)
+    try:
+        health = httpx.get(f"{gw.admin_url}/healthz", timeout=10).json()
+        assert health["limits"]["backend"] == "redis" and health["limits"]["shared"] is True
+        pids = [w["pid"] for w in health["workers"]]
+        async with httpx.AsyncClient(timeout=30) as c:
+            answers = await asyncio.gather(
+                *(
+                    c.post(
+                        f"{gw.url}/lim/v1/chat/completions",
+                        json={"messages": MSG},
+                        headers={"Authorization": f"Bearer {keys['burst']}", "Connection": "close"},
+                    )
+                    for _ in range(3 * RPM)
+                )
+            )
+        assert sorted(r.status_code for r in answers) == [200] * RPM + [429] * (2 * RPM)
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(10)
+
+        def gone() -> bool:
+            alive = []
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                    alive.append(pid)
+                except ProcessLookupError:
+                    pass
+            return not alive
+
+        wait_for(gone, 30, interval=0.1, what="the orphaned workers to stop")
+    finally:
+        gw.stop()
