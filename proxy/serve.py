@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from store import repo
-from store.admin_token import GATEWAY_LOG, load_or_create
+from store.admin_token import GATEWAY_LOG, keep_local_copy, load_or_create
 from store.db import Store, open_store, private_file
 from store.errors import StoreError
+from store.nodes import shared_admin_token
 from store.spec import GatewaySpec
 from store.validation import check_listen, check_redis_url, check_workers
 
 from .data_plane import DataPlane
+from .nodes import NodeRegistration
 from .routes import load_snapshot
 from .shared_limits import masked
 from .state import GatewayState, ListenInfo
@@ -131,6 +133,17 @@ async def _orphaned(stop: asyncio.Event) -> None:
     stop.set()
 
 
+def admin_token_of(store: Store) -> str:
+    """The admin token every node of ``store`` accepts: the file beside a SQLite store, else
+    the database's (copied into this machine's ``admin.token`` for the console)."""
+    if store.location.sqlite_path is not None:
+        return load_or_create(store.data_dir)
+    with store.session() as s:
+        token = shared_admin_token(s)
+    keep_local_copy(store.data_dir, token)
+    return token
+
+
 async def _serve(
     store: Store, listen: str | None, admin_listen: str | None, redis_url: str | None, role: WorkerRole | None = None
 ) -> int:
@@ -141,7 +154,7 @@ async def _serve(
     host, port = _split(listen, "--listen")
     ahost, aport = _split(admin_listen, "--admin-listen")
     public = GatewaySpec(listen=listen, public_url=gw.public_url).effective_public_url()
-    token = load_or_create(store.data_dir)
+    token = await asyncio.to_thread(admin_token_of, store)
     redis = _redis_url(redis_url, gw.redis_url)
     stop = asyncio.Event()
     info = ListenInfo(listen, admin_listen, public)
@@ -157,6 +170,7 @@ async def _serve(
 
     plane = DataPlane(state)
     admin = None
+    node: NodeRegistration | None = None
     await plane.setup()
     await state.limiter.restore(snapshot)  # quotas survive restarts: counted from the records
     try:
@@ -175,6 +189,11 @@ async def _serve(
                 await admin.start(ahost, aport)
         except OSError as exc:
             raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") from None
+        if role is None:  # a worker's supervisor is the node
+            node = NodeRegistration(
+                store, listen=listen, admin_listen=admin_listen, workers=1, revision=lambda: state.snapshot.revision
+            )
+            await node.start()
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, _freeze_heap)
         log.info(
             "aigw gateway %s %d serving %s (public %s), admin %s, store %s, revision %d, limits %s",
@@ -200,6 +219,8 @@ async def _serve(
         # Data plane first: stop accepting, wait for in-flight requests, then flush records
         # (its cleanup), which also ends the /events streams the admin runner waits for.
         await plane.cleanup(DRAIN_S)
+        if node is not None:
+            await node.stop()
         if admin is not None:
             await admin.cleanup()
     log.info("stopped; %d request(s) served", state.metrics.requests_total)

@@ -26,13 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from store.admin_token import load_or_create
 from store.db import Store
 from store.spec import GatewaySpec
 
 from .limits import MemoryLimiter
+from .nodes import NodeRegistration
 from .routes import Snapshot, load_snapshot
-from .serve import DRAIN_S, ServeError, _redis_url, _split, worker_admin_socket
+from .serve import DRAIN_S, ServeError, _redis_url, _split, admin_token_of, worker_admin_socket
 from .shared_limits import masked
 from .shared_limits_embedded import LimitsServer
 from .state import GatewayState, ListenInfo
@@ -175,6 +175,10 @@ def _check_port(host: str, port: int, listen: str) -> None:
             raise ServeError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
+def _served_revision(sup: Supervisor) -> int:
+    return sup.state.snapshot.revision
+
+
 async def _poll(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(POLL_S)
@@ -192,7 +196,7 @@ async def supervise(
     host, port = _split(listen, "--listen")
     ahost, aport = _split(admin_listen, "--admin-listen")
     public = GatewaySpec(listen=listen, public_url=gw.public_url).effective_public_url()
-    token = load_or_create(store.data_dir)
+    token = await asyncio.to_thread(admin_token_of, store)
     redis = _redis_url(redis_url, gw.redis_url)
     _check_port(host, port, listen)
 
@@ -214,6 +218,10 @@ async def supervise(
 
     admin = SupervisorAdmin(sup)
     tasks: list[asyncio.Task[None]] = []
+    node = NodeRegistration(
+        store, listen=listen, admin_listen=admin_listen, workers=n, revision=lambda: _served_revision(sup)
+    )
+    registered = False
     try:
         await limiter.restore(snapshot)
         await limits.start(os.path.join(rundir, "limits.sock"))
@@ -224,6 +232,8 @@ async def supervise(
             await admin.start(ahost, aport)
         except OSError as exc:
             raise ServeError(f"cannot listen on {admin_listen} (admin): {exc.strerror or exc}") from None
+        await node.start()
+        registered = True
         log.info(
             "aigw supervisor pid %d: %d workers serving %s (public %s), admin %s, store %s, limits %s",
             os.getpid(),
@@ -243,6 +253,8 @@ async def supervise(
         log.info("stopping: draining %d workers (up to %g s)", n, DRAIN_S)
     finally:
         await sup.drain()
+        if registered:
+            await node.stop()
         for t in tasks:
             t.cancel()
         await admin.cleanup()

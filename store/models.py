@@ -180,3 +180,20 @@ class RequestRecord(SQLModel, table=True):
     #: True when the token counts are the gateway's estimate (vendor sent no usage).
     estimated: bool = False
     error: str = ""
+
+
+class Node(SQLModel, table=True):
+    """A running ``aigw serve`` of this store: registered at start, refreshed while it serves,
+    removed on a clean stop (one unseen for a while is stale: it died without a word)."""
+
+    __tablename__ = "nodes"
+    id: str = Field(primary_key=True)
+    host: str = ""
+    listen: str = ""
+    admin_listen: str = ""
+    workers: int = 1
+    version: str = ""
+    revision: int = 0
+    #: Unix seconds.
+    started_at: float = 0.0
+    last_seen: float = 0.0

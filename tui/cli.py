@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--json", action="store_true", help="JSON output")
     _add_db(u)
+
+    nd = sub.add_parser("nodes", help="the gateways running on this store")
+    nd.add_argument("--json", action="store_true", help="JSON output")
+    _add_db(nd)
     return p
 
 
@@ -179,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_logs(args)
     if cmd == "usage":
         return cmd_usage(args)
+    if cmd == "nodes":
+        return cmd_nodes(args)
     raise UsageError(f"unknown command {cmd!r}")  # pragma: no cover - argparse rejects first
 
 
@@ -293,6 +299,31 @@ def cmd_usage(args: argparse.Namespace) -> int:
         )
     if total["estimated_requests"]:
         print(f"~ {total['estimated_requests']} request(s) counted with estimated tokens (the vendor sent no usage)")
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    """Every ``aigw serve`` registered in the store; one unseen for 15 s is ``stale``."""
+    from store import nodes
+
+    store = _open(args)
+    with store.session() as s:
+        found = nodes.list_nodes(s)
+    if args.json:
+        print(json.dumps([{**n.as_dict(), "state": "stale" if n.stale else "live"} for n in found], indent=2))
+        return 0
+    print(
+        f"{'node':<32} {'listen':<22} {'admin':<22} {'workers':>7} {'revision':>8} {'version':<8} "
+        f"{'last seen':<20} state"
+    )
+    for n in found:
+        seen = iso_utc(n.last_seen, "seconds")
+        print(
+            f"{n.id:<32} {n.listen:<22} {n.admin_listen:<22} {n.workers:>7} {n.revision:>8} {n.version:<8} "
+            f"{seen:<20} {'stale' if n.stale else 'live'}"
+        )
+    if not found:
+        print("no gateway is running on this store")
     return 0
 
 
