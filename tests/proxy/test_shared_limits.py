@@ -251,23 +251,6 @@ def _hget(redis: RedisServer, key: str, field: str) -> str:
         return str(r.hget(key, field) or "")
 
 
-def test_a_bad_redis_url_stops_serve_with_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    db = tmp_path / "data" / "aigw.db"
-    out = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--db", str(db), "serve", "--redis-url", "http://127.0.0.1:6379"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        "aigw: error: --redis-url: must start with redis:// or rediss:// (TLS), e.g. redis://127.0.0.1:6379/0"
-    ]
-
-
 async def test_workers_with_redis_then_a_killed_supervisor_takes_its_workers(
     vendor: MockVendor, redis_server: RedisServer, tmp_path: Path
 ) -> None:
