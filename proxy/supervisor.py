@@ -247,8 +247,13 @@ async def supervise(
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(sup.watch()), loop.create_task(_poll(state))]
         stop = asyncio.Event()
+
+        def stopping() -> None:  # at once: a worker that ends on the same SIGINT is not replaced
+            sup.stopping = True
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         await stop.wait()
         log.info("stopping: draining %d workers (up to %g s)", n, DRAIN_S)
     finally:

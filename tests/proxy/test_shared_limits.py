@@ -155,6 +155,14 @@ async def test_requests_quota_burst_then_flushall_keeps_it_spent(pair: Pair) -> 
         assert r.json()["error"]["code"] == "insufficient_quota"
 
 
+def test_scripts_flushed_from_redis_are_loaded_again(pair: Pair) -> None:
+    assert pair.redis.command("SCRIPT", "FLUSH") == "+OK"
+    for i in (0, 1):  # EVALSHA answers NOSCRIPT once; the client loads the script and goes on
+        r = pair.chat(i, "tq")
+        assert r.status_code == 200, r.text
+    assert all(pair.health(i)["limits"]["shared"] is True for i in (0, 1))  # type: ignore[index]
+
+
 def test_tokens_quota_reserves_and_settles_in_redis(pair: Pair) -> None:
     assert pair.chat(0, "tq").status_code == 200
     assert pair.chat(1, "tq").status_code == 200
