@@ -28,7 +28,8 @@ __all__ = ["redis_server"]  # the fixture, used by name
 MSG = [{"role": "user", "content": "hi"}]
 RPM = 5
 QUOTA = 7
-CONSUMERS = ("burst", "rq", "tq", "free")
+CONSUMERS = ("burst", "rq", "tq", "free", "toky")
+TPM = 30
 
 
 def shared_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
@@ -45,7 +46,10 @@ def shared_toml(vendor: MockVendor, keys: dict[str, str]) -> str:
         f'[[consumers]]\nname = "free"\napi_keys = ["{keys["free"]}"]\n\n'
         '[[consumer_groups]]\nname = "g-burst"\nconsumers = ["burst"]\nmodel_apis = ["lim"]\n'
         f"requests_per_minute = {RPM}\n\n"
-        '[[consumer_groups]]\nname = "g-rest"\nconsumers = ["rq", "tq", "free"]\nmodel_apis = ["lim"]\n'
+        f'[[consumers]]\nname = "toky"\napi_keys = ["{keys["toky"]}"]\n\n'
+        '[[consumer_groups]]\nname = "g-rest"\nconsumers = ["rq", "tq", "free"]\nmodel_apis = ["lim"]\n\n'
+        '[[consumer_groups]]\nname = "g-toky"\nconsumers = ["toky"]\nmodel_apis = ["lim"]\n'
+        f"tokens_per_minute = {TPM}\n"
     )
 
 
@@ -155,6 +159,24 @@ async def test_requests_quota_burst_then_flushall_keeps_it_spent(pair: Pair) -> 
         assert r.json()["error"]["code"] == "insufficient_quota"
 
 
+def test_tokens_used_through_one_gateway_count_at_the_other(pair: Pair) -> None:
+    """18 tokens an answer (the mock's usage), 30 a minute: two answers, then refused on both."""
+
+    def settled() -> bool:
+        return _hget(pair.redis, "aigw:{toky}:tpm-held:lim", "r") in ("", "0")
+
+    for i in (0, 1):
+        r = pair.chat(i, "toky")
+        assert r.status_code == 200, r.text
+        wait_for(settled, 10, interval=0.02, what="the reservation released in Redis")
+    for i in (0, 1):
+        r = pair.chat(i, "toky")
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert f"reached {TPM} tokens per minute" in r.json()["error"]["message"]
+        assert r.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
 def test_scripts_flushed_from_redis_are_loaded_again(pair: Pair) -> None:
     assert pair.redis.command("SCRIPT", "FLUSH") == "+OK"
     for i in (0, 1):  # EVALSHA answers NOSCRIPT once; the client loads the script and goes on
@@ -212,15 +234,19 @@ def test_redis_stopped_counts_locally_then_comes_back(pair: Pair) -> None:
     assert "answers again" in _log(pair)
 
 
-def test_refuse_mode_answers_503_while_redis_is_down(pair: Pair) -> None:
+def _set_failure(pair: Pair, mode: str) -> None:
     st = open_store(str(pair.db))
     try:
         with st.session() as s:
             gw = repo.load_config(s).gateway
-            gw.redis_failure = "refuse"
+            gw.redis_failure = mode
             repo.save_gateway(s, gw)
     finally:
         st.dispose()
+
+
+def test_refuse_mode_answers_503_while_redis_is_down(pair: Pair) -> None:
+    _set_failure(pair, "refuse")
     wait_for(lambda: all(pair.health(i)["limits"]["redis_failure"] == "refuse" for i in (0, 1)), 10)  # type: ignore[index]
     pair.redis.stop()
     try:
@@ -237,6 +263,7 @@ def test_refuse_mode_answers_503_while_redis_is_down(pair: Pair) -> None:
             assert pair.chat(i, "free").status_code == 200
     finally:
         pair.redis.start()
+        _set_failure(pair, "local")
     wait_for(lambda: all(pair.health(i)["limits"]["shared"] for i in (0, 1)), 8, what="Redis used again")  # type: ignore[index]
 
 
