@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -486,11 +486,20 @@ class MemoryLimiter:
         start after ``now``, so the records up to ``now`` plus what ``settle`` counts from
         then on is the whole period, and no request is admitted on a counter still loading.
         """
+        await self.restore_consumers(snapshot.consumers.values())
+
+    def holds_quota(self, consumer: Consumer) -> bool:
+        """Whether the counter of ``consumer``'s current period is here (loaded or counted)."""
+        now = self.clock()
+        return (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now)) in self._quotas
+
+    async def restore_consumers(self, consumers: Iterable[Consumer]) -> None:
+        """:meth:`restore` for the given consumers (those of a snapshot, or one a worker asks for)."""
         if self.loader is None:
             return
         now = self.clock()
         todo: list[tuple[str, str, float]] = []
-        for consumer in snapshot.consumers.values():
+        for consumer in consumers:
             if consumer.quota:
                 key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
                 if key not in self._quotas and key not in todo:

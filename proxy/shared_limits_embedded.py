@@ -88,6 +88,8 @@ class LimitsServer:
         self.limiter = limiter
         self._conns = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
+        #: Checks waiting for a quota to load from the records.
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, path: str) -> None:
         self._server = await asyncio.get_running_loop().create_unix_server(lambda: _ServerConn(self), path)
@@ -113,17 +115,32 @@ class _ServerConn(_Frames):
     def on_frame(self, msg: list[Any]) -> None:
         lim = self.server.limiter
         if msg[0] == "c":
-            _, rid, name, quota, unit, period, api, rpm, tpm, tokens, cost = msg
-            consumer = _consumer(name, quota, unit, period)
-            d = lim.admit(self.base | rid, consumer, api, rpm, tpm, tokens, cost)
-            if d.allowed:
-                self.open[rid] = consumer
-            assert self.transport is not None
-            self.transport.write(_frame(["d", rid, d.allowed, d.headers.decode("latin-1"), _error_of(d.error)]))
+            consumer = _consumer(*msg[2:6])
+            if consumer.quota and not lim.holds_quota(consumer):
+                # A quota the supervisor has not loaded yet (a worker's snapshot came first):
+                # from the records, then the check, as one process would before serving it.
+                task = asyncio.get_running_loop().create_task(self._admit_loaded(consumer, msg))
+                self.server.tasks.add(task)
+                task.add_done_callback(self.server.tasks.discard)
+                return
+            self._admit(consumer, msg)
         elif msg[0] == "s":
             _, rid, name, quota, unit, period, api, tpm, forwarded, ts, total, cost = msg
             self.open.pop(rid, None)
             lim.account(self.base | rid, _consumer(name, quota, unit, period), api, tpm, forwarded, ts, total, cost)
+
+    def _admit(self, consumer: Consumer, msg: list[Any]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the worker is gone (while its quota loaded): nothing to hold for it
+        _, rid, _, _, _, _, api, rpm, tpm, tokens, cost = msg
+        d = self.server.limiter.admit(self.base | rid, consumer, api, rpm, tpm, tokens, cost)
+        if d.allowed:
+            self.open[rid] = consumer
+        self.transport.write(_frame(["d", rid, d.allowed, d.headers.decode("latin-1"), _error_of(d.error)]))
+
+    async def _admit_loaded(self, consumer: Consumer, msg: list[Any]) -> None:
+        await self.server.limiter.restore_consumers([consumer])
+        self._admit(consumer, msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for rid, consumer in self.open.items():

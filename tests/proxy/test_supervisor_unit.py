@@ -106,3 +106,30 @@ def test_sum_metrics_adds_series_and_keeps_one_family_each() -> None:
         "aigw_limits_shared 0",
     ]
     assert sum_metrics(["x_sum 0.250000\n", "x_sum 0.5\n"]).strip() == "x_sum 0.750000"
+
+
+async def test_a_quota_the_supervisor_has_not_loaded_is_loaded_before_the_check() -> None:
+    """A worker's snapshot may bring a quota before the supervisor's reload: the records
+    still count (3 of 4 used: one more admitted of a burst of five)."""
+    loads: list[str] = []
+
+    async def from_records(consumer: str, unit: str, since: float, until: float) -> float:
+        loads.append(consumer)
+        await asyncio.sleep(0.01)
+        return 3.0
+
+    rundir = tempfile.mkdtemp(prefix="aigw-test-")
+    path = str(Path(rundir) / "limits.sock")
+    server = LimitsServer(MemoryLimiter(loader=from_records))
+    await server.start(path)
+    worker = WorkerLimiter(path)
+    await worker.connect()
+    try:
+        snap = snapshot(rpm=[0], quota=4, unit="requests", period="month")
+        pending = [worker.check(ctx_for(snap)) for _ in range(5)]
+        decisions = [await d for d in pending]  # type: ignore[misc]
+        assert [d.allowed for d in decisions].count(True) == 1
+        assert loads and set(loads) == {"c"}
+    finally:
+        await worker.close()
+        await server.close()
