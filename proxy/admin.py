@@ -238,7 +238,10 @@ async def limits(request: web.Request) -> web.Response:
     if not _authorized(state, request):
         return _denied()
     snap = state.snapshot
-    return _json({"revision": snap.revision, "consumers": state.limiter.current_use(snap)})
+    use = state.limiter.current_use(snap)
+    if not isinstance(use, dict):  # counted in Redis: read from there
+        use = await use
+    return _json({"revision": snap.revision, "consumers": use})
 
 
 def create_admin_app(state: GatewayState) -> web.Application:

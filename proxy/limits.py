@@ -135,8 +135,9 @@ class Limiter(Protocol):
         """
         ...
 
-    def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
-        """Each consumer's limits and what it uses now (``GET /limits`` for the console)."""
+    def current_use(self, snapshot: Snapshot) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Each consumer's limits and what it uses now (``GET /limits`` for the console);
+        an awaitable where the counts live elsewhere."""
         ...
 
     @property

@@ -180,7 +180,7 @@ return {status, tostring(wait), rused, tostring(rreset), tostring(taken), tostri
 """
 
 #: Release a reservation and count what was used. KEYS as :data:`CHECK_LUA`. ARGV: hold
-#: id, tokens used, the request's start (unix s), quota spent, tpm on (1/0), quota on (1/0).
+#: id, tokens used, quota spent, tpm on (1/0), quota on (1/0).
 SETTLE_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -194,7 +194,7 @@ local function release(h, d)
   end
   redis.call('ZREM', d, id)
 end
-if ARGV[5] == '1' then
+if ARGV[4] == '1' then
   release(KEYS[3], KEYS[4])
   local total = tonumber(ARGV[2])
   if total > 0 then
@@ -202,12 +202,12 @@ if ARGV[5] == '1' then
     redis.call('EXPIRE', KEYS[2], 62)
   end
 end
-if ARGV[6] == '1' then
+if ARGV[5] == '1' then
   release(KEYS[5], KEYS[6])
-  local add = tonumber(ARGV[4])
-  local c = redis.call('HGET', KEYS[5], 'c')
-  -- A request older than the counter is in the records it was loaded from.
-  if add > 0 and c and tonumber(ARGV[3]) >= tonumber(c) then
+  local add = tonumber(ARGV[3])
+  -- Counted once the counter exists: a request that settled before it was loaded is in
+  -- the records it was loaded from (it is recorded after it settles), one after is not.
+  if add > 0 and redis.call('HEXISTS', KEYS[5], 'u') == 1 then
     redis.call('HINCRBYFLOAT', KEYS[5], 'u', add)
   end
 end
@@ -215,11 +215,11 @@ return 0
 """
 
 #: Set a quota counter loaded from the records, unless another process did first.
-#: KEYS: quota. ARGV: used, loaded at (unix s), expires at (unix s, 0 = never).
+#: KEYS: quota. ARGV: used, expires at (unix s, 0 = never).
 RESTORE_LUA = """
 if redis.call('HEXISTS', KEYS[1], 'u') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'u', ARGV[1], 'c', ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
+redis.call('HSET', KEYS[1], 'u', ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
 return 1
 """
 
@@ -432,7 +432,7 @@ class RedisLimiter:
             used = await self.loader(consumer.name, consumer.quota_unit, start, now)
         end = period_end(consumer.quota_period, now)
         expires = 0 if end is None else int(end) + QUOTA_GRACE_S
-        await self._restore(keys=[key], args=[repr(float(used)), repr(now), expires])
+        await self._restore(keys=[key], args=[repr(float(used)), expires])
 
     # ---------------------------------------------------------------- settle
 
@@ -448,7 +448,7 @@ class RedisLimiter:
         if held.quota and forwarded:
             unit = ctx.consumer.quota_unit
             spent = 1.0 if unit == "requests" else ctx.cost if unit == "cost" else float(total)
-        args: list[str | int | float] = [held.hold_id, total, repr(ctx.ts), repr(spent), int(held.tpm), int(held.quota)]
+        args: list[str | int | float] = [held.hold_id, total, repr(spent), int(held.tpm), int(held.quota)]
         task = asyncio.get_running_loop().create_task(self._send_settle(held.keys, args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -483,9 +483,45 @@ class RedisLimiter:
 
     # ---------------------------------------------------------------- reporting
 
-    def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
-        # The console's view of this process; the shared totals are in Redis.
-        return self.local.current_use(snapshot)
+    def current_use(self, snapshot: Snapshot) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        if not self._up:  # what this process counts alone meanwhile
+            return self.local.current_use(snapshot)
+        return self._shared_use(snapshot)
+
+    async def _shared_use(self, snapshot: Snapshot) -> dict[str, Any]:
+        """The local report's shape with the numbers every process shares, in one pipeline."""
+        out = self.local.current_use(snapshot)
+        now = self.clock()
+        reads: list[tuple[dict[str, Any], str]] = []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, entry in out.items():
+                    consumer = snapshot.consumers[name]
+                    for api, use in entry["apis"].items():
+                        rpm, tpm, held = self._keys(consumer, api, now)[:3]
+                        pipe.zcount(rpm, now - 60, "+inf")
+                        pipe.hgetall(tpm)
+                        pipe.hget(held, "r")
+                        reads.append((use, "window"))
+                    if entry["quota"] is not None:
+                        quota = self._keys(consumer, "", now)[4]
+                        pipe.hget(quota, "u")
+                        pipe.hget(quota, "r")
+                        reads.append((entry["quota"], "quota"))
+                got = iter(await pipe.execute())
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return out
+        for use, kind in reads:
+            if kind == "window":
+                use["requests_per_minute"]["used"] = int(next(got))
+                buckets = next(got)
+                use["tokens_per_minute"]["used"] = sum(int(n) for s, n in buckets.items() if float(s) + 1 > now - 60)
+                use["tokens_per_minute"]["reserved"] = round(float(next(got) or 0))
+            else:
+                use["used"] = float(next(got) or use["used"])
+                use["reserved"] = max(0.0, float(next(got) or 0))
+        return out
 
     async def close(self) -> None:
         if self._tasks:

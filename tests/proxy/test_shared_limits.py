@@ -186,6 +186,11 @@ def test_scripts_flushed_from_redis_are_loaded_again(pair: Pair) -> None:
 
 
 def test_tokens_quota_reserves_and_settles_in_redis(pair: Pair) -> None:
+    """After a flush the counter is loaded by the first request's check: that request counts too."""
+    # Every earlier request of the consumer settled and in the records, so the load is exact.
+    wait_for(lambda: _settled_all(pair) and pair.records("tq", 200) == _served(pair, "tq"), 10, interval=0.1)
+    assert pair.redis.command("FLUSHALL") == "+OK"
+    before = pair.records("tq", 200) * 18
     assert pair.chat(0, "tq").status_code == 200
     assert pair.chat(1, "tq").status_code == 200
 
@@ -202,6 +207,13 @@ def test_tokens_quota_reserves_and_settles_in_redis(pair: Pair) -> None:
         )
 
     wait_for(counted, 10, interval=0.05, what="the tokens quota settled in Redis")
+    # Each gateway's /limits reports the shared use: what Redis holds, both gateways' tokens.
+    key = next(k for k in _keys(pair.redis, "aigw:{tq}:quota:*") if not k.endswith(":due"))
+    shared = float(_hget(pair.redis, key, "u"))
+    assert shared == before + 2 * 18
+    for gw in pair.gws:
+        got = httpx.get(f"{gw.admin_url}/limits", headers={"Authorization": f"Bearer {gw.token}"}, timeout=10)
+        assert got.json()["consumers"]["tq"]["quota"]["used"] == shared
 
 
 def test_redis_stopped_counts_locally_then_comes_back(pair: Pair) -> None:
@@ -265,6 +277,23 @@ def test_refuse_mode_answers_503_while_redis_is_down(pair: Pair) -> None:
         pair.redis.start()
         _set_failure(pair, "local")
     wait_for(lambda: all(pair.health(i)["limits"]["shared"] for i in (0, 1)), 8, what="Redis used again")  # type: ignore[index]
+
+
+def _served(pair: Pair, consumer: str) -> int:
+    """Answers 200 to ``consumer`` by both gateways, from their metrics."""
+    total = 0
+    for i in (0, 1):
+        text = httpx.get(f"{pair.gws[i].admin_url}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("aigw_requests_total{") and f'consumer="{consumer}",status="200"' in line:
+                total += int(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _settled_all(pair: Pair) -> bool:
+    """No reservation held in Redis for the tokens-quota consumer (every request settled)."""
+    keys = [k for k in _keys(pair.redis, "aigw:{tq}:quota:*") if not k.endswith(":due")]
+    return all(_hget(pair.redis, k, "r") in ("", "0") for k in keys)
 
 
 def _log(pair: Pair) -> str:
