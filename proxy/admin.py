@@ -123,6 +123,11 @@ class AdminListener:
         await self.runner.setup()
         await web.TCPSite(self.runner, host, port).start()
 
+    async def start_unix(self, path: str) -> None:
+        """A worker's admin app, on a private socket only its supervisor reads."""
+        await self.runner.setup()
+        await web.UnixSite(self.runner, path).start()
+
     async def cleanup(self) -> None:
         await self.runner.cleanup()
 
@@ -167,6 +172,7 @@ async def healthz(request: web.Request) -> web.Response:
             "db": state.store.location.describe(),
             "services": state.services_health(),
             "keys": state.keys_load(),
+            "limits": state.limiter.describe(),
         }
     )
 
@@ -174,6 +180,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.metrics.records_pending = state.recorder.pending_count
+    state.metrics.limits_shared = int(state.limiter.shared)
     try:
         cache = await state.cache.stats()
     except Exception as exc:  # a shared backend gone away: the rest of the metrics still count
@@ -240,7 +247,10 @@ async def limits(request: web.Request) -> web.Response:
     if not _authorized(state, request):
         return _denied()
     snap = state.snapshot
-    return _json({"revision": snap.revision, "consumers": state.limiter.current_use(snap)})
+    use = state.limiter.current_use(snap)
+    if not isinstance(use, dict):  # counted in Redis: read from there
+        use = await use
+    return _json({"revision": snap.revision, "consumers": use})
 
 
 async def cache_clear(request: web.Request) -> web.Response:

@@ -65,9 +65,9 @@ class DataPlane:
             metrics=state.metrics,
         )
 
-    async def listen(self, host: str, port: int) -> None:
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         assert self.server is not None
-        await self.server.start(host, port, backlog=1024)
+        await self.server.start(host, port, backlog=1024, reuse_port=reuse_port)
 
     async def cleanup(self, drain_s: float) -> None:
         """Stop accepting, let in-flight requests finish, then flush the records."""
@@ -81,3 +81,4 @@ class DataPlane:
         if self.state.pool is not None:
             await self.state.pool.close()
         await self.state.recorder.close()
+        await self.state.limiter.close()

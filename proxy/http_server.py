@@ -761,9 +761,10 @@ class HttpServer:
         self.connections.discard(conn)
         self.metrics.connections_open = len(self.connections)
 
-    async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
+    async def start(self, host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> None:
+        """``reuse_port``: several worker processes listen on one port (the kernel balances)."""
         self._server = await self.loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True
+            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True, reuse_port=reuse_port or None
         )
         self._quiet_accept_errors()
 

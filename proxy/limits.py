@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,10 +110,12 @@ ALLOW = Decision()
 
 
 class Limiter(Protocol):
-    def check(self, ctx: RequestContext) -> Decision:
-        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks.
+    def check(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
+        """Admit or refuse ``ctx`` (its consumer and API are known); never blocks the loop.
 
-        Admitting reserves what the request may use until :meth:`settle` for it.
+        In-memory state answers at once (a :class:`Decision`); state held elsewhere (Redis)
+        answers with an awaitable, one round trip. Admitting reserves what the request may
+        use until :meth:`settle` for it.
         """
         ...
 
@@ -133,8 +135,22 @@ class Limiter(Protocol):
         """
         ...
 
-    def current_use(self, snapshot: Snapshot) -> dict[str, Any]:
-        """Each consumer's limits and what it uses now (``GET /limits`` for the console)."""
+    def current_use(self, snapshot: Snapshot) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Each consumer's limits and what it uses now (``GET /limits`` for the console);
+        an awaitable where the counts live elsewhere."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether the counts are shared with other processes right now (``aigw_limits_shared``)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where the counts live, for ``/healthz``."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections (after the data plane has drained)."""
         ...
 
 
@@ -160,6 +176,78 @@ _REQUEST_LINES = (
     b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
 )
 _TOKEN_LINES = b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
+
+
+def rpm_error(consumer: str, api: str, rpm: int, wait: float) -> GatewayError:
+    return rate_limited(
+        f"consumer {consumer!r} reached {rpm} requests per minute on model API {api!r}; retry in {duration(wait)}",
+        wait,
+    )
+
+
+def tpm_error(consumer: str, api: str, tpm: int, wait: float, *, reserved_only: bool) -> GatewayError:
+    return rate_limited(
+        f"consumer {consumer!r} reached {tpm} tokens per minute on model API {api!r}"
+        + (" (counting requests in progress)" if reserved_only else "")
+        + f"; retry in {duration(wait)}",
+        wait,
+    )
+
+
+def quota_error(consumer: Consumer, used: float, reserved: float, now: float) -> GatewayError | None:
+    """The refusal of a spent quota (``None`` while ``used + reserved`` is under it)."""
+    if used + reserved < consumer.quota:
+        return None
+    unit = consumer.quota_unit
+    amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
+    if used < consumer.quota:  # only requests in progress hold the rest: they settle soon
+        return rate_limited(
+            f"consumer {consumer.name!r} has {amount} per "
+            f"{consumer.quota_period} left to spend, all held by its requests "
+            f"in progress; retry in {duration(RESERVED_RETRY_S)}",
+            RESERVED_RETRY_S,
+            code="insufficient_quota",
+        )
+    end = period_end(consumer.quota_period, now)
+    if end is None:  # a total quota never resets: only an operator can raise it
+        return rate_limited(
+            f"consumer {consumer.name!r} has used its total quota of {amount}; ask the gateway operator to raise it",
+            TOTAL_RETRY_S,
+            code="insufficient_quota",
+        )
+    when = iso_utc(end, "seconds")
+    return rate_limited(
+        f"consumer {consumer.name!r} has used its quota of {amount} per {consumer.quota_period}; it resets at {when}",
+        end - now,
+        code="insufficient_quota",
+    )
+
+
+def limited(ctx: RequestContext) -> bool:
+    """Whether any limit applies to ``ctx``'s consumer on its API (else no state is touched)."""
+    consumer, api = ctx.consumer, ctx.api
+    if consumer is None or api is None:
+        return False
+    if consumer.quota:
+        return True
+    limits = ctx.snapshot.limits.get((consumer.name, api.name))
+    return limits is not None and bool(limits.requests_per_minute or limits.tokens_per_minute)
+
+
+class PeriodStarts:
+    """``period_start`` cached until the period ends: the calendar math stays off the hot path."""
+
+    def __init__(self) -> None:
+        self._periods: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, period: str, now: float) -> float:
+        cached = self._periods.get(period)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[0]
+        start = period_start(period, now)
+        end = period_end(period, now)
+        self._periods[period] = (start, end if end is not None else math.inf)
+        return start
 
 
 @dataclass(slots=True)
@@ -239,6 +327,13 @@ def estimate_tokens(ctx: RequestContext) -> int:
     return prompt + out
 
 
+def estimates(ctx: RequestContext, consumer: Consumer, tpm: int) -> tuple[int, float]:
+    """The tokens and cost ``ctx`` may use, computed only where a limit counts them."""
+    unit = consumer.quota_unit if consumer.quota else ""
+    tokens = estimate_tokens(ctx) if tpm or unit in ("tokens", "cost") else 0
+    return tokens, estimate_cost(ctx, tokens) if unit == "cost" else 0.0
+
+
 def estimate_cost(ctx: RequestContext, tokens: int) -> float:
     """The estimate priced at the API's dearest service for the model (all tokens as output)."""
     api = ctx.api
@@ -263,7 +358,7 @@ class MemoryLimiter:
         self._requests: dict[tuple[str, str], _Window] = {}
         self._tokens: dict[tuple[str, str], _Window] = {}
         self._quotas: dict[tuple[str, str, float], _Quota] = {}
-        self._periods: dict[str, tuple[float, float]] = {}
+        self._period_start = PeriodStarts()
         #: Reservations of admitted requests, by ``id(ctx)`` until ``settle``.
         self._holds: dict[int, _Hold] = {}
 
@@ -278,8 +373,16 @@ class MemoryLimiter:
         tpm = limits.tokens_per_minute if limits else 0
         if not rpm and not tpm and not consumer.quota:
             return ALLOW
+        tokens, cost = estimates(ctx, consumer, tpm)
+        return self.admit(id(ctx), consumer, api.name, rpm, tpm, tokens, cost)
+
+    def admit(
+        self, hold: int, consumer: Consumer, api: str, rpm: int, tpm: int, estimate: int, cost: float
+    ) -> Decision:
+        """:meth:`check` by names and numbers: what another process asks for its request
+        ``hold`` (its estimates made there, where the body is)."""
         now = self.clock()
-        key = (consumer.name, api.name)
+        key = (consumer.name, api)
         error: GatewayError | None = None
         token_lines = b""
 
@@ -290,12 +393,7 @@ class MemoryLimiter:
                 window = self._requests[key] = _Window()
             window.expire(now)
             if window.used >= rpm:
-                wait = window.retry_after(now, rpm)
-                error = rate_limited(
-                    f"consumer {consumer.name!r} reached {rpm} requests per minute on model API "
-                    f"{api.name!r}; retry in {duration(wait)}",
-                    wait,
-                )
+                error = rpm_error(consumer.name, api, rpm, window.retry_after(now, rpm))
         tokens: _Window | None = None
         if tpm:
             tokens = self._tokens.get(key)
@@ -306,17 +404,11 @@ class MemoryLimiter:
             token_lines = _TOKEN_LINES % (tpm, max(0, tpm - taken), duration_bytes(tokens.reset_in(now)))
             if error is None and taken >= tpm:
                 wait = tokens.retry_after(now, tpm) if tokens.used >= tpm else RESERVED_RETRY_S
-                error = rate_limited(
-                    f"consumer {consumer.name!r} reached {tpm} tokens per minute on model API "
-                    f"{api.name!r}"
-                    + ("" if tokens.used >= tpm else " (counting requests in progress)")
-                    + f"; retry in {duration(wait)}",
-                    wait,
-                )
+                error = tpm_error(consumer.name, api, tpm, wait, reserved_only=tokens.used < tpm)
         quota: _Quota | None = None
         if error is None and consumer.quota:
-            quota = self._quota(consumer, ctx.ts)
-            error = self._check_quota(consumer, quota, now)
+            quota = self._quota(consumer, now)
+            error = quota_error(consumer, quota.used, quota.reserved, now)
 
         lines = token_lines
         if window is not None:
@@ -326,51 +418,17 @@ class MemoryLimiter:
         if error is not None:
             return Decision(False, error, lines)
         if tokens is not None or quota is not None:
-            self._reserve(ctx, consumer, tokens, quota)
+            # Hold what the admitted request may use, so concurrent checks see it.
+            h = self._holds[hold] = _Hold()
+            if tokens is not None:
+                h.tokens, h.tokens_n = tokens, estimate
+                tokens.reserved += estimate
+            if quota is not None:
+                unit = consumer.quota_unit
+                n = 1.0 if unit == "requests" else cost if unit == "cost" else float(estimate)
+                h.quota, h.quota_n = quota, n
+                quota.reserved += n
         return Decision(True, None, lines)
-
-    def _reserve(self, ctx: RequestContext, consumer: Consumer, tokens: _Window | None, quota: _Quota | None) -> None:
-        """Hold what an admitted request may use, so concurrent checks see it."""
-        hold = _Hold()
-        unit = consumer.quota_unit
-        estimate = estimate_tokens(ctx) if tokens is not None or unit != "requests" else 0
-        if tokens is not None:
-            hold.tokens, hold.tokens_n = tokens, estimate
-            tokens.reserved += estimate
-        if quota is not None:
-            n = 1.0 if unit == "requests" else estimate_cost(ctx, estimate) if unit == "cost" else float(estimate)
-            hold.quota, hold.quota_n = quota, n
-            quota.reserved += n
-        self._holds[id(ctx)] = hold
-
-    def _check_quota(self, consumer: Consumer, q: _Quota, now: float) -> GatewayError | None:
-        if q.used + q.reserved < consumer.quota:
-            return None
-        unit = consumer.quota_unit
-        amount = f"{consumer.quota:g} {unit}" if unit != "cost" else f"a cost of {consumer.quota:g}"
-        if q.used < consumer.quota:  # only requests in progress hold the rest: they settle soon
-            return rate_limited(
-                f"consumer {consumer.name!r} has {amount} per "
-                f"{consumer.quota_period} left to spend, all held by its requests "
-                f"in progress; retry in {duration(RESERVED_RETRY_S)}",
-                RESERVED_RETRY_S,
-                code="insufficient_quota",
-            )
-        end = period_end(consumer.quota_period, now)
-        if end is None:  # a total quota never resets: only an operator can raise it
-            return rate_limited(
-                f"consumer {consumer.name!r} has used its total quota of {amount}; "
-                "ask the gateway operator to raise it",
-                TOTAL_RETRY_S,
-                code="insufficient_quota",
-            )
-        when = iso_utc(end, "seconds")
-        return rate_limited(
-            f"consumer {consumer.name!r} has used its quota of {amount} per "
-            f"{consumer.quota_period}; it resets at {when}",
-            end - now,
-            code="insufficient_quota",
-        )
 
     def _quota(self, consumer: Consumer, ts: float) -> _Quota:
         """The counter of the period holding ``ts``; one not loaded by :meth:`restore` is a new
@@ -381,44 +439,46 @@ class MemoryLimiter:
             q = self._quotas[key] = _Quota(created=key[2])
         return q
 
-    def _period_start(self, period: str, now: float) -> float:
-        """``period_start`` cached until the period ends: the calendar math stays off the hot path."""
-        cached = self._periods.get(period)
-        if cached is not None and cached[0] <= now < cached[1]:
-            return cached[0]
-        start = period_start(period, now)
-        end = period_end(period, now)
-        self._periods[period] = (start, end if end is not None else math.inf)
-        return start
-
     # ---------------------------------------------------------------- settle
 
     def settle(self, ctx: RequestContext, usage: Usage | None) -> None:
-        hold = self._holds.pop(id(ctx), None)
-        if hold is not None:  # the estimate gives way to what was really used
-            if hold.tokens is not None:
-                hold.tokens.reserved -= hold.tokens_n
-            if hold.quota is not None:
-                hold.quota.reserved = max(0.0, hold.quota.reserved - hold.quota_n)
         consumer, api = ctx.consumer, ctx.api
-        if consumer is None or api is None or (ctx.service is None and ctx.cache != "hit"):
-            return  # refused before forwarding: uses neither tokens nor quota (a cache hit is a request)
-        now = self.clock()
-        total = usage.total_tokens if usage else 0
+        if consumer is None or api is None:
+            self._holds.pop(id(ctx), None)
+            return
         limits = ctx.snapshot.limits.get((consumer.name, api.name))
-        if total and limits and limits.tokens_per_minute:
-            key = (consumer.name, api.name)
+        tpm = bool(limits and limits.tokens_per_minute)
+        total = usage.total_tokens if usage else 0
+        # A cache hit counts as a request (its usage is none: no tokens, no cost).
+        forwarded = ctx.service is not None or ctx.cache == "hit"
+        self.account(id(ctx), consumer, api.name, tpm, forwarded, ctx.ts, total, ctx.cost)
+
+    def account(
+        self, hold: int, consumer: Consumer, api: str, tpm: bool, forwarded: bool, ts: float, total: int, cost: float
+    ) -> None:
+        """:meth:`settle` by names and numbers (for a request checked by :meth:`admit`)."""
+        h = self._holds.pop(hold, None)
+        if h is not None:  # the estimate gives way to what was really used
+            if h.tokens is not None:
+                h.tokens.reserved -= h.tokens_n
+            if h.quota is not None:
+                h.quota.reserved = max(0.0, h.quota.reserved - h.quota_n)
+        if not forwarded:
+            return  # refused before forwarding: uses neither tokens nor quota
+        now = self.clock()
+        if total and tpm:
+            key = (consumer.name, api)
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = self._tokens[key] = _Window()
             tokens.expire(now)
             tokens.add(now, total)
         if consumer.quota:
-            q = hold.quota if hold is not None and hold.quota is not None else self._quota(consumer, ctx.ts)
+            q = h.quota if h is not None and h.quota is not None else self._quota(consumer, ts)
             # A request older than the counter is in the records it was loaded from.
-            if ctx.ts >= q.created:
+            if ts >= q.created:
                 unit = consumer.quota_unit
-                q.used += 1 if unit == "requests" else ctx.cost if unit == "cost" else total
+                q.used += 1 if unit == "requests" else cost if unit == "cost" else total
 
     # ---------------------------------------------------------------- restore
 
@@ -429,11 +489,20 @@ class MemoryLimiter:
         start after ``now``, so the records up to ``now`` plus what ``settle`` counts from
         then on is the whole period, and no request is admitted on a counter still loading.
         """
+        await self.restore_consumers(snapshot.consumers.values())
+
+    def holds_quota(self, consumer: Consumer) -> bool:
+        """Whether the counter of ``consumer``'s current period is here (loaded or counted)."""
+        now = self.clock()
+        return (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now)) in self._quotas
+
+    async def restore_consumers(self, consumers: Iterable[Consumer]) -> None:
+        """:meth:`restore` for the given consumers (those of a snapshot, or one a worker asks for)."""
         if self.loader is None:
             return
         now = self.clock()
         todo: list[tuple[str, str, float]] = []
-        for consumer in snapshot.consumers.values():
+        for consumer in consumers:
             if consumer.quota:
                 key = (consumer.name, consumer.quota_unit, self._period_start(consumer.quota_period, now))
                 if key not in self._quotas and key not in todo:
@@ -489,3 +558,13 @@ class MemoryLimiter:
                 }
             out[name] = entry
         return out
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "shared": False}
+
+    async def close(self) -> None:
+        return None

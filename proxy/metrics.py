@@ -46,6 +46,8 @@ class Metrics:
         #: Answers of cache-enabled APIs served from the cache, and not, by API.
         self.cache_hits: dict[str, int] = {}
         self.cache_misses: dict[str, int] = {}
+        #: 1 while the limits are counted with the other processes sharing them (Redis answering).
+        self.limits_shared = 0
 
     def observe(self, row: tuple[Any, ...]) -> None:
         """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
@@ -157,6 +159,9 @@ class Metrics:
             "# HELP aigw_cache_evictions_total Live entries pushed out of the response cache to make room.",
             "# TYPE aigw_cache_evictions_total counter",
             f"aigw_cache_evictions_total {cache.evictions if cache else 0}",
+            "# HELP aigw_limits_shared 1 while limits are counted with every process sharing them, 0 when alone.",
+            "# TYPE aigw_limits_shared gauge",
+            f"aigw_limits_shared {self.limits_shared}",
         ]
         return "\n".join(out) + "\n"
 

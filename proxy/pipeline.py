@@ -44,6 +44,7 @@ from .errors import (
 from .events import record_of
 from .heads import JSON, error_head, json_head, relayed_head, request_id_line
 from .http_server import Request
+from .limits import Decision
 from .protocols.translation import ANTHROPIC, COUNT_TOKENS, NotTranslatable, UnsupportedParameter, translation_for
 from .relay import forward
 from .routes import Service, anthropic_model, anthropic_models, find_model, granted_apis, listed_models
@@ -241,8 +242,10 @@ async def stage_read_body(state: GatewayState, request: Request, ctx: RequestCon
     ctx.client_wants_usage = bool(options and options.get("include_usage") is True)
 
 
-def stage_traffic_control(state: GatewayState, request: Request, ctx: RequestContext) -> None:
+async def stage_traffic_control(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     decision = state.limiter.check(ctx)
+    if not isinstance(decision, Decision):  # the counts live elsewhere (Redis): one round trip
+        decision = await decision
     ctx.limit_headers = decision.headers
     if not decision.allowed:
         raise decision.error or rate_limited("rate limit reached; retry later", 60.0)
@@ -590,7 +593,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
             return
         stage_authorize(state, request, ctx)
         await stage_read_body(state, request, ctx)
-        stage_traffic_control(state, request, ctx)
+        await stage_traffic_control(state, request, ctx)
         if await stage_cache_lookup(state, request, ctx, CLIENT_TIMEOUT_S):
             return
         stage_choose_service(state, request, ctx)

@@ -21,6 +21,7 @@ from .probes import Probes
 from .recorder import Recorder
 from .response_cache import CacheBackend, MemoryCache
 from .routes import Snapshot, load_snapshot, read_revision
+from .shared_limits import RedisLimiter
 from .vendor_client import VendorPool
 
 log = logging.getLogger("aigw")
@@ -48,7 +49,14 @@ class GatewayState:
     """
 
     def __init__(
-        self, store: Store, snapshot: Snapshot, info: ListenInfo, admin_token: str, *, limiter: Limiter | None = None
+        self,
+        store: Store,
+        snapshot: Snapshot,
+        info: ListenInfo,
+        admin_token: str,
+        *,
+        limiter: Limiter | None = None,
+        redis_url: str = "",
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -56,7 +64,11 @@ class GatewayState:
         self.admin_token = admin_token
         self.metrics = Metrics()
         self.recorder = Recorder(store, self.metrics)
-        self.limiter: Limiter = limiter or MemoryLimiter(loader=self._quota_used)
+        self.limiter: Limiter = limiter or (
+            RedisLimiter(redis_url, failure=snapshot.gateway.redis_failure, loader=self._quota_used)
+            if redis_url
+            else MemoryLimiter(loader=self._quota_used)
+        )
         self.balancer = KeyBalancer()
         #: Per service and per key, by name: they outlive reloads (:mod:`proxy.circuit`, :mod:`proxy.key_slots`).
         self.breakers = CircuitBreakers()

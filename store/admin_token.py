@@ -2,7 +2,9 @@
 
 Created on first start in ``admin.token`` (0600) in the data directory. The gateway
 creates it; the console and ``aigw logs --follow`` read it to talk to any gateway
-sharing this store.
+sharing this store. A store other than SQLite (gateways on several machines) keeps the
+token in the database (``store.nodes.shared_admin_token``), and each gateway copies it
+into its own ``admin.token``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ def load_or_create(data_dir: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return read_token(data_dir) or token
+
+
+def keep_local_copy(data_dir: Path, token: str) -> None:
+    """Write the store's shared token (several machines) to ``admin.token`` here too, mode
+    0600, so the console and ``aigw logs --follow`` on this machine find it."""
+    if read_token(data_dir) == token:
+        return
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = token_path(data_dir)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
 
 
 def check(expected: str, authorization: str | None) -> bool:

@@ -194,6 +194,7 @@ _OMIT_WHEN_EMPTY = {
     "public_url",
     "api_keys",
     "cors_origins",
+    "redis_url",
 }
 #: A model service's outbound settings: empty means the environment's proxy and the system's CAs.
 _OMIT_WHEN_EMPTY |= {"proxy", "ca_file"}

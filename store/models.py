@@ -36,6 +36,10 @@ class GatewaySettings(SQLModel, table=True):
     admin_listen: str = "127.0.0.1:8081"
     max_connections: int = 10_000
     cache_max_mb: int = 64
+    redis_url: str = ""
+    redis_failure: str = "local"
+    #: Data-plane worker processes; 0 = one per CPU (``workers = "auto"``).
+    workers: int = 1
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -199,3 +203,20 @@ class RequestRecord(SQLModel, table=True):
     #: The protocol the client spoke (the API's), and the one the vendor was sent.
     protocol: str = "openai"
     vendor_protocol: str = "openai"
+
+
+class Node(SQLModel, table=True):
+    """A running ``aigw serve`` of this store: registered at start, refreshed while it serves,
+    removed on a clean stop (one unseen for a while is stale: it died without a word)."""
+
+    __tablename__ = "nodes"
+    id: str = Field(primary_key=True)
+    host: str = ""
+    listen: str = ""
+    admin_listen: str = ""
+    workers: int = 1
+    version: str = ""
+    revision: int = 0
+    #: Unix seconds.
+    started_at: float = 0.0
+    last_seen: float = 0.0

@@ -95,6 +95,8 @@ def load_config(session: Session) -> Config:
         max_connections=gw.max_connections,
         cache_max_mb=gw.cache_max_mb,
     )
+    cfg.gateway.redis_url, cfg.gateway.redis_failure = gw.redis_url, gw.redis_failure
+    cfg.gateway.workers = gw.workers or "auto"
 
     for k in session.exec(select(m.ModelKey).order_by(m.ModelKey.name)).all():
         cfg.model_keys.append(
@@ -435,6 +437,12 @@ def delete_entity(session: Session, table: str, name: str) -> None:
     _transaction(session, lambda: _delete_row(session, table, name))
 
 
+def _gateway_scale(row: m.GatewaySettings, gw: GatewaySpec) -> None:
+    """The fields of running more than one process (validated: ``workers`` is a number or "auto")."""
+    row.redis_url, row.redis_failure = gw.redis_url, gw.redis_failure
+    row.workers = 0 if gw.workers == "auto" else int(gw.workers)
+
+
 def save_gateway(session: Session, gw: GatewaySpec) -> GatewaySpec:
     cfg = load_config(session)
     cfg.gateway = copy.deepcopy(gw)
@@ -449,6 +457,7 @@ def save_gateway(session: Session, gw: GatewaySpec) -> GatewaySpec:
         )
         row.max_connections = cfg.gateway.max_connections
         row.cache_max_mb = cfg.gateway.cache_max_mb
+        _gateway_scale(row, cfg.gateway)
         row.updated_at = m.utcnow()
         session.add(row)
 
@@ -566,6 +575,7 @@ def apply_config(
             )
             row.max_connections = merged.gateway.max_connections
             row.cache_max_mb = merged.gateway.cache_max_mb
+            _gateway_scale(row, merged.gateway)
             session.add(row)
         _release_unique(session, writes, deletes)
         for table, spec, original in writes:

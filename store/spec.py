@@ -46,6 +46,8 @@ DEFAULT_CIRCUIT_COOLDOWN_S = 30.0
 DEFAULT_CACHE_MAX_MB = 64
 #: The longest a cached answer may be kept: 30 days.
 MAX_CACHE_TTL_S = 30 * 24 * 3600
+#: What the limiter does while Redis cannot be reached.
+REDIS_FAILURE_MODES = ("local", "refuse")
 
 
 @dataclass
@@ -57,6 +59,12 @@ class GatewaySpec:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: Memory for cached answers (MiB, least recently used out first); 0 = nothing is cached.
     cache_max_mb: int = DEFAULT_CACHE_MAX_MB
+    #: Limit state shared by every gateway naming this Redis (empty = in this instance's memory).
+    redis_url: str = ""
+    #: While Redis cannot be reached: ``local`` (each process counts alone) or ``refuse`` (503).
+    redis_failure: str = "local"
+    #: Data-plane processes of one ``aigw serve``: a number, or ``"auto"`` (one per CPU).
+    workers: int | str = 1
 
     def effective_public_url(self) -> str:
         """``public_url``, or ``http://{listen}`` when unset (wildcard hosts shown as loopback)."""

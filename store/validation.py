@@ -31,6 +31,7 @@ from .spec import (
     PROTOCOLS,
     QUOTA_PERIODS,
     QUOTA_UNITS,
+    REDIS_FAILURE_MODES,
     ROUTINGS,
     SCENARIOS,
     SERVICE_TYPES,
@@ -495,6 +496,38 @@ def check_gateway(g: GatewaySpec, err: ErrorList) -> None:
         err.add("gateway", "", "max_connections", m)
     if m := check_cache_max_mb(g.cache_max_mb):
         err.add("gateway", "", "cache_max_mb", m)
+    if m := check_redis_url(g.redis_url):
+        err.add("gateway", "", "redis_url", m)
+    if g.redis_failure not in REDIS_FAILURE_MODES:
+        err.add("gateway", "", "redis_failure", f"must be one of {', '.join(REDIS_FAILURE_MODES)}")
+    if m := check_workers(g.workers):
+        err.add("gateway", "", "workers", m)
+
+
+#: More worker processes than this is a typo, not a machine.
+MAX_WORKERS = 1024
+
+
+def check_workers(workers: int | str) -> str | None:
+    if workers == "auto":
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        return f'must be a number of processes from 1 to {MAX_WORKERS}, or "auto" (one per CPU)'
+    return None
+
+
+def check_redis_url(url: str) -> str | None:
+    """Empty (limits in memory), or ``redis://`` / ``rediss://`` (TLS) with a host."""
+    if not url:
+        return None
+    if any(c.isspace() for c in url):
+        return "must not contain spaces"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss"):
+        return "must start with redis:// or rediss:// (TLS), e.g. redis://127.0.0.1:6379/0"
+    if not rest.rpartition("@")[2].split("/")[0].split("?")[0]:
+        return "names no host, e.g. redis://127.0.0.1:6379/0"
+    return None
 
 
 # ---------------------------------------------------------------- the whole

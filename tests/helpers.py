@@ -81,13 +81,15 @@ async def wait_for_async(
 class GatewayProcess:
     """``aigw serve`` against ``db`` on free ports, started and stopped by a test."""
 
-    def __init__(self, db: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, db: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.db = db
+        #: More ``aigw serve`` options (``--redis-url``, ``--workers``).
+        self.args = list(args or ())
         self.port = free_port()
         self.admin_port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = db.parent / "serve.out"
+        self.log_path = db.parent / f"serve-{self.port}.out"
 
     @property
     def url(self) -> str:
@@ -117,6 +119,7 @@ class GatewayProcess:
                 f"127.0.0.1:{self.port}",
                 "--admin-listen",
                 f"127.0.0.1:{self.admin_port}",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

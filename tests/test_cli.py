@@ -846,3 +846,28 @@ def test_import_refuses_key_no_header_can_carry(aigw, db: str, tmp_path: Path, k
 def test_cors_origins_round_trip_normalised(aigw, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert aigw("--db", db, "import", write(tmp_path, "rich.toml", RICH)).rc == 0
     assert 'cors_origins = ["https://app.example.com", "*"]' in export(aigw, db)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--redis-url", "http://127.0.0.1:6379"],
+            "aigw: error: --redis-url: must start with redis:// or rediss:// (TLS), e.g. redis://127.0.0.1:6379/0",
+        ),
+        (
+            ["--workers", "0"],
+            'aigw: error: --workers: must be a number of processes from 1 to 1024, or "auto" (one per CPU)',
+        ),
+    ],
+)
+def test_bad_scale_options_stop_serve_with_one_line(tmp_path: Path, args: list[str], line: str) -> None:
+    db = tmp_path / "data" / "aigw.db"
+    out = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--db", str(db), "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [line]

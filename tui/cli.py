@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the gateway in the foreground")
     s.add_argument("--listen", metavar="HOST:PORT", help="data plane address (default: the store's)")
     s.add_argument("--admin-listen", metavar="HOST:PORT", help="admin address (default: the store's)")
+    s.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share limits through this Redis (default: $AIGW_REDIS_URL, else the store's redis_url)",
+    )
+    s.add_argument(
+        "--workers", metavar="N|auto", help="data-plane processes (default: the store's workers; auto = one per CPU)"
+    )
     _add_db(s)
 
     i = sub.add_parser("import", help="apply a TOML configuration (all or nothing)")
@@ -83,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--json", action="store_true", help="JSON output")
     _add_db(u)
+
+    nd = sub.add_parser("nodes", help="the gateways running on this store")
+    nd.add_argument("--json", action="store_true", help="JSON output")
+    _add_db(nd)
     return p
 
 
@@ -161,7 +173,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "serve":
         from proxy.serve import run_server
 
-        return run_server(args.db, listen=args.listen, admin_listen=args.admin_listen)
+        return run_server(
+            args.db, listen=args.listen, admin_listen=args.admin_listen, redis_url=args.redis_url, workers=args.workers
+        )
     if cmd == "import":
         return cmd_import(args)
     if cmd == "export":
@@ -170,6 +184,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_logs(args)
     if cmd == "usage":
         return cmd_usage(args)
+    if cmd == "nodes":
+        return cmd_nodes(args)
     raise UsageError(f"unknown command {cmd!r}")  # pragma: no cover - argparse rejects first
 
 
@@ -294,6 +310,31 @@ def cmd_usage(args: argparse.Namespace) -> int:
             f"{total['cache_hits']} answer(s) from the response cache saved {total['saved_tokens']} tokens "
             f"and {total['cost_saved']:.6f} in cost (not in the totals above)"
         )
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    """Every ``aigw serve`` registered in the store; one unseen for 15 s is ``stale``."""
+    from store import nodes
+
+    store = _open(args)
+    with store.session() as s:
+        found = nodes.list_nodes(s)
+    if args.json:
+        print(printable_json([{**n.as_dict(), "state": "stale" if n.stale else "live"} for n in found], indent=2))
+        return 0
+    print(
+        f"{'node':<32} {'listen':<22} {'admin':<22} {'workers':>7} {'revision':>8} {'version':<8} "
+        f"{'last seen':<20} state"
+    )
+    for n in found:
+        seen = iso_utc(n.last_seen, "seconds")
+        print(
+            f"{n.id:<32} {n.listen:<22} {n.admin_listen:<22} {n.workers:>7} {n.revision:>8} {n.version:<8} "
+            f"{seen:<20} {'stale' if n.stale else 'live'}"
+        )
+    if not found:
+        print("no gateway is running on this store")
     return 0
 
 

@@ -188,6 +188,58 @@ def start_upstream(workdir: Path, cpu: int | None, chunk_gap_ms: float = 0.0) ->
     return p
 
 
+class RedisProc(Proc):
+    """``redis-server`` without persistence, for the limits shared through Redis."""
+
+    def __init__(self, workdir: Path, cpu: int | None) -> None:
+        port = free_port()
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        super().__init__("redis", [*cmd, "--dir", str(workdir)], port, cpu=cpu, log=workdir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def wait_ping(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.popen.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer within {timeout} s")
+
+
+class Joined:
+    """A target whose cost is several processes: the gateway and the Redis it counts in.
+    CPU, memory and files are summed; everything else is the gateway's."""
+
+    def __init__(self, main: Proc, *others: Proc) -> None:
+        self.main = main
+        self.all = (main, *others)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.main, name)
+
+    def cpu(self) -> float:
+        return sum(p.cpu() for p in self.all)
+
+    def rss(self) -> float:
+        return sum(p.rss() for p in self.all)
+
+    def fds(self) -> int:
+        return sum(p.fds() for p in self.all)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        code = self.main.stop(timeout)
+        for p in self.all[1:]:
+            p.stop(timeout)
+        return code
+
+
 #: LiteLLM's path for the same call (it serves the OpenAI paths at its root).
 LITELLM_PATH = "/v1/chat/completions"
 
@@ -394,11 +446,15 @@ class Gateway:
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tui.cli"]
         return [*base, "--db", str(self.db), *args]
 
-    def start(self, cpu: int | None) -> Proc:
+    def start(self, cpu: int | None, *more: str) -> Proc:
+        """``aigw serve`` (``more``: ``--workers 2``, ``--redis-url …``), pinned to ``cpu``
+        with every process it starts (workers inherit the affinity)."""
         port, self.admin_port = free_port(), free_port()
         return Proc(
             "aigw",
-            self._aigw("serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"),
+            self._aigw(
+                "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{self.admin_port}", *more
+            ),
             port,
             cpu=cpu,
             log=self.workdir / "serve.out",

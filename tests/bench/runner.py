@@ -47,7 +47,9 @@ from .procs import (
     PORTKEY_ENTRY,
     PORTKEY_PATH,
     Gateway,
+    Joined,
     Proc,
+    RedisProc,
     portkey_headers,
     start_litellm,
     start_nginx,
@@ -68,8 +70,11 @@ DIRECT, NGINX, RAW, RELAY, AIGW, LITELLM, PORTKEY = (
     "LiteLLM",
     "Portkey",
 )
+#: aigw run as more than one process: two workers (limits held by the supervisor), and one
+#: process counting its limits in Redis (CPU = aigw's plus redis-server's).
+AIGW_W2, AIGW_REDIS = "aigw 2 workers", "aigw + Redis"
 #: The table's columns, cheapest hop first.
-COLUMNS = [DIRECT, NGINX, RAW, RELAY, AIGW, LITELLM, PORTKEY]
+COLUMNS = [DIRECT, NGINX, RAW, RELAY, AIGW, AIGW_W2, AIGW_REDIS, LITELLM, PORTKEY]
 
 PROMPT = [{"role": "user", "content": "Hello, please introduce yourself."}]
 
@@ -631,12 +636,48 @@ class Bench:
             report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
             for p in procs[1:]:
                 p.stop()
+            self._scale_out(upstream)
             self._peers(upstream, key)
         finally:
             for p in reversed(procs):
                 p.stop()
         report.records_stored = gw.stored_records()
         report.seconds = time.perf_counter() - t0
+
+    def _scale_out(self, upstream: Proc) -> None:
+        """The throughput cases again for aigw as two workers and with its limits in Redis
+        (a store of their own: the main run's record count stays its own)."""
+        workdir = self.workdir / "scale"
+        workdir.mkdir(exist_ok=True)
+        sgw = Gateway(workdir, upstream)
+        started: list[Any] = []
+        lives: list[Live] = []
+        try:
+            w2 = self._start_optional(AIGW_W2, lambda: sgw.start(self.proxy_cpu, "--workers", "2"), API_PATH, sgw.key)
+            if w2:
+                started.append(w2)
+                lives.append(Live(Target(AIGW_W2, "127.0.0.1", w2.port, API_PATH, sgw.key), w2))
+            if shutil.which("redis-server"):
+                redis = RedisProc(workdir, self.aux_cpu)
+                started.append(redis)
+                redis.wait_ping()
+                rg = self._start_optional(
+                    AIGW_REDIS, lambda: sgw.start(self.proxy_cpu, "--redis-url", redis.url), API_PATH, sgw.key
+                )
+                if rg:
+                    started.append(rg)
+                    joined = Joined(rg, redis)
+                    lives.append(Live(Target(AIGW_REDIS, "127.0.0.1", rg.port, API_PATH, sgw.key), joined))  # type: ignore[arg-type]
+            else:
+                self.targets[AIGW_REDIS] = "not installed (apt-get install redis-server)"
+            for lv in lives:
+                self._warm(lv)
+            if lives:
+                self.log("aigw as more than one process: " + ", ".join(lv.target.name for lv in lives))
+                self.throughput_cases(lives)
+        finally:
+            for p in reversed(started):
+                p.stop()
 
     def _peers(self, upstream: Proc, key: str) -> None:
         if self.litellm:

@@ -147,3 +147,14 @@ def test_the_load_generator_holds_a_wave_of_slow_requests_in_flight(tmp_path: Pa
     finally:
         upstream.stop()
     assert res.requests == 80 and res.errors == 0
+
+
+@pytest.mark.timeout(300)
+def test_aigw_as_workers_and_with_redis_has_a_rate_and_cpu_in_every_throughput_case(report: Report) -> None:
+    scaled = [runner.AIGW_W2, *([runner.AIGW_REDIS] if shutil.which("redis-server") else [])]
+    for name in scaled:
+        assert report.targets.get(name) == "ran", report.targets
+    for row in (r for r in report.rows if r.kind == "rate" and not r.case.startswith("slow")):
+        for name in scaled:
+            assert (row.get(name) or 0) > 0, (row.case, name)
+            assert (row.cpu.get(name) or 0) > 0, (row.case, name)

@@ -63,8 +63,10 @@ def test_healthz_shape(gw: Gw, records_store: Store) -> None:
         "db",
         "services",
         "keys",
+        "limits",
     }
     assert h["services"]["main"]["state"] in ("unknown", "healthy") and h["keys"]["k1"]["max_concurrency"] == 0
+    assert h["limits"] == {"backend": "memory", "shared": False}
     with records_store.session() as s:
         assert h["revision"] == repo.get_revision(s)
     assert h["status"] == "ok" and h["pid"] == gw.proc.proc.pid  # type: ignore[union-attr]

@@ -886,3 +886,40 @@ def test_max_connections_accepted(value: int) -> None:
     cfg = base_config()
     cfg.gateway.max_connections = value
     accepted(cfg)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("redis_url", "http://127.0.0.1:6379"),
+        ("redis_url", "127.0.0.1:6379"),
+        ("redis_url", "redis://"),
+        ("redis_url", "redis://host 1:6379"),
+        ("redis_failure", "ignore"),
+        ("workers", 0),
+        ("workers", 1025),
+        ("workers", "many"),
+        ("workers", True),
+    ],
+)
+def test_scale_fields_refused(field: str, value: object) -> None:
+    cfg = base_config()
+    setattr(cfg.gateway, field, value)
+    refused(cfg, "gateway", "", field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("redis_url", ""),
+        ("redis_url", "redis://127.0.0.1:6379/0"),
+        ("redis_url", "rediss://:secret@redis.internal:6380"),
+        ("redis_failure", "refuse"),
+        ("workers", 4),
+        ("workers", "auto"),
+    ],
+)
+def test_scale_fields_accepted(field: str, value: object) -> None:
+    cfg = base_config()
+    setattr(cfg.gateway, field, value)
+    accepted(cfg)

@@ -335,3 +335,25 @@ class TestInstanceInfo:
             await pilot.pause()
             assert "https://gw.example.com" in app.export_screenshot()
         assert config(store).gateway.public_url == "https://gw.example.com"
+
+    async def test_editing_settings_keeps_the_fields_the_form_does_not_show(self, store: Store) -> None:
+        from store import repo
+
+        with store.session() as s:
+            gw = repo.load_config(s).gateway
+            gw.redis_url, gw.redis_failure, gw.workers = "redis://127.0.0.1:6379/0", "refuse", 2
+            repo.save_gateway(s, gw)
+        app = app_for(store, "instance")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(
+                pilot,
+                lambda: type(app.screen).__name__ == "InstanceScreen" and app.screen.settings is not None,
+                what="instance",
+            )
+            await pilot.press("e")
+            form = await wait_screen(pilot, app, EntityForm)
+            form.query_one("#listen", Input).value = "0.0.0.0:9191"
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: config(store).gateway.listen == "0.0.0.0:9191", what="saved")
+        gw = config(store).gateway
+        assert (gw.redis_url, gw.redis_failure, gw.workers) == ("redis://127.0.0.1:6379/0", "refuse", 2)

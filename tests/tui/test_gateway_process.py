@@ -74,6 +74,26 @@ def test_start_attach_stop(store: Store, controller: GatewayController) -> None:
     wait_for(lambda: not alive(st.pid), 10, what="gateway process gone")
 
 
+def test_start_restart_stop_a_supervisor_with_workers(store: Store, controller: GatewayController) -> None:
+    """``workers = 2`` in the store: the console starts, restarts and stops the supervisor and
+    its workers with it."""
+    _, admin = use_free_ports(store)
+    with store.session() as s:
+        gw = repo.load_config(s).gateway
+        gw.workers = 2
+        repo.save_gateway(s, gw)
+    st = controller.start()
+    assert st.state == RUNNING, st
+    workers = [w["pid"] for w in httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).json()["workers"]]
+    assert len(workers) == 2 and all(alive(p) for p in workers)
+    again = controller.restart()
+    assert again.state == RUNNING and again.pid != st.pid
+    wait_for(lambda: not any(alive(p) for p in workers), 20, what="the first workers gone")
+    later = [w["pid"] for w in httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).json()["workers"]]
+    assert controller.stop().state == STOPPED
+    wait_for(lambda: not any(alive(p) for p in [again.pid, *later]), 20, what="supervisor and workers gone")
+
+
 def test_crash_reports_the_log(store: Store, controller: GatewayController) -> None:
     port, _ = use_free_ports(store)
     with socket.socket() as busy:

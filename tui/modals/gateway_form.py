@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -78,7 +79,9 @@ class GatewayForm(EntityForm):
         )
 
     def build_spec(self) -> GatewaySpec:
-        return GatewaySpec(
+        # Fields this form does not show (Redis, workers) keep their stored values.
+        return dataclasses.replace(
+            self.settings,
             listen=self.value("listen").strip(),
             public_url=self.value("public_url").strip(),
             admin_listen=self.value("admin_listen").strip(),
