@@ -114,6 +114,8 @@ class UsageScreen(SectionScreen):
         self.rows: list[dict[str, Any]] = []
         self.total: dict[str, Any] = {}
         self.quotas: list[QuotaUse] = []
+        #: What the tables show now (period start, rows, quotas), so an unchanged refresh is skipped.
+        self._shown: tuple[float, list[dict[str, Any]], list[QuotaUse]] | None = None
 
     def compose_body(self) -> Iterable[Widget]:
         yield Label("Usage", classes="section-title")
@@ -165,6 +167,10 @@ class UsageScreen(SectionScreen):
     def on_usage_screen_loaded(self, message: Loaded) -> None:
         if (message.period, message.by) != (self.period, self.by):
             return  # an older load finished after the user switched
+        shown = (message.since, message.rows, message.quotas)
+        if shown == self._shown:
+            return  # the periodic refresh found nothing new: leave the tables (and their layout) alone
+        self._shown = shown
         self.rows, self.quotas = message.rows, message.quotas
         self.total = {k: sum(r[k] for r in message.rows) for k in TOTAL_KEYS}
         self._show_summary(message.since)
