@@ -257,7 +257,7 @@ def error(status: int, openai_error_body: Any) -> tuple[int, dict[str, Any]]:
 # ------------------------------------------------------------------ stream
 
 
-class StreamTranslator:
+class StreamTranslator(sse.ChatChunkTranslator):
     """OpenAI chunks in, Anthropic events out. Holds the one open content block (a
     text or a tool call); a new block closes it, as Anthropic's streams never have two
     open. ``message_delta`` waits for the end of the vendor's stream, since OpenAI
@@ -274,16 +274,6 @@ class StreamTranslator:
         #: OpenAI tool-call index → Anthropic block index.
         self._tools: dict[int, int] = {}
         self._finish: Any = None
-
-    def feed_event(self, event: sse.Event) -> list[bytes]:
-        """One event parsed from the vendor's stream (``[DONE]`` ends the message)."""
-        if event.data.strip() == "[DONE]":
-            return self.close()
-        try:
-            chunk = event.json()
-        except ValueError:
-            return []
-        return self.feed(chunk) if isinstance(chunk, Mapping) else []
 
     def feed(self, chunk: Mapping[str, Any]) -> list[bytes]:
         if self._closed:

@@ -231,7 +231,7 @@ def answer(chat_answer: Mapping[str, Any], body: Mapping[str, Any], model: str) 
 # ------------------------------------------------------------------ stream
 
 
-class StreamTranslator:
+class StreamTranslator(sse.ChatChunkTranslator):
     """Chat chunks in, Responses events out, each with its ``sequence_number``.
 
     Holds the open output item (a message being written or a function call whose
@@ -249,16 +249,6 @@ class StreamTranslator:
         self._open: int | None = None
         #: Chat tool-call index → output index.
         self._calls: dict[int, int] = {}
-
-    def feed_event(self, event: sse.Event) -> list[bytes]:
-        """One event parsed from the vendor's stream (``[DONE]`` completes the response)."""
-        if event.data.strip() == "[DONE]":
-            return self.close()
-        try:
-            chunk = event.json()
-        except ValueError:
-            return []
-        return self.feed(chunk) if isinstance(chunk, Mapping) else []
 
     def feed(self, chunk: Mapping[str, Any]) -> list[bytes]:
         if self._done:

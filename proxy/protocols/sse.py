@@ -8,6 +8,7 @@ event, so a vendor that never ends a line cannot make the gateway hold unbounded
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +116,23 @@ def encode(data: Any, event: str | None = None) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+class ChatChunkTranslator:
+    """Base of the translators fed an OpenAI chat-completions stream: a ``[DONE]`` event
+    closes the translation, every other event is one JSON chunk (unreadable ones skipped)."""
+
+    def feed_event(self, event: Event) -> list[bytes]:
+        if event.data.strip() == "[DONE]":
+            return self.close()
+        try:
+            chunk = event.json()
+        except ValueError:
+            return []
+        return self.feed(chunk) if isinstance(chunk, Mapping) else []
+
+    def feed(self, chunk: Mapping[str, Any]) -> list[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> list[bytes]:
+        raise NotImplementedError
