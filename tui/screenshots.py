@@ -207,6 +207,15 @@ async def settle(pilot: Any, app: Any, until: Callable[[], bool] | None = None, 
     for box in app.screen.query(Input):
         box.cursor_blink = False  # a blinking cursor would make every picture differ
     await pilot.pause(0.1)
+    # Tables size themselves on an idle pass after they are filled; on a busy machine that
+    # can come late. The picture is taken once two looks in a row agree.
+    last = app.export_screenshot()
+    while loop.time() < deadline:
+        await pilot.pause(0.1)
+        now = app.export_screenshot()
+        if now == last:
+            break
+        last = now
 
 
 def ready(app: Any) -> Callable[[], bool]:

@@ -55,7 +55,7 @@ class ConsumerGroupsScreen(EntityScreen):
         Binding(
             "a",
             "add_authorization",
-            "Authorize",
+            "APIs",
             id="group-add-authorization",
             tooltip="Grant the highlighted group access to model APIs",
         ),
@@ -70,6 +70,7 @@ class ConsumerGroupsScreen(EntityScreen):
             "switch_tab",
             "Tab",
             key_display="[ ]",
+            show=False,  # the tab bar says it; at 80 columns the footer has no room left
             id="group-switch-tab",
             tooltip="Switch between Members and Authorized Model APIs",
         ),
@@ -100,7 +101,7 @@ class ConsumerGroupsScreen(EntityScreen):
         with TabbedContent(id="group-tabs", classes="entity-detail"):
             with TabPane("Members", id="tab-members"):
                 yield DataTable(id="group-members", cursor_type="row")
-            with TabPane("Authorized Model APIs", id="tab-apis"):
+            with TabPane("Authorized Model APIs  (\\[ ] switches)", id="tab-apis"):
                 yield DataTable(id="group-apis", cursor_type="row")
 
     def row(self, spec: Any) -> tuple[Any, ...]:

@@ -23,7 +23,7 @@ class ModelApisScreen(EntityScreen):
         Binding(
             "t",
             "routes",
-            "Routes & Try it",
+            "Routes",
             id="api-routes",
             tooltip="Request paths, access URLs, curl and a live test request",
         ),

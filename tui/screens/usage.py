@@ -267,6 +267,9 @@ class UsageScreen(SectionScreen):
                 )
             )
         fill_table(table, QUOTA_COLUMNS, rows, [q.consumer for q in self.quotas])
+        # Its height now, from its rows (header + rows, at most 10 lines): an auto height is
+        # only known after the table's next idle pass, so the layout would settle late.
+        table.styles.height = min(10, len(rows) + 1)
 
     # ------------------------------------------------------------- actions
 
