@@ -157,6 +157,10 @@ async def _serve(
     token = await asyncio.to_thread(admin_token_of, store)
     redis = _redis_url(redis_url, gw.redis_url)
     stop = asyncio.Event()
+    # From the first moment: a SIGTERM while starting (the node registering, the admin
+    # listener coming up) is a stop like any other, answered once start-up is done.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     info = ListenInfo(listen, admin_listen, public)
     if role is not None and not redis:  # the supervisor holds the counts of every worker
         from .shared_limits_embedded import WorkerLimiter
@@ -207,8 +211,6 @@ async def _serve(
             masked(redis) if redis else "in memory" if role is None else "held by the supervisor",
         )
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         if role is not None:
             watchdog = loop.create_task(_orphaned(stop), name="aigw-parent")
         await stop.wait()
