@@ -22,7 +22,7 @@ TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class Health:
-    """What ``GET /healthz`` said (SPEC §3); unknown fields are ignored."""
+    """What ``GET /healthz`` said; unknown fields are ignored."""
 
     version: str
     revision: int
