@@ -160,3 +160,13 @@ def test_aigw_as_workers_and_with_redis_has_a_rate_and_cpu_in_every_throughput_c
         for name in scaled:
             assert (row.get(name) or 0) > 0, (row.case, name)
             assert (row.cpu.get(name) or 0) > 0, (row.case, name)
+
+
+def test_wrk_script_sends_the_targets_own_headers() -> None:
+    """Portkey routes by header: a wrk script without them made every Portkey request fail."""
+    from .wrk import lua_script
+
+    target = Target("Portkey", "127.0.0.1", 1, "/v1/chat/completions", "sk-k", b"x-portkey-provider: openai\r\n")
+    script = lua_script(target, b'{"model": "m"}')
+    assert 'wrk.headers["x-portkey-provider"] = "openai"' in script
+    assert 'wrk.headers["Authorization"] = "Bearer sk-k"' in script

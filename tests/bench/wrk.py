@@ -35,6 +35,11 @@ def lua_script(target: Target, body: bytes) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = [==[{text}]==]", 'wrk.headers["Content-Type"] = "application/json"']
     if target.key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {target.key}"')
+    # The target's own header lines (Portkey routes by them): without them every request fails.
+    for line in target.headers.decode().split("\r\n"):
+        if line:
+            name, _, value = line.partition(":")
+            lines.append(f'wrk.headers["{name.strip()}"] = "{value.strip()}"')
     return "\n".join(lines) + "\n"
 
 
