@@ -245,11 +245,15 @@ LITELLM_PATH = "/v1/chat/completions"
 
 
 def start_litellm(
-    workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str, models: list[str], workers: int = 2
+    workdir: Path, upstream: Proc, cpu: int | None, exe: str, key: str, models: list[str], workers: int = 1
 ) -> Proc:
-    """LiteLLM's proxy as the issue measured it: ``workers`` uvicorn workers, no database,
-    one model routed to the same benchmark vendor (its own install: ``pip install 'litellm[proxy]'``).
-    Its master key is the benchmark's consumer key, so it authenticates every request as aigw does."""
+    """LiteLLM's proxy: ``workers`` uvicorn workers, no database, the models routed to the same
+    benchmark vendor (its own install: ``pip install 'litellm[proxy]'``). Its master key is the
+    benchmark's consumer key, so it authenticates every request as aigw does.
+
+    One worker: the proxy under test is pinned to one core, where a second worker adds no rate,
+    and uvicorn 0.55 kills a worker that has not answered its health check within 5 s, which a
+    LiteLLM worker (20+ s importing on a loaded machine) never has: with two it never came up."""
     cfg = workdir / "litellm.yaml"
     entries = "".join(
         f"  - model_name: {m}\n"
