@@ -11,6 +11,7 @@ each process's own bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -110,10 +111,8 @@ def _held_in_background(gw: Gws, i: int = 0) -> threading.Thread:
     """A request that holds the slot (the vendor told to be slow for it) until its process dies."""
 
     def go() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # its process was killed under it
             gw.chat(i, timeout=60)
-        except httpx.HTTPError:
-            pass  # its process was killed under it
 
     t = threading.Thread(target=go, daemon=True)
     t.start()
