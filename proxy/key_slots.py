@@ -313,6 +313,7 @@ class KeySlots:
     async def _serve(self, freed: set[str] | None) -> None:
         """Offer free slots to waiters, oldest first (of keys in ``freed``, when given), until none is left."""
         full: set[str] = set()
+        granted = False
         for seq, waiter in list(self._queue.items()):
             if waiter.future.done():  # cancelled or timed out, not yet out of the queue
                 self._queue.pop(seq, None)
@@ -336,10 +337,16 @@ class KeySlots:
                 n, total = self._waits.get(key.name, (0, 0.0))
                 self._waits[key.name] = (n + 1, total + self._clock() - waiter.since)
                 self._granted += 1
+                granted = True
                 waiter.future.set_result(slot)
                 break
             if freed is not None and freed <= full:
                 return  # every freed key is taken again: nobody else fits
+        if granted:
+            # Waiters that came while a shared counter answered were not in this pass, and
+            # a key not found full may have room for them: look again (a refusal is what
+            # makes the supervisor tell us of the next free slot).
+            self._dirty.update([None] if freed is None else freed - full)
 
     async def _poll(self) -> None:
         """While requests wait here, ask again now and then: a slot may have freed elsewhere.
