@@ -171,7 +171,7 @@ async def healthz(request: web.Request) -> web.Response:
             "in_flight": state.in_flight,
             "db": state.store.location.describe(),
             "services": state.services_health(),
-            "keys": state.keys_load(),
+            "keys": state.keys_load(await state.shared_key_load()),
             "limits": state.limiter.describe(),
         }
     )

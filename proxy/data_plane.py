@@ -81,4 +81,5 @@ class DataPlane:
         if self.state.pool is not None:
             await self.state.pool.close()
         await self.state.recorder.close()
+        await self.state.slots.close()  # before the limiter: a shared counter uses its connections
         await self.state.limiter.close()

@@ -445,7 +445,7 @@ async def stage_choose_key(state: GatewayState, request: Request, ctx: RequestCo
         return False
     try:
         slot = await state.slots.acquire(keys, svc.queue_timeout_s)
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, or shared slot counts out of reach (refused: 503)
         state.breakers.release(adm)
         raise
     if slot is None:

@@ -164,11 +164,12 @@ async def _serve(
     info = ListenInfo(listen, admin_listen, public)
     if role is not None and not redis:  # the supervisor holds the counts of every worker
         from .shared_limits_embedded import WorkerLimiter
+        from .shared_slots_embedded import WorkerSlotCounter
 
         embedded = WorkerLimiter(role.limits_socket)
         embedded.on_lost = stop.set  # the supervisor is gone: drain and stop
         await embedded.connect()
-        state = GatewayState(store, snapshot, info, token, limiter=embedded)
+        state = GatewayState(store, snapshot, info, token, limiter=embedded, slot_counter=WorkerSlotCounter(embedded))
     else:
         state = GatewayState(store, snapshot, info, token, redis_url=redis)
 

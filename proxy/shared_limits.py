@@ -29,7 +29,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -293,7 +293,8 @@ class RedisLimiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._period_start = PeriodStarts()
         self._ids = itertools.count()
-        self._node = os.urandom(6).hex()
+        #: Names this process in Redis (hold and lease ids).
+        self.node = os.urandom(6).hex()
 
     # ---------------------------------------------------------------- state
 
@@ -312,7 +313,8 @@ class RedisLimiter:
             )
         return out
 
-    def _down(self, exc: BaseException) -> None:
+    def mark_down(self, exc: BaseException) -> None:
+        """A command failed: count without Redis (per ``redis_failure``) until the probe reaches it."""
         if self._up:
             self._up = False
             what = "counting limits in this process only" if self.failure == "local" else "refusing limited requests"
@@ -370,7 +372,7 @@ class RedisLimiter:
         if consumer.quota:
             quota_n = 1.0 if unit == "requests" else cost if unit == "cost" else float(estimate)
         keys = self._keys(consumer, api.name, ctx.ts)
-        hold_id = f"h:{self._node}:{next(self._ids)}"
+        hold_id = f"h:{self.node}:{next(self._ids)}"
         args: list[str | int | float] = [rpm, tpm, consumer.quota, estimate, quota_n, hold_id, HOLD_TTL_S]
         try:
             for _ in range(2):
@@ -379,7 +381,7 @@ class RedisLimiter:
                     break
                 await self._load_quota(consumer, keys[4], ctx.ts)
         except (RedisError, OSError) as exc:
-            self._down(exc)
+            self.mark_down(exc)
             return self._unshared(ctx)
         status = int(res[0])
         if status == _QUOTA_MISSING:  # loaded, then gone again at once (a flush in between)
@@ -449,7 +451,11 @@ class RedisLimiter:
             unit = ctx.consumer.quota_unit
             spent = 1.0 if unit == "requests" else ctx.cost if unit == "cost" else float(total)
         args: list[str | int | float] = [held.hold_id, total, repr(spent), int(held.tpm), int(held.quota)]
-        task = asyncio.get_running_loop().create_task(self._send_settle(held.keys, args))
+        self.background(self._send_settle(held.keys, args))
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` off the request path; :meth:`close` waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -457,7 +463,7 @@ class RedisLimiter:
         try:
             await self._settle(keys=keys, args=args)
         except (RedisError, OSError) as exc:  # the reservation expires by itself
-            self._down(exc)
+            self.mark_down(exc)
 
     # ---------------------------------------------------------------- restore
 
@@ -479,7 +485,7 @@ class RedisLimiter:
                 if not present:
                     await self._load_quota(consumer, key, now)
         except (RedisError, OSError) as exc:
-            self._down(exc)
+            self.mark_down(exc)
 
     # ---------------------------------------------------------------- reporting
 
@@ -510,7 +516,7 @@ class RedisLimiter:
                         reads.append((entry["quota"], "quota"))
                 got = iter(await pipe.execute())
         except (RedisError, OSError) as exc:
-            self._down(exc)
+            self.mark_down(exc)
             return out
         for use, kind in reads:
             if kind == "window":

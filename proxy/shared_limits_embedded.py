@@ -6,7 +6,8 @@ The wire: frames of a 4-byte big-endian length and a JSON array. A worker sends
 ``["c", id, consumer, quota, unit, period, api, rpm, tpm, tokens, cost]`` to check a
 request (its estimates made where the body is) and ``["s", id, consumer, quota, unit,
 period, api, tpm, forwarded, ts, total, cost]`` once it is done; the supervisor answers a
-check with ``["d", id, allowed, header lines, error]``. Frames a worker makes in one turn
+check with ``["d", id, allowed, header lines, error]``. Model keys' slots travel on the
+same connection (:mod:`proxy.shared_slots_embedded`). Frames a worker makes in one turn
 of its event loop leave in one write. Everything the supervisor does runs on its loop:
 counts are exact across workers, as in one process. A worker that goes away releases its
 reservations with its connection.
@@ -29,6 +30,7 @@ from .errors import GatewayError
 from .limits import ALLOW, Decision, MemoryLimiter, estimates, limited
 from .routes import Consumer, Snapshot
 from .shared_limits import limits_unavailable
+from .shared_slots_embedded import SlotTable, WorkerSlotCounter
 
 log = logging.getLogger("aigw.limits")
 
@@ -86,6 +88,8 @@ class LimitsServer:
 
     def __init__(self, limiter: MemoryLimiter) -> None:
         self.limiter = limiter
+        #: Model keys' slots in flight over every worker.
+        self.slots = SlotTable()
         self._conns = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
         #: Checks waiting for a quota to load from the records.
@@ -111,10 +115,21 @@ class _ServerConn(_Frames):
         self.base = server.next_conn() << 40
         #: Holds of checks not settled yet, so a worker that dies gives them back.
         self.open: dict[int, Consumer] = {}
+        #: Model key slots this worker holds (kept by the server's :class:`SlotTable`).
+        self.slots: dict[str, int] = {}
+
+    def send(self, msg: list[Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_frame(msg))
 
     def on_frame(self, msg: list[Any]) -> None:
         lim = self.server.limiter
-        if msg[0] == "c":
+        if msg[0] == "a":
+            _, rid, key, limit = msg
+            self.send(["g", rid, self.server.slots.take(self, key, limit)])
+        elif msg[0] == "r":
+            self.server.slots.give_back(self, msg[1])
+        elif msg[0] == "c":
             consumer = _consumer(*msg[2:6])
             if consumer.quota and not lim.holds_quota(consumer):
                 # A quota the supervisor has not loaded yet (a worker's snapshot came first):
@@ -146,6 +161,7 @@ class _ServerConn(_Frames):
         for rid, consumer in self.open.items():
             self.server.limiter.account(self.base | rid, consumer, "", False, False, 0.0, 0, 0.0)
         self.open.clear()
+        self.server.slots.drop(self)
 
 
 class _ClientConn(_Frames):
@@ -154,7 +170,14 @@ class _ClientConn(_Frames):
         self.owner = owner
 
     def on_frame(self, msg: list[Any]) -> None:
-        if msg[0] == "d":
+        slots = self.owner.slots
+        if msg[0] == "g":
+            if slots is not None:
+                slots.granted(msg[1], msg[2])
+        elif msg[0] == "f":
+            if slots is not None:
+                slots.freed(msg[1])
+        elif msg[0] == "d":
             fut = self.owner.waiting.pop(msg[1], None)
             if fut is not None and not fut.done():
                 _, _, allowed, lines, err = msg
@@ -179,6 +202,8 @@ class WorkerLimiter:
         self._sent: dict[int, int] = {}
         #: Called when the supervisor's socket closes (the worker then stops).
         self.on_lost: Callable[[], None] | None = None
+        #: The model key slots counted through this connection, once made.
+        self.slots: WorkerSlotCounter | None = None
 
     async def connect(self) -> None:
         _, proto = await asyncio.get_running_loop().create_unix_connection(lambda: _ClientConn(self), self.path)
@@ -191,8 +216,18 @@ class WorkerLimiter:
             if not fut.done():
                 fut.set_exception(ConnectionError("the supervisor's limits are gone"))
         self.waiting.clear()
+        if self.slots is not None:
+            self.slots.lost()
         if self.on_lost is not None:
             self.on_lost()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def send(self, msg: list[Any]) -> None:
+        """One frame to the supervisor, with the others of this turn of the loop."""
+        self._send(_frame(msg))
 
     def _send(self, frame: bytes) -> None:
         self._out.append(frame)

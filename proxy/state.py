@@ -14,14 +14,15 @@ from store.db import Store
 from .balancer import KeyBalancer
 from .cache_stage import drop_changed
 from .circuit import CircuitBreakers
-from .key_slots import KeySlots
+from .key_slots import KeySlots, SlotCounter
 from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
 from .probes import Probes
 from .recorder import Recorder
 from .response_cache import CacheBackend, MemoryCache
-from .routes import Snapshot, load_snapshot, read_revision
+from .routes import CompiledKey, Snapshot, load_snapshot, read_revision
 from .shared_limits import RedisLimiter
+from .shared_slots import RedisSlotCounter
 from .vendor_client import VendorPool
 
 log = logging.getLogger("aigw")
@@ -57,6 +58,7 @@ class GatewayState:
         *,
         limiter: Limiter | None = None,
         redis_url: str = "",
+        slot_counter: SlotCounter | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -72,7 +74,10 @@ class GatewayState:
         self.balancer = KeyBalancer()
         #: Per service and per key, by name: they outlive reloads (:mod:`proxy.circuit`, :mod:`proxy.key_slots`).
         self.breakers = CircuitBreakers()
-        self.slots = KeySlots()
+        #: Model keys' slots, counted with every process that shares the limits.
+        if slot_counter is None and isinstance(self.limiter, RedisLimiter):
+            slot_counter = RedisSlotCounter(self.limiter)
+        self.slots = KeySlots(slot_counter)
         self.probes = Probes(self.breakers, lambda: self.pool)
         #: The response cache (:mod:`proxy.cache_stage`), sized by ``[gateway] cache_max_mb``.
         self.cache: CacheBackend = cache_for(snapshot)
@@ -108,11 +113,17 @@ class GatewayState:
             }
         return out
 
-    def keys_load(self) -> dict[str, dict[str, Any]]:
-        """Each configured model key's slots in use and waiters, for ``/healthz`` and the console."""
+    def configured_keys(self) -> list[CompiledKey]:
+        return sorted({k for svc in self.snapshot.services.values() for k in svc.keys}, key=lambda k: k.name)
+
+    def keys_load(self, shared: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+        """Each configured model key's slots in use and waiters, for ``/healthz`` and the console.
+
+        ``in_flight`` is this process's; ``shared`` (from :meth:`shared_key_load`) adds
+        ``shared_in_flight``, every process's, for the limited keys it has."""
         stats = self.slots.stats().keys
         out: dict[str, dict[str, Any]] = {}
-        for key in sorted({k for svc in self.snapshot.services.values() for k in svc.keys}, key=lambda k: k.name):
+        for key in self.configured_keys():
             load = stats.get(key.name)
             out[key.name] = {
                 "max_concurrency": key.max_concurrency,
@@ -122,7 +133,16 @@ class GatewayState:
                 "queue_wait_s": round(load.wait_s, 6) if load else 0.0,
                 "queue_timeouts": load.timeouts if load else 0,
             }
+            if shared and key.name in shared:
+                out[key.name]["shared_in_flight"] = shared[key.name]
         return out
+
+    async def shared_key_load(self) -> dict[str, int]:
+        """Slots in flight per limited key over every process sharing Redis ({} otherwise)."""
+        counter = self.slots.counter
+        if not isinstance(counter, RedisSlotCounter):
+            return {}  # this process's counts, or workers whose supervisor sums them
+        return await counter.shared_in_flight(k.name for k in self.configured_keys() if k.max_concurrency)
 
     async def _quota_used(self, consumer: str, unit: str, since: float, until: float) -> float:
         """Quota use from the records (after writing the pending ones, so none is missed)."""

@@ -81,6 +81,30 @@ def sum_metrics(texts: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+#: A key's figures that are one number for everyone (not summed over workers).
+_KEY_SAME = {"max_concurrency": max, "shared_in_flight": max}
+
+
+def add_key_loads(into: dict[str, dict[str, Any]], loads: dict[str, Any]) -> None:
+    """Add one worker's ``/healthz`` ``keys`` to ``into``: the instance's figures.
+
+    Each worker reports the slots it holds, so their sum is the instance's count (the
+    supervisor's, for a limited key); the bound, and a count read from Redis, are not summed."""
+    for name, load in loads.items():
+        if not isinstance(load, dict):
+            continue
+        entry = into.setdefault(name, {})
+        for field, value in load.items():
+            if not isinstance(value, int | float):
+                continue
+            pick = _KEY_SAME.get(field)
+            old = entry.get(field)
+            if old is None:
+                entry[field] = value
+            else:
+                entry[field] = pick(old, value) if pick is not None else round(old + value, 6)
+
+
 class SupervisorAdmin:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
@@ -123,6 +147,7 @@ class SupervisorAdmin:
         total = in_flight = 0
         revision = state.snapshot.revision
         limits: dict[str, Any] | None = None
+        keys: dict[str, dict[str, Any]] = {}
         for w, h in await self._each("/healthz"):
             entry: dict[str, Any] = {"index": w.index, "pid": w.pid, "state": w.state, "restarts": w.restarts}
             if isinstance(h, dict):
@@ -133,6 +158,8 @@ class SupervisorAdmin:
                 entry["in_flight"] = h.get("in_flight")
                 if isinstance(h.get("limits"), dict) and (limits is None or not h["limits"].get("shared")):
                     limits = h["limits"]
+                if isinstance(h.get("keys"), dict):
+                    add_key_loads(keys, h["keys"])
             elif w.state == "running":
                 entry["state"] = "unreachable"
             workers.append(entry)
@@ -151,6 +178,7 @@ class SupervisorAdmin:
                 "requests_total": total,
                 "in_flight": in_flight,
                 "db": state.store.location.describe(),
+                "keys": keys,
                 "limits": limits,
                 "workers": workers,
             }

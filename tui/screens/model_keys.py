@@ -52,8 +52,14 @@ class ModelKeysScreen(EntityScreen):
 
     def _gateway_changed(self, status: Any) -> None:
         health = getattr(status, "health", None)
+        # Against the bound, the count every gateway sharing Redis holds, when the gateway has it.
         loads = (
-            {n: (int(k.get("in_flight", 0)), int(k.get("queued", 0))) for n, k in health.keys.items()} if health else {}
+            {
+                n: (int(k.get("shared_in_flight", k.get("in_flight", 0))), int(k.get("queued", 0)))
+                for n, k in health.keys.items()
+            }
+            if health
+            else {}
         )
         if loads != self._loads:
             self._loads = loads
