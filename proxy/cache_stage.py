@@ -95,7 +95,7 @@ async def _replay(request: Request, ctx: RequestContext, entry: CachedAnswer, ti
     ctx.ttfb_ms = ctx.elapsed_ms()
     try:
         for event in events[1:]:
-            await _write(request, event, timeout_s)
+            ctx.waited_ns += await _write(request, event, timeout_s)
     except ClientStalled:
         ctx.status = 499
         ctx.error = f"client stopped reading the stream for {timeout_s:g} s"

@@ -84,6 +84,9 @@ class RequestContext:
     path: str
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
+    #: Nanoseconds spent waiting on others — the vendor, the client, a key slot — which
+    #: ``aigw_overhead_seconds`` takes from the wall time to leave the gateway's own.
+    waited_ns: int = 0
     route: Route | None = None
     api: Api | None = None
     consumer: Consumer | None = None

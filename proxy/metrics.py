@@ -20,6 +20,24 @@ _API, _CONSUMER, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _CACHE = (
 )
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Upper bounds of ``aigw_overhead_seconds``'s buckets in nanoseconds, 50 µs to 100 ms: the
+#: gateway's own time per request is counted in integer nanoseconds and placed without floats.
+OVERHEAD_BUCKETS_NS = (
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+)
+#: Who answered, as ``aigw_overhead_seconds`` tells requests apart: a vendor was called, the
+#: response cache answered, or the gateway answered alone (a refusal, an error, a model list).
+OVERHEAD_OUTCOMES = ("vendor", "cache", "gateway")
 
 
 def _esc(v: str) -> str:
@@ -48,6 +66,14 @@ class Metrics:
         self.cache_misses: dict[str, int] = {}
         #: 1 while the limits are counted with the other processes sharing them (Redis answering).
         self.limits_shared = 0
+        #: ``aigw_overhead_seconds`` by (stream, outcome): a count per bucket, then the +Inf
+        #: bucket, then the sum in nanoseconds. Every series exists from the start, so a
+        #: scrape before any traffic already shows them at 0.
+        self.overhead: dict[tuple[bool, str], list[int]] = {
+            (stream, outcome): [0] * (len(OVERHEAD_BUCKETS_NS) + 2)
+            for stream in (False, True)
+            for outcome in OVERHEAD_OUTCOMES
+        }
 
     def observe(self, row: tuple[Any, ...]) -> None:
         """Count one finished request from its record row (``RECORD_FIELDS`` order)."""
@@ -82,6 +108,12 @@ class Metrics:
         counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.hist_sum[api] += seconds
 
+    def observe_overhead(self, stream: bool, outcome: str, ns: int) -> None:
+        """Count one request's own time in the gateway (``ns``: wall time less its waits)."""
+        counts = self.overhead[(stream, outcome)]
+        counts[bisect.bisect_left(OVERHEAD_BUCKETS_NS, ns)] += 1
+        counts[-1] += ns
+
     def upstream_error(self, service: str, reason: str) -> None:
         key = (service, reason)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
@@ -107,6 +139,21 @@ class Metrics:
             out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
             out.append(f"aigw_request_duration_seconds_sum{{{lbl}}} {self.hist_sum[api]:.6f}")
             out.append(f"aigw_request_duration_seconds_count{{{lbl}}} {acc}")
+        out += [
+            "# HELP aigw_overhead_seconds Time per request spent in the gateway itself: its wall time "
+            "less the waits on the vendor, the client and a key slot.",
+            "# TYPE aigw_overhead_seconds histogram",
+        ]
+        for (stream, outcome), counts in self.overhead.items():
+            lbl = f'outcome="{outcome}",stream="{"true" if stream else "false"}"'
+            acc = 0
+            for le, c in zip(OVERHEAD_BUCKETS_NS, counts, strict=False):
+                acc += c
+                out.append(f'aigw_overhead_seconds_bucket{{{lbl},le="{le / 1e9:g}"}} {acc}')
+            acc += counts[-2]
+            out.append(f'aigw_overhead_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
+            out.append(f"aigw_overhead_seconds_sum{{{lbl}}} {counts[-1] / 1e9:.9f}")
+            out.append(f"aigw_overhead_seconds_count{{{lbl}}} {acc}")
         out += ["# HELP aigw_tokens_total Tokens used, by API, consumer and type.", "# TYPE aigw_tokens_total counter"]
         for (api, consumer, typ), n in sorted(self.tokens.items()):
             out.append(f'aigw_tokens_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",type="{typ}"}} {n}')

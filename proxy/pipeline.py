@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -216,7 +217,11 @@ def stage_list_models(state: GatewayState, request: Request, ctx: RequestContext
 async def stage_read_body(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     """The JSON body, read only now that the client is known to be allowed to send it
     (the HTTP layer enforces its size and deadline while reading)."""
-    raw = await request.read_body()
+    began = time.perf_counter_ns()
+    try:
+        raw = await request.read_body()
+    finally:  # a body still coming is the client's time (a 408 included)
+        ctx.waited_ns += time.perf_counter_ns() - began
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -443,11 +448,13 @@ async def stage_choose_key(state: GatewayState, request: Request, ctx: RequestCo
             ),
         )
         return False
+    began = time.perf_counter_ns()
     try:
         slot = await state.slots.acquire(keys, svc.queue_timeout_s)
     except BaseException:  # cancelled, or shared slot counts out of reach (refused: 503)
         state.breakers.release(adm)
         raise
+    ctx.waited_ns += time.perf_counter_ns() - began  # a queue for a key's slot is the vendor's capacity
     if slot is None:
         state.breakers.record(svc, adm, "concurrency")
         waited = f"no slot freed within its queue_timeout_s ({svc.queue_timeout_s:g} s)"
@@ -574,6 +581,21 @@ def stage_account(state: GatewayState, request: Request | None, ctx: RequestCont
 
 def stage_log(state: GatewayState, request: Request | None, ctx: RequestContext) -> None:
     state.recorder.submit(record_of(ctx))
+    if request is not None and ctx.status != 499:
+        observe_overhead(state, ctx)
+
+
+def observe_overhead(state: GatewayState, ctx: RequestContext) -> None:
+    """The request's own time in the gateway, into ``aigw_overhead_seconds``.
+
+    Its wall time, from the head parsed to the record handed on, less what it waited on
+    others (``ctx.waited_ns``). Not for a request the client left (499): its end is the
+    client's doing, and the wait it left in is unknown. Nor for those the HTTP layer
+    refused before the pipeline (no ``request``).
+    """
+    ns = int((time.perf_counter() - ctx.started) * 1e9) - ctx.waited_ns
+    outcome = "cache" if ctx.cache == "hit" else "gateway" if ctx.key is None else "vendor"
+    state.metrics.observe_overhead(ctx.stream, outcome, max(0, ns))
 
 
 # ------------------------------------------------------------------ the pipeline

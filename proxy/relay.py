@@ -16,6 +16,7 @@ vendor's own report, read by the translator.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter_ns
 from typing import Any
 
 from .context import Outcome, RequestContext, Usage
@@ -170,6 +171,7 @@ async def forward(
         req, upstream_target(ctx, svc, req.query), svc, credential, ctx.request_id, ctx.upstream_body
     )
     sent = asyncio.get_running_loop().time()
+    began = perf_counter_ns()
     try:
         conn = await pool.exchange(
             origin_of(svc.address),
@@ -181,6 +183,7 @@ async def forward(
             ca_file=svc.ca_file,
         )
     except UpstreamError as exc:
+        ctx.waited_ns += perf_counter_ns() - began  # all of it the vendor's: it never answered
         return _failed(exc, svc, "before answering")
     try:
         status = conn.status
@@ -226,6 +229,7 @@ async def forward(
             ctx.cache_headers, ctx.cache_body = list(conn.headers), data
         return Outcome(True, status)
     finally:
+        ctx.waited_ns += conn.waited_ns
         pool.release(conn)  # back to the pool if the answer was read to its end, else closed
 
 
@@ -244,8 +248,12 @@ def last_boundary(buf: bytes | bytearray, start: int = 0) -> int:
     return max(i + 2 if i >= 0 else -1, j + 3 if j >= 0 else -1)
 
 
-async def _write(req: Request, data: bytes, timeout_s: float) -> None:
-    """One stream chunk, waiting for a slow client but not for one that stopped reading."""
+async def _write(req: Request, data: bytes, timeout_s: float) -> int:
+    """One stream chunk, waiting for a slow client but not for one that stopped reading.
+
+    Returns the nanoseconds spent waiting for the client (0 when the kernel took the bytes
+    at once, which is not timed): the client's time, not the gateway's.
+    """
     conn = req.conn
     transport = conn.transport
     if (
@@ -255,12 +263,14 @@ async def _write(req: Request, data: bytes, timeout_s: float) -> None:
         and not transport.get_write_buffer_size()
     ):
         await req.write(data)  # the kernel takes it: no wait, no timer
-        return
+        return 0
+    began = perf_counter_ns()
     try:
         async with asyncio.timeout(timeout_s):
             await req.write(data)
     except TimeoutError:
         raise ClientStalled from None
+    return perf_counter_ns() - began
 
 
 async def _relay_stream(
@@ -307,6 +317,7 @@ async def _relay_stream(
     if rec is not None:
         rec.feed(out)
     broken: Outcome | None = None
+    client_ns = 0  # waiting for a slow client to take the events
     # The read deadline only runs while we wait for the vendor: a slow client is not the
     # vendor's silence. The client's own deadline runs only while we wait for it.
     try:
@@ -341,7 +352,7 @@ async def _relay_stream(
                 if data:
                     if done in data:  # the client has it all: leaving now is not a 499
                         ctx.complete = True
-                    await _write(req, data, client_timeout_s)
+                    client_ns += await _write(req, data, client_timeout_s)
                     if rec is not None:
                         rec.feed(data)
         if broken is None:
@@ -349,7 +360,7 @@ async def _relay_stream(
             if isinstance(scan, _Translated):  # what the client's protocol says at the end
                 data += scan.pipe.close()
             if data:
-                await _write(req, data, client_timeout_s)
+                client_ns += await _write(req, data, client_timeout_s)
                 if rec is not None:
                     rec.feed(data)
                 if done in data:
@@ -358,7 +369,7 @@ async def _relay_stream(
             err = broken.error
             ctx.status = err.status
             ctx.error = err.message
-            await _write(req, stream_error(ctx, err), client_timeout_s)
+            client_ns += await _write(req, stream_error(ctx, err), client_timeout_s)
     except ClientStalled:
         ctx.status = 499
         ctx.error = f"client stopped reading the stream for {client_timeout_s:g} s"
@@ -367,6 +378,7 @@ async def _relay_stream(
         return Outcome(True, 499)
     finally:  # also when the client leaves: what was relayed is counted
         ctx.usage = scan.result(ctx.body)
+        ctx.waited_ns += client_ns
     req.end_stream()
     if broken is None and rec is not None and rec.recording:
         ctx.cache_stream = rec

@@ -23,7 +23,10 @@ What the relay's semantics depend on:
 - a hostile vendor cannot make the gateway hold more than :data:`MAX_HEAD` of head or
   :data:`MAX_ANSWER` of (decoded) answer, nor smuggle a second answer after the first;
 - TLS with the system's trust store for ``https://`` services, plus a service's
-  ``ca_file``; forward proxies from the service's ``proxy`` or the environment.
+  ``ca_file``; forward proxies from the service's ``proxy`` or the environment;
+- the time an exchange waited on the vendor (connecting, then from each wait's start to
+  the vendor's bytes arriving) is counted in ``waited_ns``, so ``aigw_overhead_seconds``
+  can leave it out: two clock reads per wait, none when the bytes were already in.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
+from time import perf_counter_ns
 from urllib.parse import urlsplit
 
 import httptools
@@ -206,6 +210,10 @@ class VendorConnection(asyncio.Protocol):
         self._first_byte_timeout = 0.0
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        #: Nanoseconds this exchange waited on the vendor (set by the pool's ``exchange``).
+        self.waited_ns = 0
+        #: When the current wait was ended by the vendor's news (0: not yet).
+        self._woke_ns = 0
 
     # ------------------------------------------------------------ transport events
 
@@ -393,6 +401,9 @@ class VendorConnection(asyncio.Protocol):
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
+            # Stamped as the news arrives, not when the waiting task runs again: the time
+            # it then waits for the event loop is the gateway's, not the vendor's.
+            self._woke_ns = perf_counter_ns()
             w.set_result(None)
 
     async def _wait(self) -> None:
@@ -407,10 +418,13 @@ class VendorConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
             self._timer = loop.call_at(due, self._on_timer)
+        self._woke_ns = 0
+        began = perf_counter_ns()
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self.waited_ns += (self._woke_ns or perf_counter_ns()) - began  # a timeout, a cancel: until now
 
     def _due(self) -> float:
         """When the vendor's silence becomes a timeout: the first-byte deadline until a byte came."""
@@ -686,9 +700,13 @@ class VendorPool:
                 conn = c
                 conn.reused = True
                 break
+        connect_ns = 0  # connecting (TCP, a proxy's tunnel, TLS) is waiting on the vendor too
         for attempt in (0, 1):
             if conn is None:
+                began = perf_counter_ns()
                 conn = await self._connect(origin, key, via, ca_file, connect_timeout)
+                connect_ns += perf_counter_ns() - began
+            conn.waited_ns = connect_ns
             try:
                 conn.send(request, read_timeout, first_byte_timeout)
                 await conn.read_head()

@@ -485,6 +485,23 @@ class Gateway:
                 return float(line.split()[1])
         raise KeyError(name)
 
+    def overhead_buckets(self) -> list[tuple[float, float]]:
+        """``aigw_overhead_seconds`` of plain (non-streaming) vendor calls: (le, cumulative
+        count) per bucket, ``+Inf`` as infinity."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        head = 'aigw_overhead_seconds_bucket{outcome="vendor",stream="false",le="'
+        out = []
+        for line in text.splitlines():
+            if line.startswith(head):
+                le, _, value = line[len(head) :].partition('"} ')
+                out.append((float("inf") if le == "+Inf" else float(le), float(value)))
+        return out
+
     def stored_records(self) -> int:
         """Request records in the store (read after the gateway stopped: all flushed)."""
         sys.path.insert(0, str(ROOT))

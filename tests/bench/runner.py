@@ -329,6 +329,8 @@ class Bench:
         self.startup: dict[str, list[float]] = {}
         self.held: dict[str, float | None] = {}
         self.soak: tuple[float, float, float] | None = None  # growth, backlog, one second of traffic
+        #: aigw's own time (``aigw_overhead_seconds``) in the 1-connection latency case: p50, p99 in ms.
+        self.own_time: tuple[float | None, float | None] | None = None
         self.notes: list[str] = []
         self.targets: dict[str, str] = {}
         self.failed: set[tuple[str, str]] = set()
@@ -408,12 +410,18 @@ class Bench:
 
     # ------------------------------------------------------------ the cases
 
-    def throughput_cases(self, lives: list[Live]) -> None:
+    def throughput_cases(self, lives: list[Live], gw: Gateway | None = None) -> None:
+        """``gw``: aigw's store, whose ``/metrics`` says what its own time was in the latency case."""
         s, n = self.s, self.s.connections
         self.log(f"non-streaming, {n} connections")
         self._case("ns", lives, lambda lv: self.load(lv, BODY, n, s.duration))
         self.log("non-streaming, 1 connection: latency")
+        before = gw.overhead_buckets() if gw is not None else None
         self._case("lat", lives, lambda lv: self.load(lv, BODY, 1, s.latency_duration))
+        if gw is not None and before:
+            after = gw.overhead_buckets()
+            delta = [(le, b - a) for (le, b), (_, a) in zip(after, before, strict=True)]
+            self.own_time = (_hist_quantile(delta, 0.5), _hist_quantile(delta, 0.99))
         for chunks, conns in STREAM_CASES:
             c = conns or n
             self.log(f"streaming {chunks} chunks (one write per event), {c} connection{'s' if c > 1 else ''}")
@@ -625,7 +633,7 @@ class Bench:
                 self._warm(lv)
             time.sleep(1.0 if s.name != "smoke" else 0.2)
             self.idle.update({lv.target.name: lv.proc.rss() for lv in lives})
-            self.throughput_cases(lives)
+            self.throughput_cases(lives, gw)
             cached = Live(Target(AIGW, "127.0.0.1", aigw.port, CACHED_PATH, key), aigw)
             _arun(loadgen.run_load(cached.target, BODY, 1, 0.0, rounds=1))  # the one miss, stored for the hits
             self.cache_cases(lives[0], cached)
@@ -776,6 +784,9 @@ class Bench:
         rate_row(f"non-streaming, {n} connections", "req/s", "ns", "req", [relay_x])
         time_row("latency p50, 1 connection", "lat", lambda r: r.p50_ms, 0.3)
         time_row("latency p99, 1 connection", "lat", lambda r: r.p99_ms, 1.0)
+        if self.own_time is not None:  # beside what the client saw added: what aigw says it spent
+            for q, v in zip(("p50", "p99"), self.own_time, strict=True):
+                out.append(Row(f"aigw's own time {q}, 1 connection (aigw_overhead_seconds)", "ms", "size", {AIGW: v}))
         for chunks, conns in STREAM_CASES:
             c = conns or n
             own = [relay_x, cpu_le] if conns == 0 else [cpu_le]
@@ -870,6 +881,22 @@ class Bench:
             r.checks.append((f"≤ 1 s of traffic ({second:,.0f})", backlog <= second))
             out.append(r)
         return out
+
+
+def _hist_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The ``q`` quantile in ms of a Prometheus histogram's cumulative (le, count) buckets,
+    interpolated inside its bucket as ``histogram_quantile`` does (``+Inf``: the last bound)."""
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return None
+    rank, lo, below = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lo * 1000
+            return (lo + (le - lo) * (rank - below) / (count - below)) * 1000 if count > below else le * 1000
+        lo, below = le, count
+    return lo * 1000
 
 
 def _ge(v: float | None, lo: float) -> bool | None:

@@ -57,6 +57,10 @@ def test_every_throughput_case_has_a_rate_and_cpu_for_every_target(report: Repor
     for case in ("latency p50", "latency p99", "stream first byte", "gap between chunks p50"):
         row = next(r for r in report.rows if r.case.startswith(case))
         assert all(row.added(n) is not None for n in OURS[1:]), row
+    # Beside them, aigw's own time from its aigw_overhead_seconds histogram.
+    own = [r for r in report.rows if r.case.startswith("aigw's own time")]
+    assert [r.case.split(",")[0] for r in own] == ["aigw's own time p50", "aigw's own time p99"]
+    assert all((r.get(AIGW) or 0) > 0 for r in own), own
 
 
 @pytest.mark.timeout(300)
