@@ -106,15 +106,16 @@ async def test_unlimited_keys_never_reach_redis(procs: list[Proc], redis_server:
 async def test_a_holder_that_stops_renewing_loses_its_slot(
     procs: list[Proc], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shared_slots, "LEASE_S", 0.6)
-    monkeypatch.setattr(shared_slots, "RENEW_S", 0.15)
+    # A lease ten renewals long: a loaded machine that delays one renewal must not lose it.
+    monkeypatch.setattr(shared_slots, "LEASE_S", 2.0)
+    monkeypatch.setattr(shared_slots, "RENEW_S", 0.2)
     a, b = procs
     k = Key("k")
     held = await a.slots.acquire([k], 0)
     assert held is not None
     # Renewed: still held well past one lease.
     loop = asyncio.get_running_loop()
-    end = loop.time() + 1.5
+    end = loop.time() + 3.0
     while loop.time() < end:
         assert await b.slots.acquire([k], 0) is None
         await asyncio.sleep(0.1)
