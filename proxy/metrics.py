@@ -154,7 +154,7 @@ class Metrics:
             "# HELP aigw_cache_max_bytes The in-memory response cache's budget ([gateway] cache_max_mb; 0 with Redis).",
             "# TYPE aigw_cache_max_bytes gauge",
             f"aigw_cache_max_bytes {cache.max_bytes if cache else 0}",
-            "# HELP aigw_cache_entries Answers the response cache holds (with Redis: answers this process stored there).",
+            "# HELP aigw_cache_entries Answers the response cache holds (with Redis: answers this process stored).",
             "# TYPE aigw_cache_entries gauge",
             f"aigw_cache_entries {cache.entries if cache else 0}",
             "# HELP aigw_cache_evictions_total Live entries pushed out of the response cache to make room.",
