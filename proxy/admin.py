@@ -172,6 +172,7 @@ async def healthz(request: web.Request) -> web.Response:
             "services": state.services_health(),
             "keys": state.keys_load(),
             "limits": state.limiter.describe(),
+            "cache": state.cache.describe(),
         }
     )
 

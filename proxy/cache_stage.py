@@ -109,7 +109,7 @@ async def _replay(request: Request, ctx: RequestContext, entry: CachedAnswer, ti
     request.end_stream()
 
 
-async def stage_cache_store(state: GatewayState, ctx: RequestContext) -> None:
+async def stage_cache_store(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     """Store the answer the client got, if it is a complete 200 of a request marked for it."""
     key, api, cache = ctx.cache_key, ctx.api, state.cache
     if key is None or api is None or ctx.status != 200:

@@ -592,7 +592,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
             if await stage_choose_key(state, request, ctx):
                 await stage_relay(state, request, ctx)
         stage_answer_failure(state, request, ctx)
-        await stage_cache_store(state, ctx)
+        await stage_cache_store(state, request, ctx)
     except GatewayError as err:
         answer_error(request, ctx, err)
     except (asyncio.CancelledError, ConnectionResetError):

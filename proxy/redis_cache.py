@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import orjson
 
-from .redis_link import REDIS_FAILURES, RedisLink
+from .redis_link import REDIS_FAILURES, RedisLink, masked
 from .response_cache import CachedAnswer, CacheStats
 
 log = logging.getLogger("aigw.cache")
@@ -213,6 +213,12 @@ class RedisCache:
 
     async def stats(self) -> CacheStats:
         return CacheStats(self._hits, self._misses, self._stored, self._bytes, 0, 0, 0, self._rejected, self._errors)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": "redis", "shared": self.link.up, "redis": masked(self.link.url)}
+        if not self.link.up:
+            out["detail"] = "Redis unreachable: every request is answered by the vendor"
+        return out
 
     async def close(self) -> None:
         await self.link.close()

@@ -313,6 +313,10 @@ class CacheBackend(Protocol):
         """This process's view, without asking a shared store (``/metrics`` must not wait on it)."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """Where entries live, for ``/healthz`` (never a password)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -404,6 +408,9 @@ class MemoryCache:
         self._expiry.clear()
         self.bytes = 0
         return n
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "shared": False, "max_bytes": self.max_bytes}
 
     async def close(self) -> None:
         return None

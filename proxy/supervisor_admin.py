@@ -137,6 +137,7 @@ class SupervisorAdmin:
         total = in_flight = 0
         revision = state.snapshot.revision
         limits: dict[str, Any] | None = None
+        cache: dict[str, Any] | None = None
         for w, h in await self._each("/healthz"):
             entry: dict[str, Any] = {"index": w.index, "pid": w.pid, "state": w.state, "restarts": w.restarts}
             if isinstance(h, dict):
@@ -147,6 +148,8 @@ class SupervisorAdmin:
                 entry["in_flight"] = h.get("in_flight")
                 if isinstance(h.get("limits"), dict) and (limits is None or not h["limits"].get("shared")):
                     limits = h["limits"]
+                if isinstance(h.get("cache"), dict) and (cache is None or h["cache"].get("detail")):
+                    cache = h["cache"]  # a worker that cannot reach Redis says so for the instance
             elif w.state == "running":
                 entry["state"] = "unreachable"
             workers.append(entry)
@@ -166,6 +169,7 @@ class SupervisorAdmin:
                 "in_flight": in_flight,
                 "db": state.store.location.describe(),
                 "limits": limits,
+                "cache": cache,
                 "workers": workers,
             }
         )

@@ -101,6 +101,10 @@ class Pair:
             if line.startswith("aigw_cache")
         }
 
+    def health(self, i: int) -> dict[str, Any]:
+        got: dict[str, Any] = httpx.get(f"{self.gws[i].admin_url}/healthz", timeout=10).json()
+        return got
+
     def import_toml(self, text: str) -> None:
         cfg = self.tmp / f"change-{secrets.token_hex(4)}.toml"
         cfg.write_text(text)
@@ -313,6 +317,9 @@ def test_a_stopped_redis_means_answers_from_the_vendor_then_hits_resume(pair: Pa
         assert len(pair.vendor.requests) == 5
         assert pair.log().count("the response cache answers every request from the vendor") == 2  # once each
         wait_for(lambda: pair.metrics(0)["aigw_cache_errors_total"] >= 1, 10)
+        for i in (0, 1):
+            cache = pair.health(i)["cache"]
+            assert cache["shared"] is False and "Redis unreachable" in cache["detail"]
     finally:
         pair.redis.start()  # empty: nothing was persisted
 
@@ -322,6 +329,7 @@ def test_a_stopped_redis_means_answers_from_the_vendor_then_hits_resume(pair: Pa
 
     wait_for(hits_again, 20, interval=0.2, what="hits through Redis again")
     assert "the response cache is shared again" in pair.log()
+    assert pair.health(0)["cache"] == {"backend": "redis", "shared": True, "redis": pair.redis.url}
 
 
 def test_a_supervisors_clear_reaches_its_workers(pair: Pair) -> None:
@@ -337,6 +345,8 @@ def test_a_supervisors_clear_reaches_its_workers(pair: Pair) -> None:
         )
         assert r.headers["x-cache"] == "MISS"
         assert pair.post(0, "shared", body, "bob").headers["x-cache"] == "HIT"  # stored by a worker
+        health = httpx.get(f"{workers.admin_url}/healthz", timeout=10).json()
+        assert health["cache"]["backend"] == "redis" and health["cache"]["shared"] is True
         headers = {"Authorization": f"Bearer {workers.token}"}
         assert httpx.post(f"{workers.admin_url}/cache/clear", timeout=10).status_code == 401
         missing = httpx.post(f"{workers.admin_url}/cache/clear?api=nope", headers=headers, timeout=30)
