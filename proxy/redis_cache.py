@@ -17,7 +17,9 @@
   above :data:`MAX_ENTRY_BYTES` is stored.
 * **Failure**: every call has a deadline of :data:`COMMAND_TIMEOUT_S`; a failed one is a
   miss (lookup) or an answer not kept (store), logged once, and the cache stops asking
-  Redis until its probe gets an answer (:class:`~proxy.redis_link.RedisLink`).
+  Redis until its probe gets an answer (:class:`~proxy.redis_link.RedisLink`). A Redis
+  that answers with an error (full under ``noeviction``) is not down: the answer is
+  not kept, and that is logged once a minute.
 
 :meth:`RedisCache.stats` is this process's: its hits and misses, and as ``entries`` and
 ``bytes`` the answers it stored (and their encoded size) since it started — what Redis
@@ -29,9 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Final
 
 import orjson
+from redis.exceptions import ResponseError
 
 from .redis_link import REDIS_FAILURES, RedisLink, masked
 from .response_cache import CachedAnswer, CacheStats
@@ -51,6 +55,8 @@ CONNECT_TIMEOUT_S: Final = 0.5
 SCAN_COUNT: Final = 1000
 #: Seconds a clear may take in all (a big keyspace is scanned step by step).
 CLEAR_TIMEOUT_S: Final = 30.0
+#: A Redis that answers but refuses to store (full) is logged once per this many seconds.
+REFUSED_LOG_EVERY_S: Final = 60.0
 
 
 def redis_key(api: str, key: str) -> str:
@@ -129,6 +135,7 @@ class RedisCache:
         )
         self._max_entry = max_entry_bytes
         self._hits = self._misses = self._stored = self._bytes = self._rejected = self._errors = 0
+        self._refused_logged = -REFUSED_LOG_EVERY_S
 
     @property
     def max_entry_bytes(self) -> int:
@@ -142,6 +149,13 @@ class RedisCache:
         self._errors += 1
         self.link.down(exc)
 
+    def _refused(self, exc: ResponseError) -> None:
+        """Redis refuses to store (its answer, e.g. OOM): logged once a minute, Redis still used."""
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSED_LOG_EVERY_S:
+            self._refused_logged = now
+            log.warning("Redis at %s does not store cached answers: %s", masked(self.link.url), str(exc)[:200])
+
     async def get(self, key: str, api: str) -> CachedAnswer | None:
         if not self.link.up:  # nothing waits on a Redis known to be away
             self._misses += 1
@@ -149,6 +163,10 @@ class RedisCache:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 raw = await self.link.redis.get(redis_key(api, key))
+        except ResponseError:  # Redis answered, with an error: a miss, and Redis is still there
+            self._errors += 1
+            self._misses += 1
+            return None
         except REDIS_FAILURES as exc:
             self._failed(exc)
             self._misses += 1
@@ -173,6 +191,10 @@ class RedisCache:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 await self.link.redis.set(redis_key(api, key), value, px=ttl_ms)
+        except ResponseError as exc:  # full (maxmemory with noeviction), read-only replica: not kept
+            self._errors += 1
+            self._refused(exc)
+            return False
         except REDIS_FAILURES as exc:
             self._failed(exc)
             return False

@@ -151,3 +151,22 @@ async def test_a_silent_redis_does_not_hold_a_request() -> None:
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
+
+
+async def test_a_full_redis_keeps_nothing_new_but_is_still_used(
+    cache: RedisCache, redis: redis_py.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``maxmemory`` reached under ``noeviction``: stores are refused, lookups still answered."""
+    assert await cache.put("old", "a", plain())
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", "1")
+    try:
+        assert not await cache.put("new", "a", plain())
+        assert not await cache.put("newer", "a", plain())
+        assert cache.shared  # Redis answered: not counted as down
+        assert await cache.get("old", "a") == plain()
+    finally:
+        redis.config_set("maxmemory", "0")
+    assert (await cache.stats()).errors == 2
+    assert len([r for r in caplog.records if "does not store cached answers" in r.getMessage()]) == 1
+    assert await cache.put("new", "a", plain())
