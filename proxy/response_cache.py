@@ -11,8 +11,11 @@
   answer (a hit is recorded with it and charged nothing), when it was stored and for
   how long it holds.
 * **Backend** (:class:`CacheBackend`): async get/put/drop_api/clear, so one shared by
-  several nodes (Redis) can replace :class:`MemoryCache`, which keeps entries in this
-  process, least recently used out first, within an exact byte budget.
+  several nodes (:class:`~proxy.redis_cache.RedisCache`) can replace :class:`MemoryCache`,
+  which keeps entries in this process, least recently used out first, within an exact
+  byte budget.
+* **Definition** (:func:`config_digest`): part of every key, so an answer made under an
+  API's old definition is never found under its new one, on any node.
 * **Streams** (:class:`StreamRecorder`): collects the events of a stream while it is
   relayed, gives up (and frees what it held) past the per-entry bound, and hands over
   an entry only for a stream that ended cleanly.
