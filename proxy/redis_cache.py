@@ -15,9 +15,14 @@
 * **Bound**: Redis's own memory policy (``maxmemory`` with ``allkeys-lru`` or
   ``volatile-lru``); ``cache_max_mb`` bounds only the in-memory backend. No answer
   above :data:`MAX_ENTRY_BYTES` is stored.
-* **Failure**: every call has a deadline of :data:`COMMAND_TIMEOUT_S`; a failed one is a
-  miss (lookup) or an answer not kept (store), logged once, and the cache stops asking
-  Redis until its probe gets an answer (:class:`~proxy.redis_link.RedisLink`). A Redis
+* **Failure**: every call has a deadline of :data:`COMMAND_TIMEOUT_S` (the wait for a
+  pooled connection included); a failed or late one is a miss (lookup) or an answer not
+  kept (store). A refused or broken connection makes the link down at once: logged
+  once, the cache stops asking Redis until its probe gets an answer
+  (:class:`~proxy.redis_link.RedisLink`). A late answer makes it check with one ``PING``
+  of a longer deadline first: a gateway too busy to read Redis's answers in time (every
+  deadline counts the event loop's delay) does not turn its cache off when it needs it
+  most, and a silent Redis is down within that deadline. A Redis
   that answers with an error (full under ``noeviction``) is not down: the answer is
   not kept, and that is logged once a minute.
 
@@ -36,6 +41,7 @@ from typing import Any, Final
 
 import orjson
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from .redis_link import REDIS_FAILURES, RedisLink, masked
 from .response_cache import CachedAnswer, CacheStats
@@ -50,6 +56,8 @@ VALUE_VERSION: Final = 1
 MAX_ENTRY_BYTES: Final = 8 * 1024 * 1024
 #: Seconds a cache call may take: past it the request goes on as a miss.
 COMMAND_TIMEOUT_S: Final = 0.5
+#: A call past its deadline: Redis silent, or this process too busy to read the answer.
+LATE = (TimeoutError, RedisTimeout)
 CONNECT_TIMEOUT_S: Final = 0.5
 #: Keys asked per SCAN step, and deleted per UNLINK, when clearing.
 SCAN_COUNT: Final = 1000
@@ -129,6 +137,7 @@ class RedisCache:
             url,
             command_timeout_s=COMMAND_TIMEOUT_S,
             connect_timeout_s=CONNECT_TIMEOUT_S,
+            pool_timeout_s=None,  # each call is bounded as a whole (a wait for a connection included)
             logger=log,
             lost=lambda: "the response cache answers every request from the vendor (x-cache: MISS) until it answers",
             back="the response cache is shared again",
@@ -149,6 +158,10 @@ class RedisCache:
         self._errors += 1
         self.link.down(exc)
 
+    def _late(self, exc: BaseException) -> None:
+        self._errors += 1
+        self.link.suspect(exc)
+
     def _refused(self, exc: ResponseError) -> None:
         """Redis refuses to store (its answer, e.g. OOM): logged once a minute, Redis still used."""
         now = time.monotonic()
@@ -163,6 +176,10 @@ class RedisCache:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 raw = await self.link.redis.get(redis_key(api, key))
+        except LATE as exc:
+            self._late(exc)
+            self._misses += 1
+            return None
         except ResponseError:  # Redis answered, with an error: a miss, and Redis is still there
             self._errors += 1
             self._misses += 1
@@ -191,6 +208,9 @@ class RedisCache:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 await self.link.redis.set(redis_key(api, key), value, px=ttl_ms)
+        except LATE as exc:
+            self._late(exc)
+            return False
         except ResponseError as exc:  # full (maxmemory with noeviction), read-only replica: not kept
             self._errors += 1
             self._refused(exc)
@@ -229,6 +249,9 @@ class RedisCache:
                         dropped += int(await redis.unlink(*keys))
                     if cursor == 0:
                         return dropped
+        except LATE as exc:
+            self._late(exc)
+            raise
         except REDIS_FAILURES as exc:
             self._failed(exc)
             raise

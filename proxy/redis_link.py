@@ -38,12 +38,16 @@ def masked(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def redis_client(url: str, *, command_timeout_s: float, connect_timeout_s: float) -> Redis:
-    """A client on a bounded pool: every wait (a free connection, connecting, an answer) has a deadline."""
+def redis_client(
+    url: str, *, command_timeout_s: float, connect_timeout_s: float, pool_timeout_s: float | None
+) -> Redis:
+    """A client on a bounded pool: connecting and every answer have a deadline; so has the
+    wait for a free connection, unless ``pool_timeout_s`` is None (the caller bounds the
+    whole call itself)."""
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
-        timeout=command_timeout_s,
+        timeout=pool_timeout_s,
         socket_timeout=command_timeout_s,
         socket_connect_timeout=connect_timeout_s,
     )
@@ -67,14 +71,23 @@ class RedisLink:
         logger: logging.Logger,
         lost: Callable[[], str],
         back: str,
+        pool_timeout_s: float | None,
+        verify_timeout_s: float = 2.0,
     ) -> None:
         self.url = url
-        self.redis: Redis = redis_client(url, command_timeout_s=command_timeout_s, connect_timeout_s=connect_timeout_s)
+        self.redis: Redis = redis_client(
+            url,
+            command_timeout_s=command_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            pool_timeout_s=pool_timeout_s,
+        )
         self.up = True
         self._log = logger
         self._lost = lost
         self._back = back
+        self._verify_s = verify_timeout_s
         self._probe: asyncio.Task[None] | None = None
+        self._verify: asyncio.Task[None] | None = None
 
     def down(self, exc: BaseException) -> None:
         """A call failed: stop asking until a probe gets an answer (logged once per outage)."""
@@ -83,6 +96,21 @@ class RedisLink:
             self._log.error("cannot reach Redis at %s (%s): %s", masked(self.url), type(exc).__name__, self._lost())
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis(), name="aigw-redis-probe")
+
+    def suspect(self, exc: BaseException) -> None:
+        """A call came back too late: a silent Redis, or only this process too busy to read
+        the answer in time. One ``PING`` with a longer deadline decides; only a failed one
+        makes the link down, so a loaded gateway does not turn Redis off when it is busiest."""
+        if not self.up or (self._verify is not None and not self._verify.done()):
+            return
+        self._verify = asyncio.get_running_loop().create_task(self._check(), name="aigw-redis-verify")
+
+    async def _check(self) -> None:
+        try:
+            async with asyncio.timeout(self._verify_s):
+                await self.redis.ping()
+        except REDIS_FAILURES as exc:
+            self.down(exc)
 
     async def _wait_for_redis(self) -> None:
         while True:
@@ -96,7 +124,8 @@ class RedisLink:
             return
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._verify):
+            if task is not None:
+                task.cancel()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()

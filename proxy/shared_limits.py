@@ -263,6 +263,7 @@ class RedisLimiter:
             url,
             command_timeout_s=COMMAND_TIMEOUT_S,
             connect_timeout_s=CONNECT_TIMEOUT_S,
+            pool_timeout_s=COMMAND_TIMEOUT_S,
             logger=log,
             lost=self._lost,
             back="limits are shared again",

@@ -130,7 +130,8 @@ async def test_a_stopped_redis_is_a_miss_then_comes_back(
 
 
 async def test_a_silent_redis_does_not_hold_a_request() -> None:
-    """A server that accepts and never answers: the lookup gives up by itself, a miss."""
+    """A server that accepts and never answers: the lookup gives up by itself, a miss, and
+    the cache stops asking it."""
     conns: list[asyncio.StreamWriter] = []
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -142,8 +143,12 @@ async def test_a_silent_redis_does_not_hold_a_request() -> None:
     try:
         # Far below the client timeout a request would otherwise wait out.
         assert await asyncio.wait_for(cache.get("k", "a"), 10) is None
-        assert not cache.shared
-        assert (await cache.stats()).misses == 1
+        # Late is not yet down (the process may only be busy): a ping with a longer deadline decides.
+        await wait_for_async(lambda: not cache.shared, 15, what="the silent Redis counted as down")
+        assert await cache.get("k", "a") is None  # not asked any more
+        assert not await cache.put("k", "a", plain())
+        stats = await cache.stats()
+        assert stats.misses == 2 and stats.errors == 1
     finally:
         await cache.close()
         for w in conns:
@@ -170,3 +175,44 @@ async def test_a_full_redis_keeps_nothing_new_but_is_still_used(
     assert (await cache.stats()).errors == 2
     assert len([r for r in caplog.records if "does not store cached answers" in r.getMessage()]) == 1
     assert await cache.put("new", "a", plain())
+
+
+async def test_a_late_answer_from_a_live_redis_does_not_turn_the_cache_off(redis_server: RedisServer) -> None:
+    """Redis's answers held back (as a gateway too busy to read them in time sees them):
+    the lookup is a miss, and Redis answering the check keeps the cache on."""
+    gate = asyncio.Event()
+    gate.set()
+    pumps: list[asyncio.Task[None]] = []
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gated: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if gated:
+                    await gate.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+        pumps.append(asyncio.create_task(pump(reader, up_writer, False)))
+        pumps.append(asyncio.create_task(pump(up_reader, writer, True)))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    cache = RedisCache(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    try:
+        assert await cache.put("k", "a", plain())
+        gate.clear()  # answers held back from here
+        assert await cache.get("k", "a") is None  # past its deadline: a miss
+        verify = cache.link._verify
+        assert verify is not None and not verify.done() and cache.shared
+        gate.set()  # Redis was there all along: the check's PING is answered
+        await asyncio.wait_for(verify, 10)
+        assert cache.shared
+        assert await cache.get("k", "a") == plain()
+        assert (await cache.stats()).errors == 1
+    finally:
+        await cache.close()
+        for t in pumps:
+            t.cancel()
+        server.close()
