@@ -116,7 +116,8 @@ class RedisLink:
         while True:
             await asyncio.sleep(PROBE_S)
             try:
-                await self.redis.ping()
+                async with asyncio.timeout(self._verify_s):  # a probe never hangs on a silent server
+                    await self.redis.ping()
             except REDIS_FAILURES:
                 continue
             self.up = True

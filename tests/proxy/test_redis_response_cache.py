@@ -323,13 +323,15 @@ def test_a_stopped_redis_means_answers_from_the_vendor_then_hits_resume(pair: Pa
     finally:
         pair.redis.start()  # empty: nothing was persisted
 
-    def hits_again() -> bool:
-        pair.post(0, "cached", body)
-        return pair.post(1, "cached", body).headers["x-cache"] == "HIT"
-
-    wait_for(hits_again, 20, interval=0.2, what="hits through Redis again")
-    assert "the response cache is shared again" in pair.log()
-    assert pair.health(0)["cache"] == {"backend": "redis", "shared": True, "redis": pair.redis.url}
+    # Each gateway's probe finds Redis again by itself (each in its own second).
+    for i in (0, 1):
+        wait_for(lambda i=i: pair.health(i)["cache"]["shared"], 15, interval=0.1, what=f"gateway {i} using Redis again")
+        assert pair.health(i)["cache"] == {"backend": "redis", "shared": True, "redis": pair.redis.url}
+    assert pair.log().count("the response cache is shared again") == 2
+    for stored_by, hit_by in ((0, 1), (1, 0)):
+        again = {"model": "m", "messages": msgs()}
+        assert pair.post(stored_by, "cached", again).headers["x-cache"] == "MISS"
+        assert pair.post(hit_by, "cached", again).headers["x-cache"] == "HIT"
 
 
 def test_a_supervisors_clear_reaches_its_workers(pair: Pair) -> None:
