@@ -19,10 +19,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from store import __version__
 from store.admin_token import check
 
-from .errors import GatewayError, error_body, unauthorized
+from .errors import GatewayError, cache_unavailable, error_body, unauthorized
 from .metrics import render_resilience
-from .pipeline import CLIENT_TIMEOUT_S
-from .state import GatewayState
+from .state import CLIENT_TIMEOUT_S, GatewayState
 
 log = logging.getLogger("aigw")
 
@@ -137,7 +136,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 def _error(err: GatewayError) -> web.Response:
-    return web.Response(body=err.body(), status=err.status, content_type="application/json")
+    return web.Response(body=err.body(), status=err.status, content_type="application/json", headers=err.headers)
 
 
 def _authorized(state: GatewayState, request: web.Request) -> bool:
@@ -173,6 +172,7 @@ async def healthz(request: web.Request) -> web.Response:
             "services": state.services_health(),
             "keys": state.keys_load(await state.shared_key_load()),
             "limits": state.limiter.describe(),
+            "cache": state.cache.describe(),
         }
     )
 
@@ -259,16 +259,16 @@ async def cache_clear(request: web.Request) -> web.Response:
     if not _authorized(state, request):
         return _denied()
     name = request.query.get("api")
-    if name is None:
-        cleared = (await state.cache.stats()).entries
-        await state.cache.clear()
-    elif name in state.snapshot.apis:
-        cleared = await state.cache.drop_api(name)
-    else:
+    if name is not None and name not in state.snapshot.apis:
         known = ", ".join(sorted(state.snapshot.apis)) or "(none configured)"
         return _error(
             GatewayError(404, "invalid_request_error", "model_api_not_found", f"no model API {name!r}; known: {known}")
         )
+    try:
+        cleared = await (state.cache.clear() if name is None else state.cache.drop_api(name))
+    except Exception as exc:  # the shared store cannot be reached: nothing was cleared for sure
+        log.warning("response cache clear failed: %s", type(exc).__name__)
+        return _error(cache_unavailable())
     log.info(
         "response cache cleared: %d entr%s%s", cleared, "y" if cleared == 1 else "ies", f" of {name!r}" * bool(name)
     )

@@ -8,10 +8,12 @@ the relay's own stream writes. On a miss the request is marked so the relay keep
 the client got, and :func:`stage_cache_store` stores it once the answer is known to be a
 complete 200. Every answer of such an API carries ``x-cache: HIT`` or ``x-cache: MISS``.
 
-The cache is behind :class:`~proxy.response_cache.CacheBackend`: a backend shared by
-several gateways replaces :class:`~proxy.response_cache.MemoryCache` without touching
-this module. A backend that fails is a miss (lookup) or an answer not kept (store): the
-cache never fails a request.
+The cache is behind :class:`~proxy.response_cache.CacheBackend`: this process's memory
+(:class:`~proxy.response_cache.MemoryCache`) or Redis, shared by every gateway naming it
+(:class:`~proxy.redis_cache.RedisCache`). The key names the API's configuration
+(:meth:`~proxy.state.GatewayState.cache_config`), so an answer made under an API's old
+definition is never served under its new one, whichever node made it. A backend that
+fails is a miss (lookup) or an answer not kept (store): the cache never fails a request.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def mark_cache_api(ctx: RequestContext) -> None:
         ctx.cache, ctx.cache_line = "miss", MISS_LINE
 
 
-async def stage_cache_lookup(state: GatewayState, request: Request, ctx: RequestContext, timeout_s: float) -> bool:
+async def stage_cache_lookup(state: GatewayState, request: Request, ctx: RequestContext) -> bool:
     """Answer from the cache (True), or mark the request for storing (False: go on)."""
     api, consumer, body = ctx.api, ctx.consumer, ctx.body
     cache = state.cache
@@ -63,12 +65,13 @@ async def stage_cache_lookup(state: GatewayState, request: Request, ctx: Request
         mode="last_user_message" if api.cache_key == "last_user_message" else "full",
         body=body,
         stream=ctx.stream,
+        config=state.cache_config(api),
     )
     if key is None:  # nested past what the key encodes: neither served nor stored
         return False
     try:
-        entry = await cache.get(key)
-    except Exception as exc:  # a shared backend gone away: answer from the vendor
+        entry = await cache.get(key, api.name)
+    except Exception as exc:  # a backend that breaks its promise not to raise: answer from the vendor
         log.warning("response cache lookup failed: %s", type(exc).__name__)
         return False
     if entry is None:
@@ -79,7 +82,7 @@ async def stage_cache_lookup(state: GatewayState, request: Request, ctx: Request
     ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
     ctx.cost_saved = entry.cost
     ctx.status = 200
-    await _replay(request, ctx, entry, timeout_s)
+    await _replay(request, ctx, entry, state.client_timeout_s)
     return True
 
 
@@ -106,7 +109,7 @@ async def _replay(request: Request, ctx: RequestContext, entry: CachedAnswer, ti
     request.end_stream()
 
 
-async def stage_cache_store(state: GatewayState, ctx: RequestContext) -> None:
+async def stage_cache_store(state: GatewayState, request: Request, ctx: RequestContext) -> None:
     """Store the answer the client got, if it is a complete 200 of a request marked for it."""
     key, api, cache = ctx.cache_key, ctx.api, state.cache
     if key is None or api is None or ctx.status != 200:
@@ -154,11 +157,12 @@ async def _put(cache: CacheBackend, key: str, api: str, entry: CachedAnswer) -> 
 
 
 async def drop_changed(cache: CacheBackend, old: dict[str, Api], new: dict[str, Api]) -> int:
-    """Drop the entries of every API whose definition changed or that is gone; how many."""
+    """Tell the backend of every API whose definition changed or that is gone; how many
+    entries that freed (their keys are never asked for again either way)."""
     dropped = 0
     for name, api in old.items():
         if not cache_enabled(api) and not cache_enabled(new.get(name)):
             continue
         if new.get(name) != api:
-            dropped += await cache.drop_api(name)
+            dropped += await cache.api_changed(name)
     return dropped

@@ -11,7 +11,7 @@ import contextlib
 import logging
 
 from .http_server import HttpServer
-from .pipeline import CLIENT_TIMEOUT_S, MAX_BODY, make_handler, record_refusal
+from .pipeline import MAX_BODY, make_handler, record_refusal
 from .state import GatewayState
 from .vendor_client import VendorPool
 
@@ -58,7 +58,7 @@ class DataPlane:
 
         self.server = HttpServer(
             make_handler(state),
-            client_timeout=CLIENT_TIMEOUT_S,
+            client_timeout=state.client_timeout_s,
             max_body=MAX_BODY,
             on_refused=refused,
             max_connections=lambda: state.snapshot.gateway.max_connections,
@@ -83,3 +83,4 @@ class DataPlane:
         await self.state.recorder.close()
         await self.state.slots.close()  # before the limiter: a shared counter uses its connections
         await self.state.limiter.close()
+        await self.state.cache.close()

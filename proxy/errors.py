@@ -124,3 +124,14 @@ def internal_error() -> GatewayError:
     return GatewayError(
         500, "api_error", "internal_error", "the gateway failed to handle this request; see gateway.log"
     )
+
+
+def cache_unavailable() -> GatewayError:
+    """An admin clear that could not reach the Redis holding the response cache."""
+    return GatewayError(
+        503,
+        "api_error",
+        "cache_unavailable",
+        "the gateway cannot reach the Redis that holds its response cache, so nothing was cleared; retry shortly",
+        headers={"Retry-After": "1"},
+    )

@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -57,17 +56,6 @@ log = logging.getLogger("aigw")
 MAX_BODY = 8 * 1024 * 1024
 
 
-def _client_timeout() -> float:
-    try:
-        return max(1.0, float(os.environ.get("AIGW_CLIENT_TIMEOUT_S", "60")))
-    except ValueError:
-        return 60.0
-
-
-#: How long a client may take to send a request's headers, or its body, and stay idle between
-#: requests on a keep-alive connection (``AIGW_CLIENT_TIMEOUT_S``, default 60): a slow or
-#: silent client holds a connection this long at most.
-CLIENT_TIMEOUT_S = _client_timeout()
 #: Operations whose streams can carry usage when asked with ``stream_options``.
 USAGE_OPS = frozenset({"/chat/completions", "/completions"})
 _MAX_REQUEST_ID = 200
@@ -526,7 +514,7 @@ async def stage_relay(state: GatewayState, request: Request, ctx: RequestContext
 
     ctx.on_first_byte = first_byte
     try:
-        o = await forward(request, ctx, state.pool, svc, key, CLIENT_TIMEOUT_S)
+        o = await forward(request, ctx, state.pool, svc, key, state.client_timeout_s)
     except GatewayError as err:  # the key's env variable is missing: the operator's to fix
         state.breakers.release(adm)
         state.upstream_failed(svc.name, "key_unavailable", err.message)
@@ -616,7 +604,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         stage_authorize(state, request, ctx)
         await stage_read_body(state, request, ctx)
         await stage_traffic_control(state, request, ctx)
-        if await stage_cache_lookup(state, request, ctx, CLIENT_TIMEOUT_S):
+        if await stage_cache_lookup(state, request, ctx):
             return
         stage_choose_service(state, request, ctx)
         if stage_count_tokens(state, request, ctx):
@@ -626,7 +614,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
             if await stage_choose_key(state, request, ctx):
                 await stage_relay(state, request, ctx)
         stage_answer_failure(state, request, ctx)
-        await stage_cache_store(state, ctx)
+        await stage_cache_store(state, request, ctx)
     except GatewayError as err:
         answer_error(request, ctx, err)
     except (asyncio.CancelledError, ConnectionResetError):

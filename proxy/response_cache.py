@@ -11,8 +11,11 @@
   answer (a hit is recorded with it and charged nothing), when it was stored and for
   how long it holds.
 * **Backend** (:class:`CacheBackend`): async get/put/drop_api/clear, so one shared by
-  several nodes (Redis) can replace :class:`MemoryCache`, which keeps entries in this
-  process, least recently used out first, within an exact byte budget.
+  several nodes (:class:`~proxy.redis_cache.RedisCache`) can replace :class:`MemoryCache`,
+  which keeps entries in this process, least recently used out first, within an exact
+  byte budget.
+* **Definition** (:func:`config_digest`): part of every key, so an answer made under an
+  API's old definition is never found under its new one, on any node.
 * **Streams** (:class:`StreamRecorder`): collects the events of a stream while it is
   relayed, gives up (and frees what it held) past the per-entry bound, and hands over
   an entry only for a stream that ended cleanly.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
 import itertools
 import json
 import re
@@ -44,7 +48,7 @@ CacheScope = Literal["consumer", "api"]
 Clock = Callable[[], float]
 
 #: Bumped when the key's canonical form changes, so old shared entries are never matched.
-KEY_VERSION: Final = "aigw-cache-1"
+KEY_VERSION: Final = "aigw-cache-2"
 #: The vendor headers a replayed answer carries (the gateway adds its own around them).
 REPLAY_HEADERS: Final = frozenset({b"content-type"})
 ENTRY_OVERHEAD: Final = 512
@@ -89,8 +93,12 @@ def cache_key(
     mode: CacheKeyMode,
     body: Mapping[str, Any],
     stream: bool,
+    config: str = "",
 ) -> str | None:
     """The entry's key, or None when this request cannot be cached (nested too deeply).
+
+    ``config`` is the API's :func:`config_digest`: an answer made under one definition of
+    the API is never found under another, on any node, whenever each loads the change.
 
     ``consumer`` is the consumer's name (never its key); it is part of the key only with
     the ``consumer`` scope. With ``last_user_message`` and no user message in the body,
@@ -110,8 +118,20 @@ def cache_key(
             if stream and isinstance(options, Mapping) and options.get("include_usage") is True:
                 payload["include_usage"] = True  # a stream that ends with its usage chunk is another answer
     part = consumer if scope == "consumer" else ""
-    text = canonical_json([KEY_VERSION, api, scope, part, model, decides, payload])
+    text = canonical_json([KEY_VERSION, api, config, scope, part, model, decides, payload])
     return None if text is None else hashlib.sha256(text).hexdigest()
+
+
+def config_digest(definition: Any, secret: str) -> str:
+    """A digest of everything an API's answers depend on, equal on every node that loaded it.
+
+    ``definition`` is the compiled API (its services, and their keys, with it); the digest
+    is keyed with ``secret`` — the admin token every node of a store shares — so the
+    cache's keys say nothing about the configuration, a weak model key credential
+    included, even to whoever can read the shared store.
+    """
+    text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(secret.encode(), text, hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +279,8 @@ class CacheStats:
     expired: int
     #: Answers not stored: larger than the per-entry bound.
     rejected: int
+    #: Lookups and stores the backend failed (a shared store unreachable or too slow).
+    errors: int = 0
 
 
 class CacheBackend(Protocol):
@@ -269,19 +291,36 @@ class CacheBackend(Protocol):
         """The largest entry ``put`` accepts (a :class:`StreamRecorder`'s bound)."""
         ...
 
-    async def get(self, key: str) -> CachedAnswer | None: ...
+    async def get(self, key: str, api: str) -> CachedAnswer | None:
+        """The live entry of ``key`` (stored for the API ``api``), or None."""
+        ...
 
     async def put(self, key: str, api: str, entry: CachedAnswer) -> bool:
         """Store (or replace) an entry; False when it is not kept (too large, expired)."""
         ...
 
     async def drop_api(self, api: str) -> int:
-        """Drop every entry of an API (its configuration changed); how many were dropped."""
+        """Drop every entry of an API (cleared by hand); how many were dropped."""
         ...
 
-    async def clear(self) -> None: ...
+    async def api_changed(self, api: str) -> int:
+        """The API's configuration changed: its entries are never asked for again (the
+        key names the configuration that made them); how many were freed now."""
+        ...
 
-    async def stats(self) -> CacheStats: ...
+    async def clear(self) -> int:
+        """Drop every entry; how many were dropped."""
+        ...
+
+    async def stats(self) -> CacheStats:
+        """This process's view, without asking a shared store (``/metrics`` must not wait on it)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where entries live, for ``/healthz`` (never a password)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -321,7 +360,7 @@ class MemoryCache:
     def max_entry_bytes(self) -> int:
         return self._max_entry
 
-    async def get(self, key: str) -> CachedAnswer | None:
+    async def get(self, key: str, api: str = "") -> CachedAnswer | None:
         stored = self._entries.get(key)
         if stored is None:
             self._misses += 1
@@ -362,11 +401,22 @@ class MemoryCache:
             self._remove(key)
         return n
 
-    async def clear(self) -> None:
+    async def api_changed(self, api: str) -> int:
+        return await self.drop_api(api)  # the memory is this process's: free it at once
+
+    async def clear(self) -> int:
+        n = len(self._entries)
         self._entries.clear()
         self._by_api.clear()
         self._expiry.clear()
         self.bytes = 0
+        return n
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "shared": False, "max_bytes": self.max_bytes}
+
+    async def close(self) -> None:
+        return None
 
     async def stats(self) -> CacheStats:
         return CacheStats(

@@ -23,8 +23,8 @@ from store.validation import check_listen, check_redis_url, check_workers
 
 from .data_plane import DataPlane
 from .nodes import NodeRegistration
+from .redis_link import masked
 from .routes import load_snapshot
-from .shared_limits import masked
 from .state import GatewayState, ListenInfo
 
 if TYPE_CHECKING:

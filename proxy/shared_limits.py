@@ -18,8 +18,9 @@ start: flushing Redis does not reset a quota.
 
 While Redis cannot be reached, ``redis_failure = "local"`` counts in this process's
 memory (the :class:`~proxy.limits.MemoryLimiter` it keeps up to date all along), and
-``"refuse"`` answers 503 ``limits_unavailable``. A probe every :data:`PROBE_S` seconds
-brings the process back to Redis by itself.
+``"refuse"`` answers 503 ``limits_unavailable``. A probe every
+:data:`~proxy.redis_link.PROBE_S` seconds brings the process back to Redis by itself
+(:class:`~proxy.redis_link.RedisLink`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
 
 from store.usage import period_end
 
@@ -57,19 +56,16 @@ from .limits import (
     rpm_error,
     tpm_error,
 )
+from .redis_link import REDIS_FAILURES, RedisLink, masked
 from .routes import Consumer, Snapshot
 
 log = logging.getLogger("aigw.limits")
 
 #: Seconds a reservation lives in Redis at most (longer than any request may take).
 HOLD_TTL_S = 900
-#: Seconds between tries to reach Redis again while it is down.
-PROBE_S = 1.0
 #: Seconds one Redis command may take before the gateway counts Redis as down.
 COMMAND_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
-#: Connections to Redis at most per process (requests queue for one beyond it).
-MAX_CONNECTIONS = 32
 #: Seconds a quota counter outlives its period (for requests that end after it).
 QUOTA_GRACE_S = 86_400
 
@@ -226,16 +222,6 @@ return 1
 _ADMITTED, _RPM, _TPM, _TPM_HELD, _QUOTA_MISSING, _QUOTA = range(6)
 
 
-def masked(url: str) -> str:
-    """``url`` without its password: what logs and ``/healthz`` may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def limits_unavailable() -> GatewayError:
     return GatewayError(
         503,
@@ -273,19 +259,19 @@ class RedisLimiter:
         self.loader = loader
         self.clock = clock
         self.local = MemoryLimiter(loader=loader, clock=clock)
-        pool = BlockingConnectionPool.from_url(
+        self.link = RedisLink(
             url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=COMMAND_TIMEOUT_S,
-            socket_timeout=COMMAND_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            command_timeout_s=COMMAND_TIMEOUT_S,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            pool_timeout_s=COMMAND_TIMEOUT_S,
+            logger=log,
+            lost=self._lost,
+            back="limits are shared again",
         )
-        self.redis: Redis = Redis(connection_pool=pool)
+        self.redis: Redis = self.link.redis
         self._check = self.redis.register_script(CHECK_LUA)
         self._settle = self.redis.register_script(SETTLE_LUA)
         self._restore = self.redis.register_script(RESTORE_LUA)
-        self._up = True
-        self._probe: asyncio.Task[None] | None = None
         #: Requests checked in Redis, by ``id(ctx)`` until ``settle``.
         self._holds: dict[int, _Keys] = {}
         #: Quota counters being loaded from the records (one load per counter at a time).
@@ -299,8 +285,12 @@ class RedisLimiter:
     # ---------------------------------------------------------------- state
 
     @property
+    def _up(self) -> bool:
+        return self.link.up
+
+    @property
     def shared(self) -> bool:
-        return self._up
+        return self.link.up
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": "redis", "shared": self._up, "redis": masked(self.url)}
@@ -313,25 +303,16 @@ class RedisLimiter:
             )
         return out
 
-    def mark_down(self, exc: BaseException) -> None:
-        """A command failed: count without Redis (per ``redis_failure``) until the probe reaches it."""
-        if self._up:
-            self._up = False
-            what = "counting limits in this process only" if self.failure == "local" else "refusing limited requests"
-            log.error("cannot reach Redis at %s (%s): %s until it answers", masked(self.url), type(exc).__name__, what)
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis(), name="aigw-redis-probe")
+    def _lost(self) -> str:
+        what = "counting limits in this process only" if self.failure == "local" else "refusing limited requests"
+        return f"{what} until it answers"
 
-    async def _wait_for_redis(self) -> None:
-        while True:
-            await asyncio.sleep(PROBE_S)
-            try:
-                await self.redis.ping()
-            except (RedisError, OSError):
-                continue
-            self._up = True
-            log.warning("Redis at %s answers again: limits are shared again", masked(self.url))
-            return
+    def mark_down(self, exc: BaseException) -> None:
+        """A command of another part on this Redis (the shared key slots) failed: the same as one of ours."""
+        self._down(exc)
+
+    def _down(self, exc: BaseException) -> None:
+        self.link.down(exc)
 
     # ---------------------------------------------------------------- check
 
@@ -380,8 +361,8 @@ class RedisLimiter:
                 if int(res[0]) != _QUOTA_MISSING:
                     break
                 await self._load_quota(consumer, keys[4], ctx.ts)
-        except (RedisError, OSError) as exc:
-            self.mark_down(exc)
+        except REDIS_FAILURES as exc:
+            self._down(exc)
             return self._unshared(ctx)
         status = int(res[0])
         if status == _QUOTA_MISSING:  # loaded, then gone again at once (a flush in between)
@@ -462,8 +443,8 @@ class RedisLimiter:
     async def _send_settle(self, keys: list[str], args: list[str | int | float]) -> None:
         try:
             await self._settle(keys=keys, args=args)
-        except (RedisError, OSError) as exc:  # the reservation expires by itself
-            self.mark_down(exc)
+        except REDIS_FAILURES as exc:  # the reservation expires by itself
+            self._down(exc)
 
     # ---------------------------------------------------------------- restore
 
@@ -484,8 +465,8 @@ class RedisLimiter:
             for (consumer, key), present in zip(todo, found, strict=True):
                 if not present:
                     await self._load_quota(consumer, key, now)
-        except (RedisError, OSError) as exc:
-            self.mark_down(exc)
+        except REDIS_FAILURES as exc:
+            self._down(exc)
 
     # ---------------------------------------------------------------- reporting
 
@@ -515,8 +496,8 @@ class RedisLimiter:
                         pipe.hget(quota, "r")
                         reads.append((entry["quota"], "quota"))
                 got = iter(await pipe.execute())
-        except (RedisError, OSError) as exc:
-            self.mark_down(exc)
+        except REDIS_FAILURES as exc:
+            self._down(exc)
             return out
         for use, kind in reads:
             if kind == "window":
@@ -532,7 +513,4 @@ class RedisLimiter:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=COMMAND_TIMEOUT_S)
-        if self._probe is not None:
-            self._probe.cancel()
-        await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        await self.link.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,9 @@ from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
 from .probes import Probes
 from .recorder import Recorder
-from .response_cache import CacheBackend, MemoryCache
-from .routes import CompiledKey, Snapshot, load_snapshot, read_revision
+from .redis_cache import RedisCache
+from .response_cache import CacheBackend, MemoryCache, config_digest
+from .routes import Api, CompiledKey, Snapshot, load_snapshot, read_revision
 from .shared_limits import RedisLimiter
 from .shared_slots import RedisSlotCounter
 from .vendor_client import VendorPool
@@ -31,6 +33,20 @@ log = logging.getLogger("aigw")
 UPSTREAM_LOG_EVERY_S = 60.0
 
 
+def _client_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("AIGW_CLIENT_TIMEOUT_S", "60")))
+    except ValueError:
+        return 60.0
+
+
+#: How long a client may take to send a request's headers, or its body, and stay idle between
+#: requests on a keep-alive connection, or to read what a stream sends
+#: (``AIGW_CLIENT_TIMEOUT_S``, default 60): a slow or silent client holds a connection this
+#: long at most.
+CLIENT_TIMEOUT_S = _client_timeout()
+
+
 @dataclass(frozen=True, slots=True)
 class ListenInfo:
     listen: str
@@ -38,9 +54,21 @@ class ListenInfo:
     public_url: str
 
 
-def cache_for(snapshot: Snapshot) -> CacheBackend:
-    """The backend the configuration asks for: this process's memory, ``cache_max_mb`` large."""
+def cache_for(snapshot: Snapshot, redis_url: str = "") -> CacheBackend:
+    """The backend the configuration asks for: Redis when the gateway has one, shared by
+    every node naming it; else this process's memory, ``cache_max_mb`` large. A
+    ``cache_max_mb`` of 0 turns the cache off with either."""
+    if redis_url and snapshot.gateway.cache_max_mb > 0:
+        return RedisCache(redis_url)
     return MemoryCache.of_megabytes(snapshot.gateway.cache_max_mb)
+
+
+def _backend_changes(old: Snapshot, new: Snapshot, redis_url: str) -> bool:
+    """Whether ``new`` asks for another backend: a new memory budget, or Redis on or off."""
+    before, after = old.gateway.cache_max_mb, new.gateway.cache_max_mb
+    if redis_url:
+        return (before > 0) != (after > 0)  # Redis's memory is bounded by Redis
+    return before != after
 
 
 class GatewayState:
@@ -64,6 +92,8 @@ class GatewayState:
         self.snapshot = snapshot
         self.info = info
         self.admin_token = admin_token
+        #: Every stage reads the client deadline from here (``AIGW_CLIENT_TIMEOUT_S``).
+        self.client_timeout_s = CLIENT_TIMEOUT_S
         self.metrics = Metrics()
         self.recorder = Recorder(store, self.metrics)
         self.limiter: Limiter = limiter or (
@@ -79,8 +109,12 @@ class GatewayState:
             slot_counter = RedisSlotCounter(self.limiter)
         self.slots = KeySlots(slot_counter)
         self.probes = Probes(self.breakers, lambda: self.pool)
-        #: The response cache (:mod:`proxy.cache_stage`), sized by ``[gateway] cache_max_mb``.
-        self.cache: CacheBackend = cache_for(snapshot)
+        #: The response cache (:mod:`proxy.cache_stage`): in Redis with ``redis_url``, else
+        #: in memory within ``[gateway] cache_max_mb``.
+        self.redis_url = redis_url
+        self.cache: CacheBackend = cache_for(snapshot, redis_url)
+        #: Each API's :func:`~proxy.response_cache.config_digest`, for the API object it was made of.
+        self._cache_configs: dict[str, tuple[Api, str]] = {}
         self.started_at = time.time()
         self.in_flight = 0
         #: The vendor connection pool, from the data plane's start to its stop.
@@ -154,10 +188,25 @@ class GatewayState:
 
         return await asyncio.to_thread(query)
 
+    def cache_config(self, api: Api) -> str:
+        """The digest of the API's definition that every cache key of it carries.
+
+        Keyed with the admin token, which every node of the store shares: equal on every
+        node that loaded the same definition. Made once per snapshot and API.
+        """
+        memo = self._cache_configs.get(api.name)
+        if memo is not None and memo[0] is api:
+            return memo[1]
+        digest = config_digest(api, self.admin_token)
+        self._cache_configs[api.name] = (api, digest)
+        return digest
+
     async def _follow_cache(self, old: Snapshot, new: Snapshot) -> None:
-        """A new size starts an empty cache; otherwise the entries of changed APIs go."""
-        if new.gateway.cache_max_mb != old.gateway.cache_max_mb:
-            self.cache = cache_for(new)
+        """A new memory size starts an empty cache; otherwise the entries of changed APIs go."""
+        self._cache_configs = {}
+        if _backend_changes(old, new, self.redis_url):
+            previous, self.cache = self.cache, cache_for(new, self.redis_url)
+            await previous.close()
             return
         n = await drop_changed(self.cache, old.apis, new.apis)
         if n:

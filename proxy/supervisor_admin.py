@@ -2,7 +2,9 @@
 
 Each worker serves its own admin app on a private Unix socket; this app (on
 ``admin_listen``) sums ``/metrics`` into one set of series, merges every worker's
-``/events``, sends ``/reload`` to each and lists each worker in ``/healthz``. ``/limits``
+``/events``, sends ``/reload`` and ``/cache/clear`` to each (each worker holds its own
+in-memory cache; with Redis they clear one store together, and the entries each
+removed add up to what there was) and lists each worker in ``/healthz``. ``/limits``
 is the supervisor's own: it holds the counts.
 """
 
@@ -20,7 +22,7 @@ from aiohttp import web
 from store import __version__
 
 from .admin import HEARTBEAT_S, _AdminRunner, _authorized, _denied, _json
-from .pipeline import CLIENT_TIMEOUT_S
+from .state import CLIENT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor, Worker
@@ -48,6 +50,17 @@ async def worker_get(path: str, url: str, *, timeout: float = WORKER_TIMEOUT_S, 
         if r.content_type == "application/json":
             return await r.json()
         return await r.text()
+
+
+async def worker_post(path: str, url: str, token: str) -> tuple[int, Any]:
+    """POST ``url`` to the worker admin app on ``path``: its status and JSON answer."""
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=path), timeout=aiohttp.ClientTimeout(total=WORKER_TIMEOUT_S)
+        ) as s,
+        s.post(f"http://worker{url}", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        return r.status, await r.json()
 
 
 def sum_metrics(texts: list[str]) -> str:
@@ -115,6 +128,7 @@ class SupervisorAdmin:
         app.router.add_get("/events", self.events)
         app.router.add_post("/reload", self.reload)
         app.router.add_get("/limits", self.limits)
+        app.router.add_post("/cache/clear", self.cache_clear)
         self.runner = _AdminRunner(
             app,
             access_log=None,
@@ -148,6 +162,7 @@ class SupervisorAdmin:
         revision = state.snapshot.revision
         limits: dict[str, Any] | None = None
         keys: dict[str, dict[str, Any]] = {}
+        cache: dict[str, Any] | None = None
         for w, h in await self._each("/healthz"):
             entry: dict[str, Any] = {"index": w.index, "pid": w.pid, "state": w.state, "restarts": w.restarts}
             if isinstance(h, dict):
@@ -160,6 +175,8 @@ class SupervisorAdmin:
                     limits = h["limits"]
                 if isinstance(h.get("keys"), dict):
                     add_key_loads(keys, h["keys"])
+                if isinstance(h.get("cache"), dict) and (cache is None or h["cache"].get("detail")):
+                    cache = h["cache"]  # a worker that cannot reach Redis says so for the instance
             elif w.state == "running":
                 entry["state"] = "unreachable"
             workers.append(entry)
@@ -180,6 +197,7 @@ class SupervisorAdmin:
                 "db": state.store.location.describe(),
                 "keys": keys,
                 "limits": limits,
+                "cache": cache,
                 "workers": workers,
             }
         )
@@ -198,19 +216,8 @@ class SupervisorAdmin:
         if not _authorized(state, request):
             return _denied()
         revision = await state.reload(force=True)
-        headers = {"Authorization": f"Bearer {state.admin_token}"}
-
-        async def one(w: Worker) -> Any:
-            async with (
-                aiohttp.ClientSession(
-                    connector=aiohttp.UnixConnector(path=self.sup.admin_socket(w)),
-                    timeout=aiohttp.ClientTimeout(total=WORKER_TIMEOUT_S),
-                ) as s,
-                s.post("http://worker/reload", headers=headers) as r,
-            ):
-                return await r.json()
-
-        got = await asyncio.gather(*(one(w) for w in self.sup.workers), return_exceptions=True)
+        answers = await self._post_each("/reload")
+        got = [a[1] if isinstance(a, tuple) else a for a in answers]
         failed = [w.index for w, g in zip(self.sup.workers, got, strict=True) if not isinstance(g, dict)]
         for g in got:
             if isinstance(g, dict) and isinstance(g.get("revision"), int):
@@ -227,6 +234,40 @@ class SupervisorAdmin:
                 status=500,
             )
         return _json({"status": "ok", "revision": revision})
+
+    async def _post_each(self, url: str) -> list[tuple[int, Any] | BaseException]:
+        token = self.sup.state.admin_token
+        return await asyncio.gather(
+            *(worker_post(self.sup.admin_socket(w), url, token) for w in self.sup.workers), return_exceptions=True
+        )
+
+    async def cache_clear(self, request: web.Request) -> web.Response:
+        """Every worker clears (``?api=NAME`` passed on); ``cleared`` is the sum of theirs."""
+        state = self.sup.state
+        if not _authorized(state, request):
+            return _denied()
+        url = "/cache/clear" + (f"?{request.query_string}" if request.query_string else "")
+        answers = await self._post_each(url)
+        cleared, failed = 0, []
+        for w, got in zip(self.sup.workers, answers, strict=True):
+            if isinstance(got, tuple) and got[0] == 404:  # a name no worker knows: theirs to say
+                return _json(got[1], status=404)
+            if isinstance(got, tuple) and got[0] == 200 and isinstance(got[1], dict):
+                cleared += int(got[1].get("cleared", 0))
+            else:
+                failed.append(w.index)
+        if failed:
+            return _json(
+                {
+                    "error": {
+                        "message": f"workers {failed} did not clear their response cache; see gateway.log",
+                        "type": "api_error",
+                        "code": "cache_unavailable",
+                    }
+                },
+                status=503,
+            )
+        return _json({"cleared": cleared})
 
     async def limits(self, request: web.Request) -> web.Response:
         state = self.sup.state

@@ -64,9 +64,11 @@ def test_healthz_shape(gw: Gw, records_store: Store) -> None:
         "services",
         "keys",
         "limits",
+        "cache",
     }
     assert h["services"]["main"]["state"] in ("unknown", "healthy") and h["keys"]["k1"]["max_concurrency"] == 0
     assert h["limits"] == {"backend": "memory", "shared": False}
+    assert h["cache"] == {"backend": "memory", "shared": False, "max_bytes": 64 * 1024 * 1024}
     with records_store.session() as s:
         assert h["revision"] == repo.get_revision(s)
     assert h["status"] == "ok" and h["pid"] == gw.proc.proc.pid  # type: ignore[union-attr]

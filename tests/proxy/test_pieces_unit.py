@@ -163,3 +163,23 @@ def test_record_row_and_dict_are_one_shape() -> None:
     row = tuple(range(len(usage.RECORD_FIELDS)))
     d = usage.row_dict(row)
     assert list(d) == [*usage.RECORD_FIELDS, "time"] and d["time"] == iso_utc(d["ts"])
+
+
+# ---------------------------------------------------------------- the stages
+
+
+def test_every_stage_takes_state_request_and_context() -> None:
+    """One signature for every stage: what a stage needs beyond the request comes from the state."""
+    import inspect
+
+    from proxy import cache_stage, pipeline
+
+    stages = {
+        name: fn
+        for module in (pipeline, cache_stage)
+        for name, fn in vars(module).items()
+        if name.startswith("stage_") and inspect.isfunction(fn)
+    }
+    assert {"stage_cache_lookup", "stage_cache_store", "stage_relay", "stage_traffic_control"} <= set(stages)
+    for name, fn in stages.items():
+        assert list(inspect.signature(fn).parameters) == ["state", "request", "ctx"], name
