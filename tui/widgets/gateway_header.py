@@ -21,13 +21,20 @@ def describe_status(st: GatewayStatus) -> Text:
     """The header text; also used by Instance Info so both say the same thing."""
     label, style = _BADGE.get(st.state, ("○ stopped", "bold"))
     text = Text.assemble((label, style))
+    others = (st.nodes or 0) - (1 if st.is_up else 0)
     if st.is_up:
         text.append(f"  {st.public_url or st.listen}")
         text.append(f"  {rate_text(st.rate)}", "dim" if st.rate in (None, 0) else "bold")
-    elif st.state == CRASHED and st.exit_code is not None:
+        if others > 0:
+            text.append(f" · {st.nodes} nodes", "dim")
+        return text
+    if st.state == CRASHED and st.exit_code is not None:
         text.append(f"  exit {st.exit_code} — see Instance Info", "red")
     else:
         text.append(f"  {st.listen}", "dim")
+    if others > 0:  # the rate covers the store's other gateways, which do run
+        text.append(f"  {others} other node{'s' if others > 1 else ''}  ", "dim")
+        text.append(rate_text(st.rate), "dim" if st.rate in (None, 0) else "bold")
     return text
 
 
