@@ -18,10 +18,10 @@ from pilot_helpers import wait_until
 from sqlmodel import select
 from usage_env import chat, configure, gateway_for
 
-from store import models
+from store import __version__, models
 from store.db import Store, open_store
 from tui.app import AigwApp
-from tui.data.nodes import short_id
+from tui.data.nodes import NODE_COLUMNS, short_id
 from tui.gateway_process import GatewayController
 from tui.screens.instance import InstanceScreen
 from tui.screens.traffic import TrafficScreen
@@ -106,9 +106,10 @@ async def test_instance_info_lists_both_nodes_and_a_stale_one(
         await wait_until(pilot, lambda: _admins(screen) == {own_admin, other_admin}, what="both nodes listed")
         table = screen.query_one("#instance-nodes")
         assert table.display and table.row_count == 2
-        row = [str(c) for c in table.get_row(_node_id(console_store, other))]
-        assert row[3] == other_admin and row[2] == f"127.0.0.1:{other.port}" and row[-1] == "live"
-        assert row[4] == "1" and row[7] and row[8].endswith("s ago")
+        row = dict(zip(NODE_COLUMNS, map(str, table.get_row(_node_id(console_store, other))), strict=True))
+        assert row["Admin"] == other_admin and row["Listen"] == f"127.0.0.1:{other.port}"
+        assert row["State"] == "live" and row["Workers"] == "1" and row["Last seen"].endswith("s ago")
+        assert row["Version"] == __version__ and row["Started"]
         # A gateway that died without a word: its row stays, marked stale, and nobody follows it.
         with console_store.session() as s:
             s.add(
@@ -122,7 +123,7 @@ async def test_instance_info_lists_both_nodes_and_a_stale_one(
             )
             s.commit()
         await wait_until(pilot, lambda: table.row_count == 3, what="the dead node listed")
-        assert str(table.get_row("dead-1-abcdef")[-1]) == "stale"
+        assert str(table.get_row("dead-1-abcdef")[NODE_COLUMNS.index("State")]) == "stale"
         assert "1 stale" in str(screen.query_one("#instance-nodes-note").render())
         # A clean stop removes the node: the list follows.
         other.stop()

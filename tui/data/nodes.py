@@ -193,7 +193,8 @@ class NodesWatch:
 
 # ----------------------------------------------------------------- Instance Info's table
 
-NODE_COLUMNS = ("Node", "Host", "Listen", "Admin", "Workers", "Version", "Revision", "Started", "Last seen", "State")
+#: State and last seen first: at 80 columns the table scrolls sideways, and they matter most.
+NODE_COLUMNS = ("Node", "State", "Last seen", "Host", "Listen", "Admin", "Workers", "Version", "Revision", "Started")
 
 
 def fmt_ago(seconds: float) -> str:
@@ -214,10 +215,12 @@ def fmt_started(ts: float, now: float) -> str:
 
 
 def node_cells(node: NodeInfo, now: float) -> list[Text]:
-    """One row of Instance Info's nodes table (every value is the node's own: plain text)."""
-    state = Text("stale", "bold yellow") if node.stale else Text("live", "green")
+    """One row of Instance Info's nodes table, in :data:`NODE_COLUMNS` order (every value is
+    the node's own: plain text, never markup)."""
     return [
         Text(node.id),
+        Text("stale", "bold yellow") if node.stale else Text("live", "green"),
+        Text(fmt_ago(now - node.last_seen)),
         Text(node.host),
         Text(node.listen),
         Text(node.admin_listen),
@@ -225,6 +228,4 @@ def node_cells(node: NodeInfo, now: float) -> list[Text]:
         Text(node.version),
         Text(str(node.revision), justify="right"),
         Text(fmt_started(node.started_at, now)),
-        Text(fmt_ago(now - node.last_seen)),
-        state,
     ]

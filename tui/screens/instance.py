@@ -110,17 +110,16 @@ class InstanceScreen(SectionScreen):
             [node_data.node_cells(n, message.now) for n in message.found],
             [n.id for n in message.found],
         )
+        # Its height from its rows now (an auto height is only known after the table's next
+        # idle pass); a line more below 120 columns, where it scrolls sideways.
+        table.styles.height = min(12, len(message.found) + 1 + (1 if self.has_class("-narrow") else 0))
         table.display = bool(message.found)
         stale = sum(1 for n in message.found if n.stale)
         if not message.found:
             note.update("No gateway is running on this store.")
         else:
             live = len(message.found) - stale
-            note.update(
-                f"{live} live"
-                + (f", {stale} stale (not seen for {STALE_S:.0f} s: stopped without a word)" if stale else "")
-                + " · Traffic and the header rate cover every live node."
-            )
+            note.update(f"{live} live" + (f", {stale} stale (unseen for {STALE_S:.0f} s)" if stale else ""))
 
     @work(thread=True, exclusive=True, group="instance-load", exit_on_error=False)
     def load(self) -> None:

@@ -238,9 +238,12 @@ class TrafficScreen(SectionScreen):
                 text.append(" · ", style="dim")
             text.append(chunk, style=style)
         status = self.query_one("#traffic-status", Static)
-        status.update(text)
         away = [st for st in self.streams if not st.connected and st.key != OWN]
         status.tooltip = "\n".join(f"{st.key}: {st.reason}" for st in away) or None
+        status.update(text)
+        # Once more after this refresh: an update landing while a layout is pending can
+        # leave the line at its old height (the text would be cut where it now wraps).
+        self.call_after_refresh(status.refresh, layout=True)
         self.set_class(not self.connected, "-away")
 
     def _stream_parts(self) -> list[tuple[str, str]]:
