@@ -93,12 +93,20 @@ class InstanceScreen(SectionScreen):
 
     def _refresh_nodes(self) -> None:
         if self.is_current:
-            self.load_nodes()
+            self.load_nodes(quiet=True)
 
     @work(thread=True, exclusive=True, group="instance-nodes", exit_on_error=False)
-    def load_nodes(self) -> None:
+    def load_nodes(self, quiet: bool = False) -> None:
+        """``quiet``: a periodic refresh, which says nothing when the store does not answer
+        (the table keeps its last rows; opening the section again reports the error)."""
         now = node_data.clock()
-        self.post_message(self.NodesLoaded(node_data.list_nodes(self.store, now), now))
+        try:
+            found = node_data.list_nodes(self.store, now)
+        except Exception:
+            if quiet:
+                return
+            raise
+        self.post_message(self.NodesLoaded(found, now))
 
     def on_instance_screen_nodes_loaded(self, message: NodesLoaded) -> None:
         self.nodes = message.found

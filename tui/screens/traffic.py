@@ -177,8 +177,11 @@ class TrafficScreen(SectionScreen):
 
     @work(thread=True, exclusive=True, group="traffic-nodes", exit_on_error=False)
     def _list_nodes(self) -> None:
-        found = node_data.list_nodes(self.store)
-        own_base = self.gateway.admin().base_url
+        try:
+            found = node_data.list_nodes(self.store)
+            own_base = self.gateway.admin().base_url
+        except Exception:  # the store is busy or gone: keep following what we follow, try again
+            return
         self.post_message(self.NodesListed(node_data.follow_targets(found, own_base, node_data.this_host())))
 
     def on_traffic_screen_nodes_listed(self, message: NodesListed) -> None:
