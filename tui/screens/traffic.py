@@ -80,11 +80,9 @@ class TrafficScreen(SectionScreen):
     )
 
     class StreamsChanged(Message):
-        """An ``/events`` stream opened or is away, or a gateway appeared or went (all of them, own first)."""
-
-        def __init__(self, states: list[SourceState]) -> None:
-            super().__init__()
-            self.states = states
+        """An ``/events`` stream opened or is away, or a gateway appeared or went. The
+        handler reads the states afresh: messages posted from several threads may arrive
+        in another order than their changes happened."""
 
     class NodesListed(Message):
         """The store's nodes were listed: which to follow, which cannot be reached from here."""
@@ -168,7 +166,7 @@ class TrafficScreen(SectionScreen):
 
         self._follow = MergedFollow(
             self._inbox.append,
-            lambda states: self.post_message(self.StreamsChanged(states)),
+            lambda states: self.post_message(self.StreamsChanged()),
             spawn=spawn,
             token=lambda: node_data.admin_token(self.store),
             refused_retry_s=REFUSED_RETRY_S,
@@ -215,7 +213,8 @@ class TrafficScreen(SectionScreen):
         self._refresh_stats()
 
     def on_traffic_screen_streams_changed(self, message: StreamsChanged) -> None:
-        self.streams = message.states
+        if self._follow is not None:
+            self.streams = self._follow.states() or self.streams
         self._show_status()
 
     def _gateway_changed(self, status: GatewayStatus) -> None:
