@@ -3,7 +3,8 @@
 Each ``aigw serve`` upserts its row at start and every few seconds, and deletes it on a
 clean stop. A row not refreshed for :data:`STALE_S` is *stale*: its gateway died or lost
 the database. For a store other than SQLite (several machines), the admin token lives in
-the database too, so every node accepts the same one.
+the database too, so every node accepts the same one. :func:`admin_url` says how another
+process (the console) reaches a node's admin listener, from this machine or another.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from . import models as m
+from .spec import is_loopback, listen_url
 
 #: A node not seen for this long is marked stale (it refreshes at least every 5 s).
 STALE_S = 15.0
@@ -38,6 +40,20 @@ class NodeInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def admin_url(node: NodeInfo, here: str) -> str | None:
+    """The URL of ``node``'s admin listener seen from the machine named ``here``; ``None``
+    when it listens on loopback on another machine (only that machine can reach it).
+
+    A wildcard address means every address of the node's machine: loopback when that
+    machine is this one, else its host name.
+    """
+    if node.host == here or not node.host:
+        return listen_url(node.admin_listen)
+    if is_loopback(node.admin_listen):
+        return None
+    return listen_url(node.admin_listen, node.host)
 
 
 def heartbeat(session: Session, node: m.Node) -> None:
@@ -78,6 +94,12 @@ def list_nodes(session: Session, *, now: float | None = None) -> list[NodeInfo]:
         )
         for r in rows
     ]
+
+
+def stored_admin_token(session: Session) -> str | None:
+    """The store's admin token if a node made one (never makes one: that is a gateway's job)."""
+    row = session.get(m.Meta, ADMIN_TOKEN_KEY)
+    return row.value if row is not None and row.value else None
 
 
 def shared_admin_token(session: Session) -> str:

@@ -76,13 +76,28 @@ class GatewaySpec:
 def loopback_url(listen: str) -> str:
     """``http://host:port`` that reaches a listen address from this machine: a wildcard host
     (``0.0.0.0``, ``::`` or none) becomes the loopback of its family."""
+    return listen_url(listen)
+
+
+def listen_url(listen: str, machine: str | None = None) -> str:
+    """``http://host:port`` that reaches a listen address of ``machine`` (a host name), or of
+    this machine when ``None``: a wildcard host stands for every address of the machine it
+    runs on, so it becomes ``machine``, or here the loopback of its family."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
+    if host in _WILDCARDS:
+        host = machine or ("::1" if host == "::" else "127.0.0.1")
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def is_loopback(listen: str) -> bool:
+    """The host of a listen address is this machine only (``127.x``, ``::1``, ``localhost``):
+    nothing on another machine can reach it."""
+    host = listen.rpartition(":")[0].strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 @dataclass

@@ -69,20 +69,25 @@ class AdminClient:
     Reading the token lazily matters: a gateway started after the console creates it.
     """
 
-    def __init__(self, admin_listen: str, data_dir: Path) -> None:
+    def __init__(
+        self, admin_listen: str, data_dir: Path, *, base_url: str | None = None, timeout: float = TIMEOUT_S
+    ) -> None:
+        """``base_url`` overrides the URL made from ``admin_listen`` (another node's listener,
+        reached by its host name)."""
         self.admin_listen = admin_listen
         self.data_dir = data_dir
+        self._base_url = base_url
         # One pooled client: the console polls /healthz every second, and a fresh
         # httpx client per call loads the CA bundle (~175 ms of CPU) for a plain-http
         # loopback address that never uses TLS.
-        self._http = httpx.Client(timeout=TIMEOUT_S, verify=False)
+        self._http = httpx.Client(timeout=timeout, verify=False)
 
     def close(self) -> None:
         self._http.close()
 
     @property
     def base_url(self) -> str:
-        return loopback_url(self.admin_listen)
+        return self._base_url or loopback_url(self.admin_listen)
 
     def token(self) -> str | None:
         return read_token(self.data_dir)

@@ -6,6 +6,7 @@ while another is shown and a modal opened in one never covers another.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from store.db import Store, open_store
 
 from .commands import ConsoleCommands
+from .data.nodes import NodesWatch
 from .errors import user_message
 from .gateway_process import CRASHED, STARTING, GatewayController, GatewayStatus
 from .modals.quit import QuitChoice, QuitModal
@@ -69,6 +71,8 @@ class AigwApp(App[int]):
         super().__init__()
         self.store = store
         self.gateway = gateway or GatewayController(store)
+        self.nodes_watch = NodesWatch(store)
+        """The other gateways on the store: the header's rate counts theirs too."""
         self.start_section = start_section if start_section in BY_ID else "instance"
         self.poll_interval = poll_interval
         self.session_keys: dict[str, str] = {}
@@ -106,15 +110,23 @@ class AigwApp(App[int]):
 
     @work(thread=True, exclusive=True, group="gateway-poll", exit_on_error=False)
     def _poll_gateway(self) -> None:
-        self.post_message(self.GatewayObserved(self.gateway.status()))
+        self.post_message(self.GatewayObserved(self.with_nodes(self.gateway.status())))
+
+    def with_nodes(self, status: GatewayStatus) -> GatewayStatus:
+        """``status`` with the rate over every gateway on the store that answers, and how
+        many do (blocking: the poll worker's thread)."""
+        health = status.health
+        own = ((health.pid, health.started_at), health.requests_total) if health is not None else None
+        view = self.nodes_watch.observe(own, self.gateway.admin().base_url)
+        return replace(status, rate=view.rate, nodes=view.answered)
 
     def on_aigw_app_gateway_observed(self, message: GatewayObserved) -> None:
-        previous = self.gateway_status
-        self.gateway_status = message.status
-        if message.status.state == CRASHED and previous.state != CRASHED:
-            self.notify(
-                message.status.message or "the gateway stopped unexpectedly", title="Gateway crashed", severity="error"
-            )
+        previous, status = self.gateway_status, message.status
+        if status.nodes is None:  # a start/stop step: the other nodes did not change
+            status = replace(status, nodes=previous.nodes)
+        self.gateway_status = status
+        if status.state == CRASHED and previous.state != CRASHED:
+            self.notify(status.message or "the gateway stopped unexpectedly", title="Gateway crashed", severity="error")
 
     def action_gateway_start(self) -> None:
         self._gateway_do("start")
@@ -144,7 +156,7 @@ class AigwApp(App[int]):
                 )
             )
         )
-        status: GatewayStatus = getattr(self.gateway, what)()
+        status: GatewayStatus = self.with_nodes(getattr(self.gateway, what)())
         self.post_message(self.GatewayObserved(status))
         return status
 
@@ -166,6 +178,9 @@ class AigwApp(App[int]):
         return self.gateway.reload()
 
     # ------------------------------------------------------------- failures, in one place
+
+    def on_unmount(self) -> None:
+        self.nodes_watch.close()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.worker_failed(event)

@@ -3,6 +3,8 @@
 Reading ``/events`` (not the database) is what makes both work for any gateway sharing
 this store — started by the console or by ``aigw serve`` elsewhere — and see a record
 the moment its request completes. Both reconnect by themselves when the gateway restarts.
+:class:`MergedFollow` runs the same loop once per gateway of the store and merges what
+they send, each record once.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,7 +26,7 @@ from store.admin_token import read_token
 from store.db import Store
 from store.spec import loopback_url
 
-from .data.traffic_feed import record_key
+from .data.traffic_feed import SeenRecords
 from .errors import user_message
 from .printable import printable_json
 
@@ -36,7 +38,6 @@ CATCH_UP_WAIT_S = 0.6
 #: Catch-up looks this far back for requests that started earlier but finished later.
 LONGEST_REQUEST_S = 900.0
 CATCH_UP_MAX = 5000
-SEEN_MAX = 20_000
 
 
 class TokenRefused(Exception):
@@ -181,24 +182,189 @@ def follow_loop(
         wait(delay)
 
 
+#: The key of the console's own gateway among :class:`MergedFollow`'s sources (others: node ids).
+OWN = ""
+#: A source's reason before its first connection has opened or failed.
+CONNECTING = "connecting…"
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Where one followed gateway's stream stands."""
+
+    key: str
+    base: str
+    connected: bool
+    reason: str = ""
+
+
+class _Follower:
+    """One source of a :class:`MergedFollow`: :func:`follow_loop` with its own stop and wake."""
+
+    def __init__(self, key: str, target: Callable[[], tuple[str, str | None]], merged: MergedFollow) -> None:
+        self.key = key
+        self.target = target
+        self.merged = merged
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self._source: EventSource | None = None
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        merged = self.merged
+        follow_loop(
+            self.target,
+            merged._record,
+            on_open=lambda base: merged._state(self, base, True, ""),
+            on_away=lambda base, reason: merged._state(self, base, False, reason),
+            stopped=self.stop.is_set,
+            wait=self._wait,
+            on_source=self._set_source,
+            refused_retry_s=merged.refused_retry_s,
+        )
+
+    def _wait(self, delay: float) -> None:
+        self.wake.wait(delay)
+        self.wake.clear()
+
+    def _set_source(self, src: EventSource | None) -> None:
+        with self._lock:
+            self._source = src
+        if src is not None and self.stop.is_set():
+            src.close()  # closed while connecting
+
+    def close(self) -> None:
+        self.stop.set()
+        self.wake.set()
+        with self._lock:
+            src = self._source
+        if src is not None:
+            src.close()
+
+
+class MergedFollow:
+    """Follows ``/events`` of several gateways at once and merges their records.
+
+    One :func:`follow_loop` per source (``spawn(run, name)`` runs each in a thread of the
+    caller's choosing), so each reconnects alone and one unreachable gateway never holds
+    up the others. A record that arrives twice (one gateway reached at two addresses) is
+    passed on once. ``on_change(states)`` is called, from any thread, whenever a source
+    opens, goes away, appears or is dropped.
+    """
+
+    def __init__(
+        self,
+        on_record: Callable[[dict[str, Any]], None],
+        on_change: Callable[[list[SourceState]], None],
+        *,
+        spawn: Callable[[Callable[[], None], str], None],
+        token: Callable[[], str | None],
+        refused_retry_s: float | None = None,
+    ) -> None:
+        self.on_record = on_record
+        self.on_change = on_change
+        self.spawn = spawn
+        self.token = token
+        self.refused_retry_s = refused_retry_s
+        self.seen = SeenRecords()
+        self._followers: dict[str, _Follower] = {}
+        self._bases: dict[str, str] = {}
+        self._states: dict[str, SourceState] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def follow_own(self, target: Callable[[], tuple[str, str | None]]) -> None:
+        """The console's own gateway: ``target`` is read again before each connection (its
+        address may change), and it is followed even while nothing answers there."""
+        self._start(OWN, target, "")
+
+    def set_nodes(self, follow: Mapping[str, str], unreachable: Mapping[str, str]) -> None:
+        """The other gateways now: ``follow`` maps a node id to its admin URL (followed from
+        now on), ``unreachable`` a node id to why it cannot be; every other source is dropped."""
+        changed = False
+        with self._lock:
+            if self._closed:
+                return
+            for key in [k for k in self._followers if k != OWN and self._bases.get(k) != follow.get(k)]:
+                self._followers.pop(key).close()
+                self._bases.pop(key, None)
+                self._states.pop(key, None)
+                changed = True
+            for key in [k for k in self._states if k != OWN and k not in follow and k not in unreachable]:
+                del self._states[key]
+                changed = True
+            for key, reason in unreachable.items():
+                state = SourceState(key, "", False, reason)
+                if self._states.get(key) != state:
+                    self._states[key] = state
+                    changed = True
+        for key, url in follow.items():
+            if key not in self._followers:
+                self._start(key, lambda url=url: (url, self.token()), url)  # type: ignore[misc]
+                changed = True
+        if changed:
+            self._changed()
+
+    def wake(self, key: str = OWN) -> None:
+        """Try ``key`` again now instead of at its next retry."""
+        with self._lock:
+            follower = self._followers.get(key)
+        if follower is not None:
+            follower.wake.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            followers = list(self._followers.values())
+            self._followers.clear()
+        for follower in followers:
+            follower.close()
+
+    def states(self) -> list[SourceState]:
+        """The console's own gateway first, then the nodes by id."""
+        with self._lock:
+            return sorted(self._states.values(), key=lambda st: (st.key != OWN, st.key))
+
+    # ------------------------------------------------------------- called by the followers
+
+    def _start(self, key: str, target: Callable[[], tuple[str, str | None]], base: str) -> None:
+        with self._lock:
+            if self._closed or key in self._followers:
+                return
+            follower = self._followers[key] = _Follower(key, target, self)
+            self._bases[key] = base
+            self._states[key] = SourceState(key, base, False, CONNECTING)
+        self.spawn(follower.run, f"events {key or 'own gateway'}")
+
+    def _record(self, rec: dict[str, Any]) -> None:
+        if self.seen.first_time(rec):
+            self.on_record(rec)
+
+    def _state(self, follower: _Follower, base: str, connected: bool, reason: str) -> None:
+        with self._lock:
+            if self._followers.get(follower.key) is not follower:
+                return  # dropped meanwhile: say nothing more about it
+            old = self._states.get(follower.key)
+            state = SourceState(follower.key, base or (old.base if old else ""), connected, reason)
+            if old == state:
+                return
+            self._states[follower.key] = state
+        self._changed()
+
+    def _changed(self) -> None:
+        self.on_change(self.states())
+
+
 class _Printer:
     """Prints each record once: the listing, the catch-up from the store and the stream overlap."""
 
     def __init__(self, as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
         self.as_json = as_json
         self.line = line
-        self._seen: set[tuple[str, float]] = set()
-        self._order: deque[tuple[str, float]] = deque()
+        self._seen = SeenRecords()
 
     def mark(self, rec: dict[str, Any]) -> bool:
-        key = record_key(rec)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self._order.append(key)
-        if len(self._order) > SEEN_MAX:
-            self._seen.discard(self._order.popleft())
-        return True
+        return self._seen.first_time(rec)
 
     def emit(self, rec: dict[str, Any]) -> None:
         if self.mark(rec):

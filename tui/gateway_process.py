@@ -49,8 +49,11 @@ class GatewayStatus:
     pid: int | None = None
     version: str = ""
     requests_total: int | None = None
-    #: Requests per second since the previous observation (``None`` until two were made).
+    #: Requests per second over the last seconds, summed over every live gateway on the
+    #: store (``None`` until two observations were made).
     rate: float | None = None
+    #: Gateways on the store the rate counts, this one included when it runs (``None``: not looked at).
+    nodes: int | None = None
     exit_code: int | None = None
     #: The last lines of ``gateway.log`` — shown when the gateway crashed or failed to start.
     log_tail: str = ""

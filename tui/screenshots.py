@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from store import models, repo, usage
+from store import __version__, models, repo, usage
 from store.db import Store, open_store
 from store.spec import (
     ConsumerGroupSpec,
@@ -109,7 +109,39 @@ def build_demo_store(directory: Path = DEMO_DIR) -> Store:
             s.add(ck)
         s.commit()
         usage.insert_records(s, demo_traffic(DEMO_NOW))
+        for node in demo_nodes(DEMO_NOW, repo.get_revision(s)):
+            s.add(node)
+        s.commit()
     return store
+
+
+def demo_nodes(now: float, revision: int) -> list[models.Node]:
+    """Two gateways on other machines: one live (its admin address is loopback there, so
+    this console cannot follow it and says so), one stale (it stopped without a word)."""
+    return [
+        models.Node(
+            id="gw-a-4121-1f2e3d",
+            host="gw-a",
+            listen="0.0.0.0:8080",
+            admin_listen="127.0.0.1:8081",
+            workers=4,
+            version=__version__,
+            revision=revision,
+            started_at=now - 7200,
+            last_seen=now - 2,
+        ),
+        models.Node(
+            id="gw-b-977-a0b1c2",
+            host="gw-b",
+            listen="0.0.0.0:8080",
+            admin_listen="0.0.0.0:8081",
+            workers=2,
+            version=__version__,
+            revision=revision,
+            started_at=now - 86400 * 2,
+            last_seen=now - 95,
+        ),
+    ]
 
 
 def demo_traffic(now: float) -> list[dict[str, Any]]:
@@ -148,15 +180,15 @@ def demo_traffic(now: float) -> list[dict[str, Any]]:
 
 @contextmanager
 def demo_clock(now: float = 0.0) -> Iterator[None]:
-    """Hold the clock the Traffic and Usage panes read at ``now`` (the demo's time), so the
+    """Hold the clock the Traffic, Usage and nodes panes read at ``now`` (the demo's time), so the
     same store renders the same picture on any day — the screenshots test relies on it."""
     import time as real_time
 
-    from .data import limits, traffic_feed
+    from .data import limits, nodes, traffic_feed
     from .screens import usage as usage_screen
 
     frozen = SimpleNamespace(time=lambda: now or DEMO_NOW, monotonic=real_time.monotonic)
-    modules = (traffic_feed, usage_screen, limits)
+    modules = (traffic_feed, usage_screen, limits, nodes)
     saved = [m.time for m in modules]
     for m in modules:
         m.time = frozen  # type: ignore[attr-defined]

@@ -38,3 +38,21 @@ async def test_header_and_traffic_show_the_same_number(store: Store) -> None:
         label = str(screen.query_one("#spark-rps-label", Label).visual)
         await wait_until(pilot, lambda: "2.5 req/s" in str(screen.query_one(GatewayHeader).visual))
         assert "2.5 req/s" in label, (header, label)
+
+
+async def test_header_says_how_many_nodes_the_rate_covers_when_it_fits(store: Store) -> None:
+    app = AigwApp(store, start_section="instance", poll_interval=None)  # the header's longest title
+    status = GatewayStatus(
+        state=RUNNING, listen="127.0.0.1:8080", public_url="http://127.0.0.1:8080", rate=2.5, nodes=2
+    )
+    async with app.run_test(size=(160, 48)) as pilot:
+        header = app.screen.query_one(GatewayHeader)
+        # The first poll (no gateway: stopped) must land before ours, or it would replace it.
+        await wait_until(pilot, lambda: not [w for w in app.workers if w.group == "gateway-poll" and not w.is_finished])
+        await pilot.pause()
+        app.gateway_status = status
+        await wait_until(pilot, lambda: "2.5 req/s · 2 nodes" in str(header.visual))
+        await pilot.resize_terminal(80, 24)
+        # At 80 columns the count would be cut mid-word: the rate stays, the count goes.
+        await wait_until(pilot, lambda: "nodes" not in str(header.visual) and "2.5 req/s" in str(header.visual))
+        assert not str(header.visual).rstrip().endswith("·")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -48,6 +49,34 @@ def completed_at(rec: Record) -> float:
 
 def record_key(rec: Record) -> tuple[str, float]:
     return (str(rec.get("request_id", "")), round(float(rec.get("ts") or 0.0), 3))
+
+
+#: Record keys remembered by :class:`SeenRecords` (older ones are forgotten first).
+SEEN_MAX = 20_000
+
+
+class SeenRecords:
+    """The keys of the last :data:`SEEN_MAX` records, so each record is shown once when it
+    arrives twice: from the store and the stream, or from one gateway reached at two
+    addresses. Safe to call from several threads (each stream has its own)."""
+
+    def __init__(self, maxlen: int = SEEN_MAX) -> None:
+        self.maxlen = maxlen
+        self._seen: set[tuple[str, float]] = set()
+        self._order: deque[tuple[str, float]] = deque()
+        self._lock = threading.Lock()
+
+    def first_time(self, rec: Record) -> bool:
+        """Remember ``rec``; ``False`` when it was seen already."""
+        key = record_key(rec)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            self._order.append(key)
+            if len(self._order) > self.maxlen:
+                self._seen.discard(self._order.popleft())
+        return True
 
 
 # ----------------------------------------------------------------- filter

@@ -1,4 +1,5 @@
-"""Instance Info: where the gateway listens, where its data lives, and its process."""
+"""Instance Info: where the gateway listens, where its data lives, its process, and every
+gateway (node) running on the same store."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, DataTable, Label, Static
 
 from store import __version__, repo
+from store.nodes import STALE_S, NodeInfo
 from store.spec import GatewaySpec
 
+from ..data import nodes as node_data
 from ..gateway_process import CRASHED, STARTING, STOPPING, GatewayStatus
+from ..tables import fill_table
 from ..widgets.gateway_header import describe_status
 from .base import SectionScreen
+
+#: How often the nodes table is read again while the screen is shown ("last seen" moves).
+NODES_REFRESH_S = 2.0
 
 
 class InstanceScreen(SectionScreen):
@@ -48,7 +55,14 @@ class InstanceScreen(SectionScreen):
             super().__init__()
             self.settings, self.location, self.data_dir = settings, location, data_dir
 
+    class NodesLoaded(Message):
+        def __init__(self, found: list[NodeInfo], now: float) -> None:
+            super().__init__()
+            self.found, self.now = found, now
+
     settings: GatewaySpec | None = None
+    nodes: list[NodeInfo] | None = None
+    """The store's nodes as last read (``None`` before the first read)."""
 
     def compose_body(self) -> Iterable[Widget]:
         yield Label("Instance Info", classes="section-title")
@@ -62,13 +76,58 @@ class InstanceScreen(SectionScreen):
                 yield Button("Restart (r)", id="restart")
                 yield Button("Edit settings (e)", id="edit", variant="primary")
             yield Static(id="instance-log")
+            yield Label("Nodes on this store", classes="subsection-title")
+            yield Static(id="instance-nodes-note")
+            yield DataTable(id="instance-nodes", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.watch(self.app, "gateway_status", self._status_changed)
+        self.query_one("#instance-nodes", DataTable).display = False
+        self.set_interval(NODES_REFRESH_S, self._refresh_nodes)
         self.load()
+        self.load_nodes()
 
     def on_screen_resume(self) -> None:
         self.load()
+        self.load_nodes()
+
+    def _refresh_nodes(self) -> None:
+        if self.is_current:
+            self.load_nodes(quiet=True)
+
+    @work(thread=True, exclusive=True, group="instance-nodes", exit_on_error=False)
+    def load_nodes(self, quiet: bool = False) -> None:
+        """``quiet``: a periodic refresh, which says nothing when the store does not answer
+        (the table keeps its last rows; opening the section again reports the error)."""
+        now = node_data.clock()
+        try:
+            found = node_data.list_nodes(self.store, now)
+        except Exception:
+            if quiet:
+                return
+            raise
+        self.post_message(self.NodesLoaded(found, now))
+
+    def on_instance_screen_nodes_loaded(self, message: NodesLoaded) -> None:
+        self.nodes = message.found
+        table = self.query_one("#instance-nodes", DataTable)
+        note = self.query_one("#instance-nodes-note", Static)
+        fill_table(
+            table,
+            node_data.NODE_COLUMNS,
+            [node_data.node_cells(n, message.now) for n in message.found],
+            [n.id for n in message.found],
+        )
+        # Its height from its rows now (an auto height is only known after the table's next
+        # idle pass); a line more below 120 columns, where it scrolls sideways.
+        table.styles.height = min(12, len(message.found) + 1 + (1 if self.has_class("-narrow") else 0))
+        table.display = bool(message.found)
+        stale = sum(1 for n in message.found if n.stale)
+        if not message.found:
+            note.update("No gateway is running on this store.")
+        else:
+            live = len(message.found) - stale
+            note.update(f"{live} live" + (f", {stale} stale (unseen for {STALE_S:.0f} s)" if stale else ""))
 
     @work(thread=True, exclusive=True, group="instance-load", exit_on_error=False)
     def load(self) -> None:

@@ -1,16 +1,17 @@
-"""Traffic: the live request table, fed by the gateway's admin ``/events`` stream.
+"""Traffic: the live request table, fed by the admin ``/events`` stream of every gateway on the store.
 
-A thread worker reads the stream (so it works for a gateway this console started and
-for one started elsewhere with ``aigw serve``) and only appends records to an inbox;
-a UI timer takes the whole inbox every :data:`BATCH_S` seconds and updates the table
-in one operation, so a burst of hundreds of requests per second costs a few redraws,
-not one per request. The stream reconnects by itself when the gateway restarts.
+A thread worker per gateway reads its stream (so it works for a gateway this console
+started and for ones started elsewhere with ``aigw serve``) and only appends records to
+one inbox; a UI timer takes the whole inbox every :data:`BATCH_S` seconds and updates the
+table in one operation, so a burst of hundreds of requests per second costs a few
+redraws, not one per request. Each stream reconnects by itself when its gateway
+restarts; the nodes are listed again every few seconds, so a gateway that starts or
+stops elsewhere is followed or dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -22,12 +23,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Label, Sparkline, Static
-from textual.worker import get_current_worker
 
 from store import usage
 
+from ..data import nodes as node_data
 from ..data.traffic_feed import MAX_RECORDS, Record, TrafficFeed, fmt_ms
-from ..follow import EventSource, follow_loop
+from ..follow import CONNECTING, OWN, MergedFollow, SourceState
 from ..gateway_process import GatewayStatus
 from ..modals.request_detail import RequestDetailModal
 from ..rate import rate_text
@@ -78,14 +79,17 @@ class TrafficScreen(SectionScreen):
         ("Traffic: request detail", "Every field of the highlighted request", "detail"),
     )
 
-    class StreamChanged(Message):
-        """The ``/events`` connection opened, or is away (``reason`` says why)."""
+    class StreamsChanged(Message):
+        """An ``/events`` stream opened or is away, or a gateway appeared or went. The
+        handler reads the states afresh: messages posted from several threads may arrive
+        in another order than their changes happened."""
 
-        def __init__(self, connected: bool, base: str, reason: str = "") -> None:
+    class NodesListed(Message):
+        """The store's nodes were listed: which to follow, which cannot be reached from here."""
+
+        def __init__(self, targets: node_data.Targets) -> None:
             super().__init__()
-            self.connected = connected
-            self.base = base
-            self.reason = reason
+            self.targets = targets
 
     class Prefilled(Message):
         """Recent records read from the store, so the table is not empty on open."""
@@ -98,14 +102,11 @@ class TrafficScreen(SectionScreen):
         super().__init__()
         self.feed = TrafficFeed()
         self._inbox: deque[Record] = deque()
-        self._wake = threading.Event()
-        self._source: EventSource | None = None
-        self._lock = threading.Lock()
+        self._follow: MergedFollow | None = None
         #: Table updates so far (one per batch, however many records it held).
         self.updates = 0
-        self.connected = False
-        self.stream_base = ""
-        self.stream_reason = "connecting…"
+        #: Each followed gateway's stream, the console's own first.
+        self.streams: list[SourceState] = [SourceState(OWN, "", False, CONNECTING)]
 
     # ------------------------------------------------------------- layout
 
@@ -128,8 +129,10 @@ class TrafficScreen(SectionScreen):
         self.query_one(TrafficTable).focus()
         self.set_interval(BATCH_S, self._drain)
         self.set_interval(1.0, self._refresh_stats)
+        self.set_interval(node_data.RELIST_S, self._list_nodes)
         self.watch(self.app, "gateway_status", self._gateway_changed, init=False)
-        self._stream()
+        self._start_streams()
+        self._list_nodes()
         self._prefill()
         self._show_status()
         self._refresh_stats()
@@ -138,53 +141,50 @@ class TrafficScreen(SectionScreen):
         self._close_stream()
 
     def _close_stream(self) -> None:
+        if self._follow is not None:
+            self._follow.close()
         self.workers.cancel_group(self, "traffic-stream")
-        self._wake.set()
-        with self._lock:
-            src = self._source
-        if src is not None:
-            src.close()
 
     # ------------------------------------------------------------- reading (threads)
 
-    @work(thread=True, exclusive=True, group="traffic-stream", exit_on_error=False)
-    def _stream(self) -> None:
-        worker = get_current_worker()
-        said: tuple[bool, str] | None = None
+    @property
+    def connected(self) -> bool:
+        """Some gateway's stream is open."""
+        return any(st.connected for st in self.streams)
 
-        def target() -> tuple[str, str | None]:
-            admin = self.gateway.admin()
-            return admin.base_url, admin.token()
+    @property
+    def stream_base(self) -> str:
+        """Where the console's own gateway is followed."""
+        return self.streams[0].base if self.streams and self.streams[0].key == OWN else ""
 
-        def opened(base: str) -> None:
-            nonlocal said
-            said = (True, base)  # so the next loss is reported again
-            self.post_message(self.StreamChanged(True, base))
+    def _start_streams(self) -> None:
+        def spawn(run: Any, name: str) -> None:
+            self.run_worker(run, name=name, group="traffic-stream", thread=True, exit_on_error=False)
 
-        def away(base: str, reason: str) -> None:
-            nonlocal said
-            if said != (False, reason):
-                said = (False, reason)
-                self.post_message(self.StreamChanged(False, base or self.stream_base, reason))
+        def own() -> tuple[str, str | None]:
+            return self.gateway.admin().base_url, node_data.admin_token(self.store)
 
-        def wait(delay: float) -> None:
-            self._wake.wait(delay)
-            self._wake.clear()
-
-        def source(src: EventSource | None) -> None:
-            with self._lock:
-                self._source = src
-
-        follow_loop(
-            target,
+        self._follow = MergedFollow(
             self._inbox.append,
-            on_open=opened,
-            on_away=away,
-            stopped=lambda: worker.is_cancelled,
-            wait=wait,
-            on_source=source,
+            lambda states: self.post_message(self.StreamsChanged()),
+            spawn=spawn,
+            token=lambda: node_data.admin_token(self.store),
             refused_retry_s=REFUSED_RETRY_S,
         )
+        self._follow.follow_own(own)
+
+    @work(thread=True, exclusive=True, group="traffic-nodes", exit_on_error=False)
+    def _list_nodes(self) -> None:
+        try:
+            found = node_data.list_nodes(self.store)
+            own_base = self.gateway.admin().base_url
+        except Exception:  # the store is busy or gone: keep following what we follow, try again
+            return
+        self.post_message(self.NodesListed(node_data.follow_targets(found, own_base, node_data.this_host())))
+
+    def on_traffic_screen_nodes_listed(self, message: NodesListed) -> None:
+        if self._follow is not None:
+            self._follow.set_nodes(message.targets.follow, message.targets.unreachable)
 
     @work(thread=True, exclusive=True, group="traffic-prefill", exit_on_error=False)
     def _prefill(self) -> None:
@@ -212,15 +212,14 @@ class TrafficScreen(SectionScreen):
         self._show_status()
         self._refresh_stats()
 
-    def on_traffic_screen_stream_changed(self, message: StreamChanged) -> None:
-        self.connected = message.connected
-        self.stream_base = message.base
-        self.stream_reason = message.reason
+    def on_traffic_screen_streams_changed(self, message: StreamsChanged) -> None:
+        if self._follow is not None:
+            self.streams = self._follow.states() or self.streams
         self._show_status()
 
     def _gateway_changed(self, status: GatewayStatus) -> None:
-        if status.is_up and not self.connected:
-            self._wake.set()  # retry now rather than at the next tick
+        if status.is_up and self._follow is not None and not self.streams[0].connected:
+            self._follow.wake(OWN)  # retry now rather than at the next tick
         self._show_status()
 
     def _show_status(self) -> None:
@@ -229,14 +228,7 @@ class TrafficScreen(SectionScreen):
         parts: list[tuple[str, str]] = []
         if feed.paused:
             parts.append((f"⏸ paused — {feed.unseen} new (space to resume)", "bold yellow"))
-        if self.connected:
-            parts.append((f"● live from {self.stream_base}", "green"))
-        else:
-            hint = ""
-            status = getattr(self.app, "gateway_status", None)
-            if status is not None and not status.is_up:
-                hint = " (ctrl+g starts it)"
-            parts.append((f"○ {self.stream_reason} — reconnecting{hint}", "bold red"))
+        parts.extend(self._stream_parts())
         shown = len(table.rows)
         total = len(feed.records)
         parts.append((f"{shown} shown" + (f" of {total}" if shown != total else ""), ""))
@@ -247,8 +239,39 @@ class TrafficScreen(SectionScreen):
             if i:
                 text.append(" · ", style="dim")
             text.append(chunk, style=style)
-        self.query_one("#traffic-status", Static).update(text)
+        status = self.query_one("#traffic-status", Static)
+        away = [st for st in self.streams if not st.connected and st.key != OWN]
+        status.tooltip = "\n".join(f"{st.key}: {st.reason}" for st in away) or None
+        status.update(text)
+        # Once more after this refresh: an update landing while a layout is pending can
+        # leave the line at its old height (the text would be cut where it now wraps).
+        self.call_after_refresh(status.refresh, layout=True)
         self.set_class(not self.connected, "-away")
+
+    def _stream_parts(self) -> list[tuple[str, str]]:
+        """Live from where; then, briefly, each gateway that is away (the tooltip says why)."""
+        live = [st for st in self.streams if st.connected]
+        parts: list[tuple[str, str]] = []
+        if len(live) == 1:
+            parts.append((f"● live from {live[0].base}", "green"))
+        elif live:
+            parts.append((f"● live from {len(live)} nodes", "green"))
+        for st in self.streams:
+            if st.connected:
+                continue
+            if st.key == OWN:
+                if live:
+                    continue  # the others are live: this console's own gateway is simply not running
+                hint = ""
+                status = getattr(self.app, "gateway_status", None)
+                if status is not None and not status.is_up:
+                    hint = " (ctrl+g starts it)"
+                parts.append((f"○ {st.reason} — reconnecting{hint}", "bold red"))
+            elif st.reason == CONNECTING:
+                parts.append((f"◌ {node_data.short_id(st.key)} connecting…", "dim"))
+            else:
+                parts.append((f"○ {node_data.short_id(st.key)} unreachable", "bold red" if not live else "yellow"))
+        return parts
 
     def _refresh_stats(self) -> None:
         stats = self.feed.stats
