@@ -22,8 +22,9 @@ imports:
 
 # The fast tier, under 10 s: no gateway process, no console. Bytecode caching on even
 # where the environment turns it off: pytest otherwise re-compiles every test module.
+# Without the plugins only console tests use (Textual snapshots; loading them loads Textual).
 unit:
-	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -m unit
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -m unit -p no:textual-snapshot -p no:syrupy -p no:anyio
 
 # The whole suite, as the README runs it.
 test:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 from collections.abc import Iterator
@@ -35,9 +36,15 @@ def _empty_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path, _empty_store_file: Path) -> Iterator[Store]:
+def store_template(_empty_store_file: Path) -> Path:
+    """The file ``store`` starts as: an empty store; a module may give a filled one instead."""
+    return _empty_store_file
+
+
+@pytest.fixture
+def store(db_path: Path, store_template: Path) -> Iterator[Store]:
     db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copyfile(_empty_store_file, db_path)
+    shutil.copyfile(store_template, db_path)
     db_path.chmod(0o600)
     st = open_store(str(db_path))
     yield st
@@ -110,6 +117,44 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     except (ValueError, IndexError):
         return None
     return True if top in TIER_BY_FOLDER or top.startswith("test_cli") else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> object:
+    """Collect with the cycle collector off, then freeze what collection built.
+
+    Importing the test modules builds about a million long-lived objects (the vendor SDKs'
+    models above all); with the collector on, every full pass walks them all again, and
+    those passes cost more than the imports. Frozen, they are out of the collector's
+    sight, so the passes during the tests (and pytest's own at the end) walk only what
+    the tests make. The gateway does the same after its start-up.
+    """
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Collect once, then freeze what is left: pytest's own closing passes (it runs five, to
+    catch errors raised in finalizers) then walk only what that one pass left behind."""
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Let a test module start its slow subprocesses (``start_beside_the_run``) now, so they
+    run on the other core beside the tests before it rather than one after another."""
+    if session.config.option.collectonly:
+        return
+    for module in {item.module for item in session.items if isinstance(item, pytest.Function)}:
+        start = getattr(module, "start_beside_the_run", None)
+        if start is not None:
+            start()
+            session.config.add_cleanup(module.stop)
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Imports every module of ``packages`` (found on disk, so new modules are covered), then
-#: prints the top-level names of everything loaded.
+#: Imports every module of each package named in turn (found on disk, so new modules are
+#: covered) and, after each, prints its name and the top-level names of everything loaded.
 _LOADED = """
 import importlib, pkgutil, sys
 for package in sys.argv[1:]:
@@ -27,34 +27,61 @@ for package in sys.argv[1:]:
         for info in pkgutil.walk_packages(root.__path__, package + "."):
             if not info.name.endswith("__main__"):
                 importlib.import_module(info.name)
-print("\\n".join(sorted({m.split(".")[0] for m in sys.modules})))
+    print("== " + package)
+    print("\\n".join(sorted({m.split(".")[0] for m in sys.modules})), flush=True)
 """
 
-
-#: The packages whose fresh-interpreter imports the tests below look at.
-_VIEWS = ("store", "proxy", "tui.cli", "tui")
+#: One fresh interpreter per chain: a package's view is what is loaded once it and those
+#: before it are imported. Every name a test forbids a package is forbidden to those before
+#: it in its chain too, so sharing an interpreter hides nothing; the gateway has its own, as
+#: the console would load what the gateway must not.
+_CHAINS = (("store", "tui.cli", "tui"), ("proxy",))
+#: The other commands the tests below run, by name.
+_COMMANDS = {
+    "lint-imports": ["-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
+    "ruff check": ["-m", "ruff", "check", "--quiet", "."],
+    "ruff format --check": ["-m", "ruff", "format", "--check", "--quiet", "."],
+}
 _runs: dict[str, subprocess.Popen[str]] = {}
-_seen: dict[str, tuple[int, str, str]] = {}
+_done: dict[str, tuple[int, str, str]] = {}
+
+
+def start_beside_the_run() -> None:
+    """Start every interpreter and command now (tests/conftest.py calls this once collection
+    is over): each costs a second or more, and they then run on the other core while the
+    tests before these run, instead of one after another at the end."""
+    for name, args in [*((" ".join(c), ["-c", _LOADED, *c]) for c in _CHAINS), *_COMMANDS.items()]:
+        if name not in _runs:
+            _runs[name] = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+
+
+def stop() -> None:
+    """Stop what no test waited for (a run stopped early, or tests deselected after the start)."""
+    for name, proc in _runs.items():
+        if name not in _done and proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    _runs.clear()
+
+
+def _result(name: str) -> tuple[int, str, str]:
+    """The exit code, output and errors of one of the runs (started here if not yet)."""
+    if name not in _done:
+        start_beside_the_run()
+        out, err = _runs[name].communicate(timeout=120)
+        _done[name] = (_runs[name].returncode, out, err)
+    return _done[name]
 
 
 def _loaded_by(package: str) -> set[str]:
-    """What importing ``package`` loads. The interpreters for every view start together on
-    the first call (each import of Textual costs seconds; side by side they cost one)."""
-    if not _runs:
-        for name in _VIEWS:
-            _runs[name] = subprocess.Popen(
-                [sys.executable, "-c", _LOADED, name],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-    if package not in _seen:
-        out, err = _runs[package].communicate(timeout=120)
-        _seen[package] = (_runs[package].returncode, out, err)
-    code, out, err = _seen[package]
-    assert code == 0, f"importing {package} failed:\n{err[-3000:]}"
-    return set(out.split())
+    """What importing ``package`` loads, beside what the packages before it in its chain did."""
+    chain = next(c for c in _CHAINS if package in c)
+    code, out, err = _result(" ".join(chain))
+    views = {names[0]: set(names[1:]) for names in (part.split() for part in out.split("== ")[1:])}
+    assert package in views, f"importing {package} failed (exit code {code}):\n{err[-3000:]}"
+    return views[package]
 
 
 def test_store_loads_neither_proxy_nor_tui() -> None:
@@ -76,21 +103,13 @@ def test_the_console_loads_the_gateway_only_through_the_cli() -> None:
 
 def test_import_contracts_are_kept() -> None:
     """``lint-imports`` with the contracts in pyproject.toml."""
-    res = subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert "0 broken" in res.stdout
+    code, out, err = _result("lint-imports")
+    assert code == 0, out[-4000:] + err[-2000:]
+    assert "0 broken" in out
 
 
-@pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
-def test_ruff_is_clean(args: list[str]) -> None:
+@pytest.mark.parametrize("command", ["ruff check", "ruff format --check"], ids=["lint", "format"])
+def test_ruff_is_clean(command: str) -> None:
     """The whole tree passes the project's lint rules and formatter (config in pyproject.toml)."""
-    res = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "--quiet", "."], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
+    code, out, err = _result(command)
+    assert code == 0, out[-3000:] + err[-1000:]

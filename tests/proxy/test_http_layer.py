@@ -207,7 +207,9 @@ async def test_https_vendor_verified_against_the_trust_store(tmp_path: Path, mon
             "req",
             "-x509",
             "-newkey",
-            "rsa:2048",
+            "ec",  # made in milliseconds, where an RSA key takes up to half a second
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-keyout",
             str(key),

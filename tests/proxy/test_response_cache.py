@@ -19,10 +19,7 @@ from mock_vendor import Behaviour, MockVendor
 
 from store.db import Store, open_store
 from tui.admin_client import AdminClient
-from tui.app import AigwApp
 from tui.cli import main as aigw_main
-from tui.gateway_process import GatewayController
-from tui.screens.model_apis import ModelApisScreen
 
 CONSUMERS = ("alice", "bob", "toky", "rpm-app", "rq-app")
 #: The mock's default usage (prompt, completion) and the service's prices per 1M tokens.
@@ -368,6 +365,12 @@ async def test_the_console_clears_an_apis_cache(gw: Gw, records: Store) -> None:
         assert admin.clear_cache("shared") == 1
     finally:
         admin.close()
+
+    # The console (Textual and all) is imported here, not at the top: collecting this file
+    # for the quick tier, which runs none of it, then costs no Textual import.
+    from tui.app import AigwApp
+    from tui.gateway_process import GatewayController
+    from tui.screens.model_apis import ModelApisScreen
 
     app = AigwApp(records, start_section="model-apis", gateway=GatewayController(records), poll_interval=None)
     async with app.run_test(size=(160, 48)) as pilot:

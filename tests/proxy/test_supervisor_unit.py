@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from test_limits_unit import snapshot
 
 from proxy.context import RequestContext
@@ -24,19 +26,26 @@ def ctx_for(snap: Snapshot) -> RequestContext:
     return ctx
 
 
-async def _workers(n: int) -> tuple[LimitsServer, list[WorkerLimiter], str]:
-    rundir = tempfile.mkdtemp(prefix="aigw-test-")
-    path = str(Path(rundir) / "limits.sock")
+@pytest.fixture
+def rundir() -> Iterator[Path]:
+    """A folder for the socket, removed after the test. Directly under the system temp
+    folder, not pytest's deeper tmp_path: a Unix socket's path is limited to ~100 bytes."""
+    with tempfile.TemporaryDirectory(prefix="aigw-test-") as folder:
+        yield Path(folder)
+
+
+async def _workers(rundir: Path, n: int) -> tuple[LimitsServer, list[WorkerLimiter]]:
+    path = str(rundir / "limits.sock")
     server = LimitsServer(MemoryLimiter())
     await server.start(path)
     workers = [WorkerLimiter(path) for _ in range(n)]
     for w in workers:
         await w.connect()
-    return server, workers, rundir
+    return server, workers
 
 
-async def test_a_burst_over_three_workers_is_admitted_exactly_rpm_times() -> None:
-    server, workers, _ = await _workers(3)
+async def test_a_burst_over_three_workers_is_admitted_exactly_rpm_times(rundir: Path) -> None:
+    server, workers = await _workers(rundir, 3)
     try:
         snap = snapshot(rpm=[4])
         ctxs = [ctx_for(snap) for _ in range(12)]
@@ -52,8 +61,8 @@ async def test_a_burst_over_three_workers_is_admitted_exactly_rpm_times() -> Non
         await server.close()
 
 
-async def test_a_dead_worker_gives_its_reservations_back() -> None:
-    server, workers, _ = await _workers(2)
+async def test_a_dead_worker_gives_its_reservations_back(rundir: Path) -> None:
+    server, workers = await _workers(rundir, 2)
     try:
         snap = snapshot(rpm=[0], quota=2, unit="requests")
         a, b = workers
@@ -108,7 +117,7 @@ def test_sum_metrics_adds_series_and_keeps_one_family_each() -> None:
     assert sum_metrics(["x_sum 0.250000\n", "x_sum 0.5\n"]).strip() == "x_sum 0.750000"
 
 
-async def test_a_quota_the_supervisor_has_not_loaded_is_loaded_before_the_check() -> None:
+async def test_a_quota_the_supervisor_has_not_loaded_is_loaded_before_the_check(rundir: Path) -> None:
     """A worker's snapshot may bring a quota before the supervisor's reload: the records
     still count (3 of 4 used: one more admitted of a burst of five)."""
     loads: list[str] = []
@@ -118,8 +127,7 @@ async def test_a_quota_the_supervisor_has_not_loaded_is_loaded_before_the_check(
         await asyncio.sleep(0.01)
         return 3.0
 
-    rundir = tempfile.mkdtemp(prefix="aigw-test-")
-    path = str(Path(rundir) / "limits.sock")
+    path = str(rundir / "limits.sock")
     server = LimitsServer(MemoryLimiter(loader=from_records))
     await server.start(path)
     worker = WorkerLimiter(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -34,13 +35,33 @@ def session(store: Store) -> Iterator[Session]:
         yield s
 
 
+@pytest.fixture(scope="module")
+def _filled_store_file(tmp_path_factory: pytest.TempPathFactory, _empty_store_file: Path) -> Path:
+    """The base configuration saved entity by entity (the console's path), once per module:
+    saving it costs ~100 ms, copying the file ~1."""
+    path = tmp_path_factory.mktemp("filled") / "aigw.db"
+    shutil.copyfile(_empty_store_file, path)
+    st = open_store(str(path))
+    with st.session() as s:
+        cfg = base_config()
+        for table in ("model_keys", "model_services", "model_apis", "consumers", "consumer_groups"):
+            for spec in getattr(cfg, table):
+                repo.save(s, table, spec)
+    st.dispose()  # the last connection's close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture
+def store_template(request: pytest.FixtureRequest, _empty_store_file: Path) -> Path:
+    """A test that asks for ``filled`` gets a copy of the filled store, the others an empty one."""
+    if "filled" in request.fixturenames:
+        return Path(request.getfixturevalue("_filled_store_file"))
+    return _empty_store_file
+
+
 @pytest.fixture
 def filled(session: Session) -> Session:
-    """The base configuration saved entity by entity (the console's path)."""
-    cfg = base_config()
-    for table in ("model_keys", "model_services", "model_apis", "consumers", "consumer_groups"):
-        for spec in getattr(cfg, table):
-            repo.save(session, table, spec)
+    """A session on the base configuration (the store started as ``_filled_store_file``)."""
     return session
 
 
