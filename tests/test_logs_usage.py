@@ -162,12 +162,26 @@ class Lines:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.out: queue.Queue[str] = queue.Queue()
         self.err: queue.Queue[str] = queue.Queue()
-        for stream, q in ((proc.stdout, self.out), (proc.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+        #: Every stdout line, waited for or not (to count what was printed).
+        self.out_all: list[str] = []
+        self.err_all: list[str] = []
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, q, sink), daemon=True)
+            for stream, q, sink in ((proc.stdout, self.out, self.out_all), (proc.stderr, self.err, self.err_all))
+        ]
+        for t in self._pumps:
+            t.start()
+
+    def drained(self, timeout: float = 10.0) -> list[str]:
+        """Every stdout line, once the process has ended and its pipes are read to the end."""
+        for t in self._pumps:
+            t.join(timeout)
+        return self.out_all
 
     @staticmethod
-    def _pump(stream: Any, q: queue.Queue[str]) -> None:
+    def _pump(stream: Any, q: queue.Queue[str], sink: list[str]) -> None:
         for line in stream:
+            sink.append(line)
             q.put(line)
 
     @staticmethod
@@ -217,6 +231,51 @@ def test_logs_follow_prints_new_records_and_survives_a_restart(traffic: Traffic)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def _said(err: list[str]) -> set[str]:
+    return {what for what in ("following requests", "following node") if any(what in ln for ln in err)}
+
+
+def test_logs_follow_covers_every_node_of_the_store(traffic: Traffic) -> None:
+    """A second ``aigw serve`` on the same store (other ports, as on another machine): one
+    ``aigw logs --follow`` prints the requests of both, each once, and says when the second
+    node is followed and when it is gone."""
+    other = GatewayProcess(traffic.db).start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "--db", str(traffic.db), "logs", "-n", "1", "--follow", "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = Lines(proc)
+        # in either order: the other node may be found before the own gateway's stream opens
+        wait_for(lambda: {"following requests", "following node"} <= _said(lines.err_all), timeout=20)
+        ids = []
+        for gw in (traffic.gw, other, other):
+            rid = f"nodes-{uuid.uuid4().hex[:8]}"
+            assert chat(gw.url, traffic.keys["ops"], request_id=rid).status_code == 200
+            ids.append(rid)
+        got = [json.loads(Lines.wait(lines.out, lambda ln, rid=rid: rid in ln))["request_id"] for rid in ids]
+        assert got == ids
+        other.stop()
+        wait_for(lambda: any("node " in ln and "went away" in ln for ln in lines.err_all), timeout=20)
+        rid = f"nodes-after-{uuid.uuid4().hex[:8]}"
+        assert chat(traffic.gw.url, traffic.keys["ops"], request_id=rid).status_code == 200
+        Lines.wait(lines.out, lambda ln: rid in ln)
+    finally:
+        other.stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    # each record printed once, though the store's catch-up and both streams could each carry it
+    printed = [json.loads(ln)["request_id"] for ln in lines.drained() if ln.strip()]
+    assert all(printed.count(rid) == 1 for rid in ids), printed
 
 
 def test_event_source_close_wakes_a_blocked_read() -> None:

@@ -362,13 +362,16 @@ class _Printer:
         self.as_json = as_json
         self.line = line
         self._seen = SeenRecords()
+        self._lock = threading.Lock()  # one line at a time: each node's stream prints from its thread
 
     def mark(self, rec: dict[str, Any]) -> bool:
         return self._seen.first_time(rec)
 
     def emit(self, rec: dict[str, Any]) -> None:
         if self.mark(rec):
-            print(printable_json(rec) if self.as_json else self.line(rec), flush=True)
+            text = printable_json(rec) if self.as_json else self.line(rec)
+            with self._lock:
+                print(text, flush=True)
 
 
 def _finished_since(store: Store, cutoff: float) -> list[dict[str, Any]]:
@@ -393,7 +396,8 @@ def follow_events(
     On every (re)connect the store is read once more for requests that finished while
     nobody was listening, so a gateway restart or the gap between the listing and the
     stream loses nothing; duplicates are skipped. Says so on stderr while the gateway
-    is away.
+    is away. Every other live node of the store is followed too (:class:`_NodesFollow`),
+    so one command shows the traffic of all the gateways sharing the store.
     """
     started = time.monotonic()
     printer = _Printer(as_json, line)
@@ -426,16 +430,84 @@ def follow_events(
             print(f"aigw: waiting for the gateway at {base or state['base']} …", file=sys.stderr, flush=True)
             state["away"] = True
 
+    def stopped() -> bool:
+        return max_seconds is not None and time.monotonic() - started >= max_seconds
+
+    others = _NodesFollow(store, printer, (listed_at or time.time()) - 1.0, lambda: state["base"])
+    others.start(stopped)
     try:
-        follow_loop(
-            target,
-            printer.emit,
-            on_open=opened,
-            on_away=away,
-            stopped=lambda: max_seconds is not None and time.monotonic() - started >= max_seconds,
-            wait=time.sleep,
-        )
+        follow_loop(target, printer.emit, on_open=opened, on_away=away, stopped=stopped, wait=time.sleep)
     except TokenRefused as exc:
         print(f"aigw: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        others.close()
     return 0
+
+
+class _NodesFollow:
+    """The other live nodes of the store for ``aigw logs --follow``: their ``/events``
+    merged into the same printer (each record once), the nodes listed again every few
+    seconds, and on stderr when one is followed, lost or cannot be reached from here."""
+
+    def __init__(self, store: Store, printer: _Printer, cutoff: float, own_base: Callable[[], str]) -> None:
+        from .data import nodes as node_data  # the console's rules for which nodes to follow
+
+        self._nodes = node_data
+        self.store = store
+        self.printer = printer
+        self.own_base = own_base
+        self._stop = threading.Event()
+        self._said: dict[str, tuple[bool, str]] = {}
+        #: Per node: the time after which its records may be missing (caught up on connect).
+        self._cutoffs: dict[str, float] = {}
+        self._start_cutoff = cutoff
+        self._lock = threading.Lock()
+        self.merged = MergedFollow(
+            printer.emit,
+            self._changed,
+            spawn=lambda run, name: threading.Thread(target=run, name=name, daemon=True).start(),
+            token=lambda: node_data.admin_token(store),
+            refused_retry_s=RETRY_S * 5,
+        )
+
+    def start(self, stopped: Callable[[], bool]) -> None:
+        threading.Thread(target=self._relist, args=(stopped,), name="aigw-nodes", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.merged.close()
+
+    def _relist(self, stopped: Callable[[], bool]) -> None:
+        while not self._stop.is_set() and not stopped():
+            try:
+                found = self._nodes.list_nodes(self.store)
+                targets = self._nodes.follow_targets(found, self.own_base(), self._nodes.this_host())
+            except Exception:  # the store is busy or gone: keep what we follow, try again
+                targets = None
+            if targets is not None:
+                self.merged.set_nodes(targets.follow, targets.unreachable)
+            self._stop.wait(self._nodes.RELIST_S)
+
+    def _changed(self, states: list[SourceState]) -> None:
+        catch_up: list[float] = []
+        with self._lock:
+            for st in states:
+                if st.key == OWN or st.reason == CONNECTING:
+                    continue
+                said = (st.connected, st.reason)
+                if self._said.get(st.key) == said:
+                    continue
+                self._said[st.key] = said
+                name = self._nodes.short_id(st.key)
+                if st.connected:
+                    print(f"aigw: following node {name} at {st.base}", file=sys.stderr, flush=True)
+                    catch_up.append(self._cutoffs.pop(st.key, self._start_cutoff))
+                else:
+                    self._cutoffs.setdefault(st.key, time.time() - 1.0)
+                    print(f"aigw: node {name}: {st.reason}", file=sys.stderr, flush=True)
+        for cutoff in catch_up:  # what it finished while nobody here listened
+            time.sleep(CATCH_UP_WAIT_S)
+            with contextlib.suppress(Exception):
+                for rec in _finished_since(self.store, cutoff):
+                    self.printer.emit(rec)
