@@ -135,3 +135,14 @@ def cache_unavailable() -> GatewayError:
         "the gateway cannot reach the Redis that holds its response cache, so nothing was cleared; retry shortly",
         headers={"Retry-After": "1"},
     )
+
+
+def limits_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "api_error",
+        "limits_unavailable",
+        "the gateway cannot reach the Redis that holds its limits, and is set to refuse "
+        'requests meanwhile (redis_failure = "refuse"); retry shortly',
+        headers={"Retry-After": "1"},
+    )

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
+
+from .redis_url import masked
+
+__all__ = ["REDIS_FAILURES", "RedisLink", "masked", "redis_client"]
 
 #: Seconds between tries to reach Redis again while it is down.
 PROBE_S = 1.0
@@ -26,16 +29,6 @@ MAX_CONNECTIONS = 32
 
 #: What a Redis call raises when the server cannot be reached or answers too late.
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
-
-
-def masked(url: str) -> str:
-    """``url`` without its password: what logs and ``/healthz`` may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redis_client(

@@ -23,7 +23,7 @@ from store.validation import check_listen, check_redis_url, check_workers
 
 from .data_plane import DataPlane
 from .nodes import NodeRegistration
-from .redis_link import masked
+from .redis_url import masked
 from .routes import load_snapshot
 from .state import GatewayState, ListenInfo
 

@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 from store.usage import period_end
 
 from .context import RequestContext, Usage
-from .errors import GatewayError
+from .errors import GatewayError, limits_unavailable
 from .limits import (
     _REQUEST_LINES,
     _TOKEN_LINES,
@@ -220,17 +220,6 @@ return 1
 """
 
 _ADMITTED, _RPM, _TPM, _TPM_HELD, _QUOTA_MISSING, _QUOTA = range(6)
-
-
-def limits_unavailable() -> GatewayError:
-    return GatewayError(
-        503,
-        "api_error",
-        "limits_unavailable",
-        "the gateway cannot reach the Redis that holds its limits, and is set to refuse "
-        'requests meanwhile (redis_failure = "refuse"); retry shortly',
-        headers={"Retry-After": "1"},
-    )
 
 
 @dataclass(slots=True)

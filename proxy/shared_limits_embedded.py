@@ -26,10 +26,9 @@ from typing import Any, cast
 import orjson
 
 from .context import RequestContext, Usage
-from .errors import GatewayError
+from .errors import GatewayError, limits_unavailable
 from .limits import ALLOW, Decision, MemoryLimiter, estimates, limited
 from .routes import Consumer, Snapshot
-from .shared_limits import limits_unavailable
 from .shared_slots_embedded import SlotTable, WorkerSlotCounter
 
 log = logging.getLogger("aigw.limits")

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable
 
 from redis.exceptions import RedisError
 
+from .errors import limits_unavailable
 from .key_slots import LOCAL, Lease, LocalSlotCounter
-from .shared_limits import RedisLimiter, limits_unavailable
+from .shared_limits import RedisLimiter
 
 #: Seconds a lease lives without being renewed: how long a dead process's slots stay taken.
 LEASE_S = 10.0

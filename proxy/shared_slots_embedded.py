@@ -19,8 +19,8 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import limits_unavailable
 from .key_slots import LOCAL, Lease
-from .shared_limits import limits_unavailable
 
 if TYPE_CHECKING:
     from .shared_limits_embedded import WorkerLimiter

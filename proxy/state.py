@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from store import usage
 from store.db import Store
@@ -20,12 +21,15 @@ from .limits import Limiter, MemoryLimiter
 from .metrics import Metrics
 from .probes import Probes
 from .recorder import Recorder
-from .redis_cache import RedisCache
 from .response_cache import CacheBackend, MemoryCache, config_digest
 from .routes import Api, CompiledKey, Snapshot, load_snapshot, read_revision
-from .shared_limits import RedisLimiter
-from .shared_slots import RedisSlotCounter
 from .vendor_client import VendorPool
+
+if TYPE_CHECKING:
+    from .shared_slots import RedisSlotCounter
+
+# The Redis modules are imported only when ``redis_url`` names a Redis: the client and its
+# dependencies are ~6 MB of memory that a gateway without Redis should not carry.
 
 log = logging.getLogger("aigw")
 
@@ -59,6 +63,8 @@ def cache_for(snapshot: Snapshot, redis_url: str = "") -> CacheBackend:
     every node naming it; else this process's memory, ``cache_max_mb`` large. A
     ``cache_max_mb`` of 0 turns the cache off with either."""
     if redis_url and snapshot.gateway.cache_max_mb > 0:
+        from .redis_cache import RedisCache
+
         return RedisCache(redis_url)
     return MemoryCache.of_megabytes(snapshot.gateway.cache_max_mb)
 
@@ -69,6 +75,17 @@ def _backend_changes(old: Snapshot, new: Snapshot, redis_url: str) -> bool:
     if redis_url:
         return (before > 0) != (after > 0)  # Redis's memory is bounded by Redis
     return before != after
+
+
+def _loaded_instance(obj: object, module: str, cls: str) -> bool:
+    """``isinstance(obj, proxy.<module>.<cls>)`` without importing the module: when it is
+    not loaded, nothing can be an instance of it."""
+    mod = sys.modules.get(f"{__package__}.{module}")
+    return mod is not None and isinstance(obj, getattr(mod, cls))
+
+
+def _is_redis_counter(counter: object) -> TypeGuard[RedisSlotCounter]:
+    return _loaded_instance(counter, "shared_slots", "RedisSlotCounter")
 
 
 class GatewayState:
@@ -96,17 +113,15 @@ class GatewayState:
         self.client_timeout_s = CLIENT_TIMEOUT_S
         self.metrics = Metrics()
         self.recorder = Recorder(store, self.metrics)
-        self.limiter: Limiter = limiter or (
-            RedisLimiter(redis_url, failure=snapshot.gateway.redis_failure, loader=self._quota_used)
-            if redis_url
-            else MemoryLimiter(loader=self._quota_used)
-        )
+        self.limiter: Limiter = limiter or self._limiter_for(snapshot, redis_url)
         self.balancer = KeyBalancer()
         #: Per service and per key, by name: they outlive reloads (:mod:`proxy.circuit`, :mod:`proxy.key_slots`).
         self.breakers = CircuitBreakers()
         #: Model keys' slots, counted with every process that shares the limits.
-        if slot_counter is None and isinstance(self.limiter, RedisLimiter):
-            slot_counter = RedisSlotCounter(self.limiter)
+        if slot_counter is None and _loaded_instance(self.limiter, "shared_limits", "RedisLimiter"):
+            from .shared_slots import RedisSlotCounter
+
+            slot_counter = RedisSlotCounter(self.limiter)  # type: ignore[arg-type]
         self.slots = KeySlots(slot_counter)
         self.probes = Probes(self.breakers, lambda: self.pool)
         #: The response cache (:mod:`proxy.cache_stage`): in Redis with ``redis_url``, else
@@ -174,9 +189,16 @@ class GatewayState:
     async def shared_key_load(self) -> dict[str, int]:
         """Slots in flight per limited key over every process sharing Redis ({} otherwise)."""
         counter = self.slots.counter
-        if not isinstance(counter, RedisSlotCounter):
+        if not _is_redis_counter(counter):
             return {}  # this process's counts, or workers whose supervisor sums them
         return await counter.shared_in_flight(k.name for k in self.configured_keys() if k.max_concurrency)
+
+    def _limiter_for(self, snapshot: Snapshot, redis_url: str) -> Limiter:
+        if not redis_url:
+            return MemoryLimiter(loader=self._quota_used)
+        from .shared_limits import RedisLimiter
+
+        return RedisLimiter(redis_url, failure=snapshot.gateway.redis_failure, loader=self._quota_used)
 
     async def _quota_used(self, consumer: str, unit: str, since: float, until: float) -> float:
         """Quota use from the records (after writing the pending ones, so none is missed)."""

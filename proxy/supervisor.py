@@ -31,7 +31,7 @@ from store.spec import GatewaySpec
 
 from .limits import MemoryLimiter
 from .nodes import NodeRegistration
-from .redis_link import masked
+from .redis_url import masked
 from .routes import Snapshot, load_snapshot
 from .serve import DRAIN_S, ServeError, _redis_url, _split, admin_token_of, worker_admin_socket
 from .shared_limits_embedded import LimitsServer

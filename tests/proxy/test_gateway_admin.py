@@ -78,6 +78,16 @@ def test_healthz_shape(gw: Gw, records_store: Store) -> None:
     assert isinstance(h["requests_total"], int) and h["in_flight"] == 0
 
 
+def test_a_gateway_without_redis_never_loads_the_redis_client(gw: Gw) -> None:
+    """The client and what it pulls in (hiredis, opentelemetry) are ~6 MB of every idle
+    process: only a gateway that names a Redis pays for them."""
+    assert chat(gw).status_code == 200
+    pid = gw.proc.proc.pid  # type: ignore[union-attr]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "hiredis" not in maps
+    assert "/redis/" not in maps  # no compiled part of the client mapped either
+
+
 def test_metrics_text(gw: Gw) -> None:
     assert chat(gw).status_code == 200
     assert chat(gw, base="/down/v1/chat/completions").status_code == 502
