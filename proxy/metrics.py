@@ -7,6 +7,7 @@ the hot path pays a few additions and no client library.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from typing import Any
 
 from store.usage import RECORD_FIELDS
@@ -131,14 +132,9 @@ class Metrics:
         ]
         for api, counts in sorted(self.hist.items()):
             lbl = f'api="{_esc(api)}"'
-            acc = 0
-            for le, c in zip(BUCKETS, counts, strict=False):
-                acc += c
-                out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="{le:g}"}} {acc}')
-            acc += counts[-1]
-            out.append(f'aigw_request_duration_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
-            out.append(f"aigw_request_duration_seconds_sum{{{lbl}}} {self.hist_sum[api]:.6f}")
-            out.append(f"aigw_request_duration_seconds_count{{{lbl}}} {acc}")
+            _histogram(
+                out, "aigw_request_duration_seconds", lbl, BUCKETS, counts, counts[-1], f"{self.hist_sum[api]:.6f}"
+            )
         out += [
             "# HELP aigw_overhead_seconds Time per request spent in the gateway itself: its wall time "
             "less the waits on the vendor, the client and a key slot.",
@@ -146,14 +142,8 @@ class Metrics:
         ]
         for (stream, outcome), counts in self.overhead.items():
             lbl = f'outcome="{outcome}",stream="{"true" if stream else "false"}"'
-            acc = 0
-            for le, c in zip(OVERHEAD_BUCKETS_NS, counts, strict=False):
-                acc += c
-                out.append(f'aigw_overhead_seconds_bucket{{{lbl},le="{le / 1e9:g}"}} {acc}')
-            acc += counts[-2]
-            out.append(f'aigw_overhead_seconds_bucket{{{lbl},le="+Inf"}} {acc}')
-            out.append(f"aigw_overhead_seconds_sum{{{lbl}}} {counts[-1] / 1e9:.9f}")
-            out.append(f"aigw_overhead_seconds_count{{{lbl}}} {acc}")
+            bounds = [le / 1e9 for le in OVERHEAD_BUCKETS_NS]
+            _histogram(out, "aigw_overhead_seconds", lbl, bounds, counts, counts[-2], f"{counts[-1] / 1e9:.9f}")
         out += ["# HELP aigw_tokens_total Tokens used, by API, consumer and type.", "# TYPE aigw_tokens_total counter"]
         for (api, consumer, typ), n in sorted(self.tokens.items()):
             out.append(f'aigw_tokens_total{{api="{_esc(api)}",consumer="{_esc(consumer)}",type="{typ}"}} {n}')
@@ -246,3 +236,18 @@ def render_resilience(services: dict[str, dict[str, Any]], keys: dict[str, dict[
         out += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
         out += [f'{metric}{{key="{_esc(name)}"}} {load[field]:g}' for name, load in keys.items()]
     return "\n".join(out) + "\n"
+
+
+def _histogram(
+    out: list[str], name: str, lbl: str, bounds: Sequence[float], counts: Sequence[int], overflow: int, total: str
+) -> None:
+    """One labelled series of a Prometheus histogram: ``counts`` per bucket (one per bound,
+    extra trailing entries ignored), ``overflow`` above the last bound, ``total`` the sum."""
+    acc = 0
+    for le, c in zip(bounds, counts, strict=False):
+        acc += c
+        out.append(f'{name}_bucket{{{lbl},le="{le:g}"}} {acc}')
+    acc += overflow
+    out.append(f'{name}_bucket{{{lbl},le="+Inf"}} {acc}')
+    out.append(f"{name}_sum{{{lbl}}} {total}")
+    out.append(f"{name}_count{{{lbl}}} {acc}")
