@@ -447,6 +447,13 @@ class Bench:
         self.log(f"response cache, non-streaming, {n} connections: hits, then misses")
         self._case("cache-hit", [direct, cached], lambda lv: self.load(lv, BODY, n, s.duration, async_load=True))
         self._case("cache-miss", [direct, cached], lambda lv: self.load(lv, MISS_BODY, n, s.duration, vary=VARY))
+        self.log("response cache, 1 connection: latency of a hit, then of a miss")
+        self._case(
+            "cache-hit-lat", [direct, cached], lambda lv: self.load(lv, BODY, 1, s.latency_duration, async_load=True)
+        )
+        self._case(
+            "cache-miss-lat", [direct, cached], lambda lv: self.load(lv, MISS_BODY, 1, s.latency_duration, vary=VARY)
+        )
 
     def translated_cases(self, aigw: Live) -> None:
         """aigw's Anthropic API in front of the same OpenAI vendor: what translating costs
@@ -805,6 +812,9 @@ class Bench:
         hit, miss = cache_rows["cache-hit"], cache_rows["cache-miss"]
         hit.checks.append(("≥ cache miss", _ge(hit.get(AIGW), miss.get(AIGW))))
         out += [hit, miss]
+        for key, label in (("cache-hit-lat", "response cache hit"), ("cache-miss-lat", "response cache miss")):
+            time_row(f"{label} latency p50, 1 connection", key, lambda r: r.p50_ms, None)
+            time_row(f"{label} latency p99, 1 connection", key, lambda r: r.p99_ms, None)
         time_row("stream first byte p50 (20 chunks)", "s20x1", lambda r: r.ttfb_ms, 0.3)
         time_row("gap between chunks p50 (500 chunks)", "s500x1", lambda r: r.gap50_ms, None)
         time_row("gap between chunks p99 (500 chunks)", "s500x1", lambda r: r.gap99_ms, None)

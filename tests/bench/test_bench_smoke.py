@@ -53,6 +53,10 @@ def test_every_throughput_case_has_a_rate_and_cpu_for_every_target(report: Repor
         for name in names:
             assert (row.get(name) or 0) > 0, (row.case, name)
             assert row.cpu.get(name) is not None, (row.case, name)
+    # A cache hit's and a miss's latency at one connection, added over the direct call.
+    for case in ("response cache hit latency p50", "response cache miss latency p99"):
+        row = next(r for r in report.rows if r.case.startswith(case))
+        assert row.added(AIGW) is not None, row
     # Latency, first byte and the gap between chunks: measured against the direct call.
     for case in ("latency p50", "latency p99", "stream first byte", "gap between chunks p50"):
         row = next(r for r in report.rows if r.case.startswith(case))
