@@ -28,7 +28,7 @@ unit:
 
 # The whole suite, as the README runs it.
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The full benchmark, about 8 minutes (`make bench ARGS=--quick` for a short one).
 bench:

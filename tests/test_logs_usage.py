@@ -252,19 +252,19 @@ def test_logs_follow_covers_every_node_of_the_store(traffic: Traffic) -> None:
     try:
         lines = Lines(proc)
         # in either order: the other node may be found before the own gateway's stream opens
-        wait_for(lambda: {"following requests", "following node"} <= _said(lines.err_all), timeout=20)
+        wait_for(lambda: {"following requests", "following node"} <= _said(lines.err_all), timeout=30)
         ids = []
         for gw in (traffic.gw, other, other):
             rid = f"nodes-{uuid.uuid4().hex[:8]}"
             assert chat(gw.url, traffic.keys["ops"], request_id=rid).status_code == 200
             ids.append(rid)
-        got = [json.loads(Lines.wait(lines.out, lambda ln, rid=rid: rid in ln))["request_id"] for rid in ids]
+        got = [json.loads(Lines.wait(lines.out, lambda ln, rid=rid: rid in ln, timeout=30))["request_id"] for rid in ids]
         assert got == ids
         other.stop()
-        wait_for(lambda: any("node " in ln and "went away" in ln for ln in lines.err_all), timeout=20)
+        wait_for(lambda: any("node " in ln and "went away" in ln for ln in lines.err_all), timeout=30)
         rid = f"nodes-after-{uuid.uuid4().hex[:8]}"
         assert chat(traffic.gw.url, traffic.keys["ops"], request_id=rid).status_code == 200
-        Lines.wait(lines.out, lambda ln: rid in ln)
+        Lines.wait(lines.out, lambda ln: rid in ln, timeout=30)
     finally:
         other.stop()
         proc.terminate()
