@@ -258,7 +258,9 @@ def test_logs_follow_covers_every_node_of_the_store(traffic: Traffic) -> None:
             rid = f"nodes-{uuid.uuid4().hex[:8]}"
             assert chat(gw.url, traffic.keys["ops"], request_id=rid).status_code == 200
             ids.append(rid)
-        got = [json.loads(Lines.wait(lines.out, lambda ln, rid=rid: rid in ln, timeout=30))["request_id"] for rid in ids]
+        got = [
+            json.loads(Lines.wait(lines.out, lambda ln, rid=rid: rid in ln, timeout=30))["request_id"] for rid in ids
+        ]
         assert got == ids
         other.stop()
         wait_for(lambda: any("node " in ln and "went away" in ln for ln in lines.err_all), timeout=30)
