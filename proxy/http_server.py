@@ -187,25 +187,38 @@ class Request:
         client waits for one): a handler that refuses the request first never reads it.
         """
         conn = self.conn
+        whole = self.body_now()
+        if whole is not None:
+            return whole
+        if self.expect_continue and not self.received:
+            self.expect_continue = False
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._waiter = conn.loop.create_future()
+        conn.want_body()
+        timeout = conn.server.client_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._waiter
+        except TimeoutError:
+            conn.closing = True
+            raise request_timeout(timeout) from None
+        finally:
+            self._waiter = None
+        if self._chunks:
+            self.body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            self._chunks = []
+        return self.body
+
+    def body_now(self) -> bytes | None:
+        """The whole body if it is in already (the usual case: it came with the head), else
+        None and :meth:`read_body` waits for it. Raises what ``read_body`` would."""
         if self._error is not None:
             raise self._error
-        if self.length > conn.server.max_body:
-            raise too_large(conn.server.max_body)
+        max_body = self.conn.server.max_body
+        if self.length > max_body:
+            raise too_large(max_body)
         if not self.complete:
-            if self.expect_continue and not self.received:
-                self.expect_continue = False
-                conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self._waiter = conn.loop.create_future()
-            conn.want_body()
-            timeout = conn.server.client_timeout
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._waiter
-            except TimeoutError:
-                conn.closing = True
-                raise request_timeout(timeout) from None
-            finally:
-                self._waiter = None
+            return None
         if self._chunks:
             self.body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
             self._chunks = []
@@ -301,13 +314,18 @@ class Request:
 
     async def write(self, data: bytes) -> None:
         """One stream chunk; waits while the client is not reading (back-pressure)."""
+        self.write_now(data)
+        await self.conn.drain()
+
+    def write_now(self, data: bytes) -> None:
+        """One stream chunk without waiting: for a caller that knows the client is reading
+        (not paused), so a chunk costs no coroutine of its own."""
         if not data or self.head_only:
             return
         conn = self.conn
         if conn.lost:
             raise ConnectionResetError("client closed the connection")
-        conn.write(self._chunk(data))
-        await conn.drain()
+        conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self.version != "1.0" else data)
 
     def end_stream(self) -> None:
         conn = self.conn

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import os
 import sys
 import threading
@@ -45,10 +46,13 @@ _CONSUMER, _STATUS, _PATH, _ERROR, _ATTEMPTS = (
 )
 #: What one ``attempts`` entry holds in memory (a dict of five and its values: ~400 bytes measured).
 ATTEMPT_BYTES = 400
-_TEXT = tuple(
-    i
-    for i, k in enumerate(RECORD_FIELDS)
-    if k in ("request_id", "method", "path", "api", "service", "model", "key_name", "error")
+#: The row's text fields (every one a ``str``: :func:`proxy.events.record_of` writes ``""`` for none).
+_TEXTS = operator.itemgetter(
+    *(
+        i
+        for i, k in enumerate(RECORD_FIELDS)
+        if k in ("request_id", "method", "path", "api", "service", "model", "key_name", "error")
+    )
 )
 #: Rows that wake the writer before its interval. Small on purpose: the writer thread shares
 #: the gateway's CPU, and a batch of 1,000 rows (~8 ms of SQLite work) delayed the requests
@@ -66,9 +70,7 @@ WRITER_NICE = 10
 
 def row_bytes(row: tuple[Any, ...]) -> int:
     """About what a row holds in memory until it is written (its strings dominate)."""
-    return (
-        ROW_OVERHEAD + sum(len(row[i]) for i in _TEXT if isinstance(row[i], str)) + ATTEMPT_BYTES * len(row[_ATTEMPTS])
-    )
+    return ROW_OVERHEAD + sum(map(len, _TEXTS(row))) + ATTEMPT_BYTES * len(row[_ATTEMPTS])
 
 
 def _shortened(row: tuple[Any, ...]) -> tuple[Any, ...]:

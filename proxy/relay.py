@@ -248,6 +248,33 @@ def last_boundary(buf: bytes | bytearray, start: int = 0) -> int:
     return max(i + 2 if i >= 0 else -1, j + 3 if j >= 0 else -1)
 
 
+def _complete_events(pending: bytearray, chunk: bytes) -> bytes:
+    """The complete events once ``chunk`` is added to ``pending`` (kept: the unfinished rest).
+
+    A vendor usually sends whole events, so with nothing pending a read that ends at an
+    event's end is passed on as it is, copied nowhere.
+    """
+    if not pending:
+        if chunk.endswith(b"\n\n"):
+            return chunk
+        end = last_boundary(chunk)
+        if end == len(chunk):
+            return chunk
+        if end > 0:
+            pending += chunk[end:]
+            return chunk[:end]
+        pending += chunk
+        return b""
+    searched = max(0, len(pending) - 2)  # a boundary may straddle the old end
+    pending += chunk
+    end = last_boundary(pending, searched)
+    if end <= 0:
+        return b""
+    complete = bytes(pending[:end])
+    del pending[:end]
+    return complete
+
+
 async def _write(req: Request, data: bytes, timeout_s: float) -> int:
     """One stream chunk, waiting for a slow client but not for one that stopped reading.
 
@@ -262,7 +289,7 @@ async def _write(req: Request, data: bytes, timeout_s: float) -> int:
         and transport is not None
         and not transport.get_write_buffer_size()
     ):
-        await req.write(data)  # the kernel takes it: no wait, no timer
+        req.write_now(data)  # the kernel takes it: no wait, no timer
         return 0
     began = perf_counter_ns()
     try:
@@ -301,15 +328,13 @@ async def _relay_stream(
     done = end_marker(ctx)
     # The cache keeps exactly the bytes the client gets, and only a stream that ended cleanly.
     rec = StreamRecorder(conn.status, conn.headers, ctx.cache_max_entry) if ctx.cache_key is not None else None
-    pending = bytearray(first)
-    end = last_boundary(pending)
-    out = b""
-    if end > 0:
+    pending = bytearray()
+    out = _complete_events(pending, first)
+    if out:
         try:
-            out = scan.feed(bytes(pending[:end]))
+            out = scan.feed(out)
         except SSEError:
             out = b""
-        del pending[:end]
     if done in out:
         ctx.complete = True
     req.start_stream(conn.status, relayed_head(conn.headers, ctx.request_id, ctx.extra_lines()), out)
@@ -339,16 +364,13 @@ async def _relay_stream(
                 break
             if not chunk:
                 break
-            searched = max(0, len(pending) - 2)  # a boundary may straddle the old end
-            pending += chunk
-            end = last_boundary(pending, searched)
-            if end > 0:
+            complete = _complete_events(pending, chunk)
+            if complete:
                 try:
-                    data = scan.feed(bytes(pending[:end]))
+                    data = scan.feed(complete)
                 except SSEError as exc:
                     broken = _unreadable(svc, exc)
                     break
-                del pending[:end]
                 if data:
                     if done in data:  # the client has it all: leaving now is not a 499
                         ctx.complete = True

@@ -259,6 +259,8 @@ class VendorConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if self._chunks:  # one wake for every body chunk of this read, not one each
+                self._wake()
         except httptools.HttpParserUpgrade:
             self._fail(_switched())
         except httptools.HttpParserError as exc:
@@ -339,18 +341,23 @@ class VendorConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        """Called once per HTTP chunk: a streamed answer's every event, often ten to a read.
+        So it only collects; ``_feed`` wakes the reader once the read is parsed."""
         if self._inflate is not None:
             body = self._decode(body)
             if not body:
                 return
         self._chunks.append(body)
         self._buffered += len(body)
+        if self._buffered > HIGH_WATER:
+            self._over_high_water()
+
+    def _over_high_water(self) -> None:
         if self._buffered > MAX_ANSWER:
             raise _Stop(self._too_large())
-        if self._buffered > HIGH_WATER and not self._paused and not self._whole and self.transport is not None:
+        if not self._paused and not self._whole and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
 
     def _decode(self, data: bytes) -> bytes:
         """Inflate, never past :data:`MAX_ANSWER` (a small bomb must not become gigabytes)."""
@@ -479,7 +486,11 @@ class VendorConnection(asyncio.Protocol):
                 raise self._error
             await self._wait()
         chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
         self._buffered = 0
         self._resume()
         return data
