@@ -8,7 +8,6 @@ grants, prices) so a request does only dictionary lookups.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ from store import repo
 from store.db import Store
 from store.limits_rule import granted_limits
 from store.spec import Config, GatewaySpec, ModelServiceSpec, Price
-from store.validation import model_matches
+from store.validation import glob_matches, model_matches
 
 from .errors import bad_gateway
 
@@ -94,7 +93,7 @@ class Service:
         if exact is not None:
             return exact
         for pattern, price in self.price_globs:
-            if fnmatch.fnmatchcase(model, pattern):
+            if glob_matches(model, pattern):
                 return price
         return None
 

@@ -12,6 +12,7 @@ Two layers:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import re
@@ -211,7 +212,15 @@ def model_matches(model: str, patterns: list[str]) -> bool:
     """Empty list = any model; otherwise exact name or glob (``hunyuan-*``)."""
     if not patterns:
         return True
-    return any(p == model or fnmatch.fnmatchcase(model, p) for p in patterns)
+    return any(p == model or glob_matches(model, p) for p in patterns)
+
+
+@functools.lru_cache(maxsize=4096)
+def glob_matches(model: str, pattern: str) -> bool:
+    """``fnmatchcase``, remembered: the gateway asks it for every request (which service
+    serves the model, its price), always of the same few names. Bounded: the names come
+    from clients."""
+    return fnmatch.fnmatchcase(model, pattern)
 
 
 def check_number(
