@@ -18,11 +18,11 @@ from typing import Any
 
 import platformdirs
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import models
+from . import models, schema_fingerprint
 from .errors import StoreError
 
 ENV_DB = "AIGW_DB"
@@ -164,7 +164,16 @@ def open_store(db: str | None = None, *, create: bool = True) -> Store:
 
 
 def _migrate(store: Store) -> None:
-    """Create tables and the schema-version row; refuse a database from a newer aigw."""
+    """Create tables and the schema-version row; refuse a database from a newer aigw.
+
+    A database whose stored schema fingerprint is this aigw's is current: one query says
+    so, and the full migration (``create_all``, an inspection of every table) is skipped.
+    """
+    found = _probe(store.engine)
+    if found is not None and found.version is not None:
+        _refuse_newer(store, found.version)
+        if int(found.version) == models.SCHEMA_VERSION and found.stored == _fingerprint(found.cookie):
+            return
     SQLModel.metadata.create_all(store.engine)
     with store.session() as s:
         row = s.get(models.Meta, "schema_version")
@@ -175,13 +184,72 @@ def _migrate(store: Store) -> None:
             if s.get(models.GatewaySettings, 1) is None:
                 s.add(models.GatewaySettings(id=1))
             s.commit()
-        elif int(row.value) > models.SCHEMA_VERSION:
-            raise StoreError(
-                f"database {store.location.describe()} has schema version {row.value}; this aigw "
-                f"knows {models.SCHEMA_VERSION} — upgrade aigw"
-            )
+        else:
+            _refuse_newer(store, row.value)
         # Future: elif int(row.value) < SCHEMA_VERSION: run the steps in order, then bump.
     _add_missing_columns(store.engine)
+    _record_fingerprint(store.engine)
+
+
+def _refuse_newer(store: Store, version: str) -> None:
+    if int(version) > models.SCHEMA_VERSION:
+        raise StoreError(
+            f"database {store.location.describe()} has schema version {version}; this aigw "
+            f"knows {models.SCHEMA_VERSION} — upgrade aigw"
+        )
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the probe read: the stored version and fingerprint, and SQLite's schema cookie."""
+
+    version: str | None
+    stored: str | None
+    cookie: int | None
+
+
+def _probe(engine: Engine) -> _Found | None:
+    """The stored schema version and fingerprint, or None when there is no ``meta`` table yet.
+
+    In a connection of its own: on PostgreSQL a failed query aborts its transaction, and
+    the migration that follows must not run in that one.
+    """
+    try:
+        with engine.connect() as conn:
+            query = text("SELECT key, value FROM meta WHERE key IN ('schema_version', :fp)")
+            rows = {str(k): str(v) for k, v in conn.execute(query, {"fp": schema_fingerprint.KEY}).all()}
+            cookie = _schema_cookie(conn)
+    except SQLAlchemyError:
+        return None
+    return _Found(rows.get("schema_version"), rows.get(schema_fingerprint.KEY), cookie)
+
+
+def _schema_cookie(conn: Connection) -> int | None:
+    """SQLite's count of schema changes: any change made behind aigw's back (a column
+    dropped by hand) changes it, so the stored fingerprint no longer matches."""
+    if conn.dialect.name != "sqlite":
+        return None
+    return int(conn.exec_driver_sql("PRAGMA schema_version").scalar_one())
+
+
+def _fingerprint(cookie: int | None) -> str:
+    """What a current database stores: the models' digest, on SQLite with the schema cookie."""
+    digest = schema_fingerprint.fingerprint()
+    return digest if cookie is None else f"{digest}:{cookie}"
+
+
+def _record_fingerprint(engine: Engine) -> None:
+    """Store the fingerprint of the schema just migrated to; an upsert, since two processes
+    may finish the same migration at once."""
+    with engine.begin() as conn:
+        value = _fingerprint(_schema_cookie(conn))
+        conn.execute(
+            text(
+                "INSERT INTO meta (key, value) VALUES (:key, :value) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            {"key": schema_fingerprint.KEY, "value": value},
+        )
 
 
 def _column_default(column: Any) -> Any:

@@ -73,12 +73,19 @@ def fresh_vendor(vendor: MockVendor) -> MockVendor:
 #   hardening  tests/hardening/   attacks on a real gateway process
 #   console    tests/tui/         the Textual console through Pilot
 #   cli        tests/cli/, tests/test_cli*.py   whole `aigw` commands on a real SQLite file
-#   gateway    anywhere else, when it needs the mock vendor: only a real ``aigw serve``
-#              talks to it
+#   gateway    tests/gateway/ (a real ``aigw serve``, the mock vendors, the official SDKs),
+#              and anywhere else a test that needs the mock vendor: only a real
+#              ``aigw serve`` talks to it
 #   unit       the rest: in process, no gateway, quick (`make check` runs them in < 10 s)
 
 TESTS = Path(__file__).resolve().parent
-TIER_BY_FOLDER = {"bench": "bench", "hardening": "hardening", "tui": "console", "cli": "cli"}
+TIER_BY_FOLDER = {
+    "bench": "bench",
+    "hardening": "hardening",
+    "tui": "console",
+    "cli": "cli",
+    "gateway": "gateway",
+}
 #: Fixtures that stand for a running gateway: the mock vendor is only ever reached through one.
 GATEWAY_FIXTURES = frozenset({"vendor", "fresh_vendor"})
 

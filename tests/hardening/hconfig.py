@@ -1,6 +1,6 @@
-"""The hardening suites' gateway configuration: the proxy suite's, plus APIs to tell apart.
+"""The hardening suites' gateway configuration: the gateway suite's, plus APIs to tell apart.
 
-Built on ``tests/proxy/gateway_config.gateway_toml`` (every policy, distinctive
+Built on ``tests/gateway/gateway_config.gateway_toml`` (every policy, distinctive
 credentials) with three additions: two APIs whose services live on two different
 mock-vendor paths (``/alpha/v1`` and ``/beta/v1``) so a test can see which API a
 request really reached; a consumer granted only ``alpha``; and an API in front of the
@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PROXY_TESTS = str(Path(__file__).resolve().parent.parent / "proxy")
-if _PROXY_TESTS not in sys.path:
-    sys.path.append(_PROXY_TESTS)  # appended: tests/proxy must never shadow the proxy package
+_GATEWAY_TESTS = str(Path(__file__).resolve().parent.parent / "gateway")
+if _GATEWAY_TESTS not in sys.path:
+    sys.path.append(_GATEWAY_TESTS)  # appended: a test folder must never shadow a real module
 
 from gateway_config import ALL_SECRETS, CRED, ENV_VALUE, gateway_toml, new_key  # noqa: E402
 from mock_vendor import MockVendor  # noqa: E402

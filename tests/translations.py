@@ -1,19 +1,20 @@
-"""Helpers for the protocol translation tests: recorded shapes from the vendors' API
-references (``fixtures/``), and the official SDKs reading what a translation emits."""
+"""What the protocol translation tests share: the recorded shapes from the vendors' API
+references (``protocols/fixtures/``) and a client's view of what a translator emits.
+
+A module rather than a conftest: the golden tests (``tests/protocols``, unit tier) and the
+tests where the official SDKs read the same translations (``tests/gateway``) both use it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from mock_vendor import MockVendor
-
 from proxy.protocols import sse
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "protocols" / "fixtures"
 
 
 def load(name: str) -> Any:
@@ -36,15 +37,3 @@ def replay(translator: Any, items: Iterable[Any]) -> list[bytes]:
         out.extend(translator.feed(item))
     out.extend(translator.close())
     return out
-
-
-@pytest.fixture
-def serving(fresh_vendor: MockVendor) -> Callable[..., str]:
-    """A real HTTP server answering every request with the given status and bytes, so
-    an official SDK parses exactly what a translation produced. Returns its base URL."""
-
-    def make(status: int, body: bytes, content_type: str = "application/json") -> str:
-        fresh_vendor.behave(status=status, body=body, content_type=content_type)
-        return fresh_vendor.base
-
-    return make

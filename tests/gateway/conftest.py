@@ -1,8 +1,9 @@
-"""A real ``aigw serve`` per test module against the configuration of ``gateway_config``."""
+"""A real ``aigw serve`` per test module against the configuration of ``gateway_config``,
+and a real HTTP server for the official SDKs to read a translation from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from gateway_config import ENV_VALUE, Gw, gateway_toml, new_key
@@ -35,3 +36,15 @@ def records_store(gw: Gw) -> Iterator[Store]:
     st = open_store(str(gw.db))
     yield st
     st.dispose()
+
+
+@pytest.fixture
+def serving(fresh_vendor: MockVendor) -> Callable[..., str]:
+    """A real HTTP server answering every request with the given status and bytes, so
+    an official SDK parses exactly what a translation produced. Returns its base URL."""
+
+    def make(status: int, body: bytes, content_type: str = "application/json") -> str:
+        fresh_vendor.behave(status=status, body=body, content_type=content_type)
+        return fresh_vendor.base
+
+    return make
