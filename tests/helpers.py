@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -163,6 +164,21 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def gateways_on_one_redis(db: Path, redis_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two gateways on one store sharing one Redis, started and always stopped: one names
+    the Redis on the command line, the other through the environment (both ways work)."""
+    a = GatewayProcess(db, args=["--redis-url", redis_url])
+    b = GatewayProcess(db, env={"AIGW_REDIS_URL": redis_url})
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
 
 
 def record_for(st: Store, request_id: str, timeout: float = 10.0) -> dict[str, Any]:

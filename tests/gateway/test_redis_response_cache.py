@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis as redis_py
 from gateway_config import CRED, new_key
-from helpers import GatewayProcess, record_for, wait_for
+from helpers import GatewayProcess, gateways_on_one_redis, record_for, wait_for
 from mock_vendor import MockVendor
 from servers import RedisServer, redis_server
 
@@ -129,16 +129,8 @@ def pair(vendor: MockVendor, redis_server: RedisServer, tmp_path_factory: pytest
     cfg = tmp / "cache.toml"
     cfg.write_text(config_toml(vendor, keys))
     assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
-    # One through the command line, one through the environment: both name the one Redis.
-    a = GatewayProcess(db, args=["--redis-url", redis_server.url])
-    b = GatewayProcess(db, env={"AIGW_REDIS_URL": redis_server.url})
-    try:
-        a.start()
-        b.start()
-        yield Pair(db, tmp, keys, (a, b), redis_server, vendor)
-    finally:
-        a.stop()
-        b.stop()
+    with gateways_on_one_redis(db, redis_server.url) as gws:
+        yield Pair(db, tmp, keys, gws, redis_server, vendor)
 
 
 @pytest.fixture(scope="module")

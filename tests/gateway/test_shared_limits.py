@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_config import CRED, new_key
-from helpers import GatewayProcess, wait_for
+from helpers import GatewayProcess, gateways_on_one_redis, wait_for
 from mock_vendor import MockVendor
 from servers import RedisServer, redis_server
 
@@ -108,16 +108,8 @@ def pair(vendor: MockVendor, redis_server: RedisServer, tmp_path_factory: pytest
     cfg = tmp / "shared.toml"
     cfg.write_text(shared_toml(vendor, keys))
     assert aigw_main(["--db", str(db), "import", str(cfg)]) == 0
-    # One through the command line, one through the environment: both ways name the Redis.
-    a = GatewayProcess(db, args=["--redis-url", redis_server.url])
-    b = GatewayProcess(db, env={"AIGW_REDIS_URL": redis_server.url})
-    try:
-        a.start()
-        b.start()
-        yield Pair(db, keys, (a, b), redis_server)
-    finally:
-        a.stop()
-        b.stop()
+    with gateways_on_one_redis(db, redis_server.url) as gws:
+        yield Pair(db, keys, gws, redis_server)
 
 
 def test_healthz_and_metric_say_the_limits_are_shared(pair: Pair) -> None:
