@@ -36,7 +36,6 @@ import errno
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -331,6 +330,35 @@ class _Refuse(Exception):
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order, enforce the limits and deadlines."""
 
+    # One per open client connection (thousands with slow requests in flight): slots, not a
+    # __dict__ that grows to ~1.2 KB with these two dozen attributes.
+    __slots__ = (
+        "_broken",
+        "_completed",
+        "_deadline",
+        "_hbytes",
+        "_head_len",
+        "_headers",
+        "_in_head",
+        "_line_len",
+        "_queue",
+        "_raw",
+        "_refusal",
+        "_req",
+        "_task",
+        "_timer",
+        "_upgrade_need",
+        "_upgrade_req",
+        "_url",
+        "closing",
+        "flow",
+        "loop",
+        "lost",
+        "parser",
+        "server",
+        "transport",
+    )
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop
@@ -339,7 +367,9 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the current answer is written
         self.lost = False
-        self._queue: deque[Request] = deque()
+        # A list, not a deque: it rarely holds more than one request (reading stops while
+        # requests wait), and an empty deque is ~0.6 KB on each open connection.
+        self._queue: list[Request] = []
         self._task: asyncio.Task[None] | None = None
         # the message being parsed
         self._url = b""
@@ -586,7 +616,7 @@ class HttpConnection(asyncio.Protocol):
         assert flow is not None
         try:
             while self._queue and not self.lost:
-                req = self._queue.popleft()
+                req = self._queue.pop(0)
                 if not self._queue:
                     flow.release(QUEUED)
                 try:
