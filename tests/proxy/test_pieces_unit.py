@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 from test_routes_unit import config
 
+from proxy import usage as usage_mod
 from proxy.context import Outcome, Usage
 from proxy.errors import rate_limited
 from proxy.heads import error_head, json_head, relayed_head
 from proxy.relay import last_boundary
 from proxy.routes import compile_snapshot
-from proxy import usage as usage_mod
 from proxy.usage import StreamUsage, cost_of, estimate_prompt, extract_usage, usage_of_answer
 from store import usage
 from store.spec import loopback_url
