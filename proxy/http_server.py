@@ -349,6 +349,35 @@ class _Refuse(Exception):
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order, enforce the limits and deadlines."""
 
+    # One per open client connection (thousands with slow requests in flight): slots, not a
+    # __dict__ that grows to ~1.2 KB with these two dozen attributes.
+    __slots__ = (
+        "_broken",
+        "_completed",
+        "_deadline",
+        "_hbytes",
+        "_head_len",
+        "_headers",
+        "_in_head",
+        "_line_len",
+        "_queue",
+        "_raw",
+        "_refusal",
+        "_req",
+        "_task",
+        "_timer",
+        "_upgrade_need",
+        "_upgrade_req",
+        "_url",
+        "closing",
+        "flow",
+        "loop",
+        "lost",
+        "parser",
+        "server",
+        "transport",
+    )
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop

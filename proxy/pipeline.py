@@ -24,7 +24,7 @@ import orjson
 
 from store.keys import hash_key
 
-from . import cors
+from . import compact_json, cors
 from .cache_stage import mark_cache_api, stage_cache_lookup, stage_cache_store
 from .circuit import Reason
 from .context import Attempt, Outcome, RequestContext
@@ -395,7 +395,7 @@ def upstream_body(ctx: RequestContext, model: str) -> bytes:
 
 def _dumps(new: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(new)
+        return compact_json.dumps(new)  # held until the request ends: sized to fit
     except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels): the stdlib can
         try:
             return json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode()

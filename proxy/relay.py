@@ -185,6 +185,7 @@ async def forward(
     except UpstreamError as exc:
         ctx.waited_ns += perf_counter_ns() - began  # all of it the vendor's: it never answered
         return _failed(exc, svc, "before answering")
+    del request  # sent: its bytes need not stay in this frame for the length of a stream
     try:
         status = conn.status
         if status == 200 and ctx.stream and conn.header(b"content-type").startswith(b"text/event-stream"):

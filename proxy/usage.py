@@ -16,6 +16,11 @@ from .routes import Service
 
 #: Stream bytes kept to estimate tokens when the vendor reports no usage.
 ESTIMATE_KEEP = 2 * 1024 * 1024
+#: The events kept for estimates by every stream in flight together, beyond which a stream
+#: folds what it holds into a count of characters (:meth:`StreamUsage.feed`).
+KEEP_BUDGET = 2 * 1024 * 1024
+#: Over the budget, a stream holding fewer bytes than this keeps them (folding costs a parse).
+FOLD_MIN = 512
 _USAGE = b'"usage"'
 
 
@@ -118,15 +123,30 @@ class StreamUsage:
 
     Fed complete events only (the relay cuts at event boundaries), so an event is never
     split across two calls.
+
+    Until the vendor reports usage, the events are kept as they came, to be parsed for an
+    estimate only if it never does (most vendors report at the end: most streams never
+    parse them). That grew the gateway by every event of every stream in flight (2,000
+    slow streams: +0.9 MB/s, up to 2 MiB a stream). So the events kept by all streams
+    together are bounded: past :data:`KEEP_BUDGET`, a stream parses what it holds into a
+    character count (the same count :meth:`result` makes) and drops the bytes; under it,
+    as when few streams are in flight, nothing is parsed early.
     """
 
-    __slots__ = ("kept", "kept_bytes", "strip", "usage")
+    __slots__ = ("chars", "held", "kept", "kept_bytes", "strip", "usage")
+
+    #: Bytes held in ``kept`` by every stream of this process not yet ended (:meth:`result`).
+    held_total = 0
 
     def __init__(self, strip: bool) -> None:
         self.strip = strip
         self.usage: Usage | None = None
         self.kept: list[bytes] = []
+        #: Bytes of the stream seen for the estimate (folded or not), up to ESTIMATE_KEEP.
         self.kept_bytes = 0
+        #: Of them, the bytes still in ``kept``; and the answer's characters in those folded.
+        self.held = 0
+        self.chars = 0
 
     def feed(self, complete: bytes) -> bytes:
         """Complete events in, the bytes to send out (unchanged unless a usage chunk is dropped)."""
@@ -134,7 +154,13 @@ class StreamUsage:
         if n == 0 or n == complete.count(b'"usage": null') + complete.count(b'"usage":null'):
             if self.usage is None and self.kept_bytes < ESTIMATE_KEEP:
                 self.kept.append(complete)
-                self.kept_bytes += len(complete)
+                n = len(complete)
+                self.kept_bytes += n
+                self.held += n
+                StreamUsage.held_total += n
+                if StreamUsage.held_total > KEEP_BUDGET and self.held >= FOLD_MIN:
+                    self.chars += self._kept_chars()
+                    self._release()
             return complete
         # Only the events that mention usage are parsed; the bytes around them pass as they are.
         out: list[bytes] = []
@@ -148,6 +174,8 @@ class StreamUsage:
                 prev = self.usage  # reports are cumulative: a later one wins, never a sum;
                 # Anthropic's give the prompt at the start and the output at the end
                 self.usage = u if prev is None else Usage(u.prompt_tokens or prev.prompt_tokens, u.completion_tokens)
+                if self.held:  # the vendor's figure wins: what was kept for an estimate is moot
+                    self._release()
                 if self.strip and isinstance(obj, dict) and obj.get("choices") == []:
                     out.append(complete[pos:start])
                     pos = end
@@ -158,16 +186,29 @@ class StreamUsage:
         return b"".join(out)
 
     def result(self, body: dict[str, Any] | None) -> Usage:
-        """The vendor's last usage, else an estimate from the relayed text."""
+        """The vendor's last usage, else an estimate from the relayed text. The stream is
+        over: what it kept no longer counts against the budget."""
         if self.usage is not None:
+            self._release()
             return self.usage
+        chars = self.chars + self._kept_chars()
+        self._release()
+        return Usage(estimate_prompt(body), (chars + 3) // 4, estimated=True)
+
+    def _kept_chars(self) -> int:
         chars = 0
         for block in self.kept:
             for event in _split_events(block):
                 obj = _event_json(event)
                 if isinstance(obj, dict):
                     chars += _answer_chars(obj.get("choices"), True)
-        return Usage(estimate_prompt(body), (chars + 3) // 4, estimated=True)
+        return chars
+
+    def _release(self) -> None:
+        """Drop the events held (counted or moot by now) and give their bytes back to the budget."""
+        StreamUsage.held_total -= self.held
+        self.held = 0
+        self.kept.clear()
 
 
 #: Events whose usage sits one level down: Anthropic's ``message_start`` in its message,

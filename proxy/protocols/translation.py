@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from proxy import compact_json
 from proxy.protocols import anthropic_to_openai as a2o
 from proxy.protocols import openai_to_anthropic as o2a
 from proxy.protocols import responses_bridge as rb
@@ -138,7 +139,7 @@ class Translation:
             out = (
                 a2o.answer(parsed, self.model) if self.client == ANTHROPIC else rb.answer(parsed, self.body, self.model)
             )
-        return orjson.dumps(out), usage or Usage()
+        return compact_json.dumps(out), usage or Usage()  # the response cache may keep it: sized to fit
 
     def error(self, status: int, data: bytes) -> tuple[int, bytes]:
         """The vendor's error answer in the client's shape (its message kept)."""

@@ -1,7 +1,7 @@
 """The benchmark: what the gateway itself costs, beside its peers and the floor, in one run.
 
-``python -m tests.bench [--quick | --smoke] [--litellm [EXE]] [--portkey [DIR]] [--no-nginx]
-[--chunk-gap-ms MS] [--async-load] [--no-pin] [--soak S] [--json FILE]``
+``python -m tests.bench [--quick | --smoke] [--cases NAME,...] [--litellm [EXE]] [--portkey [DIR]]
+[--no-nginx] [--chunk-gap-ms MS] [--async-load] [--no-pin] [--soak S] [--json FILE]``
 
 Every case runs against every target with the same vendor and load generator: the
 vendor itself (*direct*), nginx (the floor of any proxy hop), aigw's own HTTP layer
@@ -161,6 +161,30 @@ SMOKE = Settings(
 #: The stream cases: (chunks per stream, connections; 0 = the settings' connections).
 STREAM_CASES = ((20, 1), (20, 0), (500, 1), (500, 0))
 
+#: What ``--cases`` can name, so one case can be rerun alone (after a change, say) without the
+#: whole run; start-up and idle RSS are measured whatever is chosen (the targets start anyway).
+CASES: dict[str, str] = {
+    "throughput": "non-streaming and streaming rates, latency, first byte and chunk gaps (the peers run only these)",
+    "cache": "the response cache: hits and misses, rate and latency",
+    "translated": "aigw's Anthropic API in front of the OpenAI vendor",
+    "slow": "2,000 slow requests in flight (the vendor answers after 1 s): RSS peak and trend, open files, records",
+    "slowstream": "2,000 slow streams in flight (20 events spread over 10 s; 5 s in --quick)",
+    "open": "1,000 streams open at once: RSS",
+    "soak": "RSS growth and the records backlog over a long run",
+    "scale": "the throughput cases for aigw as two workers and with its limits in Redis",
+}
+
+
+def parse_cases(text: str) -> frozenset[str]:
+    """``--cases slow,open``: the names chosen; an unknown name is an error, not a silent full run."""
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - CASES.keys())
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown case(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}"
+        )
+    return names
+
 
 @dataclass
 class Run:
@@ -307,8 +331,10 @@ class Bench:
         portkey: Path | None = None,
         nginx: str | None = None,
         chunk_gap_ms: float = 0.0,
+        cases: frozenset[str] = frozenset(CASES),
     ) -> None:
         self.s = settings
+        self.cases = cases
         self.litellm = litellm
         self.portkey = portkey
         self.nginx = nginx
@@ -475,6 +501,8 @@ class Bench:
             ("slow", slow_body(s.slow_ms, False), s.slow_rounds),
             ("slowstream", slow_body(s.spread_ms, True), 1),
         ):
+            if key not in self.cases:
+                continue
             self.log(f"slow vendor ({key}): {s.in_flight} requests in flight, {rounds} wave(s)")
             out = self.slow.setdefault(key, {})
             for lv in lives:
@@ -640,19 +668,30 @@ class Bench:
                 self._warm(lv)
             time.sleep(1.0 if s.name != "smoke" else 0.2)
             self.idle.update({lv.target.name: lv.proc.rss() for lv in lives})
-            self.throughput_cases(lives, gw)
-            cached = Live(Target(AIGW, "127.0.0.1", aigw.port, CACHED_PATH, key), aigw)
-            _arun(loadgen.run_load(cached.target, BODY, 1, 0.0, rounds=1))  # the one miss, stored for the hits
-            self.cache_cases(lives[0], cached)
-            self.translated_cases(lives[-1])
+            want = self.cases.__contains__
+            if want("throughput"):
+                self.throughput_cases(lives, gw)
+            if want("cache"):
+                cached = Live(Target(AIGW, "127.0.0.1", aigw.port, CACHED_PATH, key), aigw)
+                _arun(loadgen.run_load(cached.target, BODY, 1, 0.0, rounds=1))  # the one miss, stored for the hits
+                self.cache_cases(lives[0], cached)
+            if want("translated"):
+                self.translated_cases(lives[-1])
             self.slow_cases(lives, gw)
-            self.open_streams([lv for lv in lives if lv.target.name != DIRECT])
-            self.soak_case(lives[-1], gw, report)
+            if want("open"):
+                self.open_streams([lv for lv in lives if lv.target.name != DIRECT])
+            if want("soak"):
+                self.soak_case(lives[-1], gw, report)
             report.requests_total = int(gw.health().get("requests_total", 0))  # type: ignore[call-overload]
             for p in procs[1:]:
                 p.stop()
-            self._scale_out(upstream)
-            self._peers(upstream, key)
+            if want("scale"):
+                self._scale_out(upstream)
+            if want("throughput"):
+                self._peers(upstream, key)
+            else:
+                for name in (LITELLM, PORTKEY):
+                    self.targets[name] = "not run: its cases (throughput) not chosen"
         finally:
             for p in reversed(procs):
                 p.stop()
@@ -751,8 +790,16 @@ class Bench:
     # ------------------------------------------------------------ the rows
 
     def rows(self) -> list[Row]:
+        """The table's rows: those of the cases chosen (``--cases``), and start-up and idle RSS."""
         s, n = self.s, self.s.connections
         out: list[Row] = []
+        #: (index of the first row, the case it belongs to; "" = always shown), in order.
+        marks: list[tuple[int, str]] = []
+
+        def section(case: str) -> None:
+            marks.append((len(out), case))
+
+        section("throughput")
 
         def per_target(key: str, pick: Callable[[Run], float | None]) -> tuple[dict[str, float | None], dict]:
             vals: dict[str, float | None] = {}
@@ -804,6 +851,7 @@ class Bench:
                 "chunk",
                 own,
             )
+        section("cache")
         cache_rows: dict[str, Row] = {}
         for key, label in (("cache-hit", "response cache hit"), ("cache-miss", "response cache miss")):
             vals, spread = per_target(key, lambda r: r.rate)
@@ -815,9 +863,11 @@ class Bench:
         for key, label in (("cache-hit-lat", "response cache hit"), ("cache-miss-lat", "response cache miss")):
             time_row(f"{label} latency p50, 1 connection", key, lambda r: r.p50_ms, None)
             time_row(f"{label} latency p99, 1 connection", key, lambda r: r.p99_ms, None)
+        section("throughput")
         time_row("stream first byte p50 (20 chunks)", "s20x1", lambda r: r.ttfb_ms, 0.3)
         time_row("gap between chunks p50 (500 chunks)", "s500x1", lambda r: r.gap50_ms, None)
         time_row("gap between chunks p99 (500 chunks)", "s500x1", lambda r: r.gap99_ms, None)
+        section("translated")
         for key, plain_key, what, unit, per in (
             ("tr", "ns", "non-streaming", "req/s", "req"),
             ("trs", "s20x0", "stream 20 chunks", "streams/s", "chunk"),
@@ -841,6 +891,7 @@ class Bench:
             ("slow", f"slow vendor ({s.slow_ms} ms), {s.in_flight} in flight"),
             ("slowstream", f"slow stream (over {s.spread_ms} ms), {s.in_flight} in flight"),
         ):
+            section(key)
             runs = self.slow.get(key, {})
 
             def col(pick: Callable[[SlowRun], float | None], rs: dict[str, SlowRun] = runs) -> dict[str, float | None]:
@@ -869,9 +920,11 @@ class Bench:
                 r.checks[-1] = (r.checks[-1][0], runs[AIGW].records == runs[AIGW].sent)
             out.append(r)
 
+        section("open")
         r = Row(f"{s.open_streams} open streams: RSS", "MB", "size", dict(self.held))
         r.checks.append(("≤ 150 MB", _le(r.get(AIGW), 150.0)))
         out.append(r)
+        section("")
         r = Row("idle RSS", "MB", "size", {k: v for k, v in self.idle.items() if k != DIRECT})
         r.checks.append(("≤ 80 MB", _le(r.get(AIGW), 80.0)))
         out.append(r)
@@ -880,6 +933,7 @@ class Bench:
         r = Row("start-up until the first answer", "s", "size", vals, spread=spread)
         r.checks.append(("≤ 1.5 s", _le(r.get(AIGW), 1.5)))
         out.append(r)
+        section("soak")
         if self.soak is not None:
             growth, backlog, second = self.soak
             r = Row(f"RSS growth, 2nd half of a {s.soak_s:g} s run", "MB", "size", {AIGW: growth})
@@ -890,7 +944,11 @@ class Bench:
             r = Row("records waiting to be written, at most", "records", "size", {AIGW: backlog})
             r.checks.append((f"≤ 1 s of traffic ({second:,.0f})", backlog <= second))
             out.append(r)
-        return out
+        keep: list[Row] = []
+        for (start, case), (end, _) in zip(marks, [*marks[1:], (len(out), "")], strict=True):
+            if not case or case in self.cases:
+                keep += out[start:end]
+        return keep
 
 
 def _hist_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -1021,8 +1079,9 @@ def run(
     portkey: Path | None = None,
     nginx: str | None = None,
     chunk_gap_ms: float = 0.0,
+    cases: frozenset[str] = frozenset(CASES),
 ) -> Report:
-    """Run every case once through; the report holds the table's rows."""
+    """Run every case chosen (all by default) once through; the report holds the table's rows."""
     use = wrk.available() if use_wrk is None else use_wrk and wrk.available()
     # Each of the slow vendor's requests is a socket here and two in a proxy; children inherit the limit.
     files = loadgen.raise_open_files(4 * settings.in_flight + 1024)
@@ -1037,6 +1096,7 @@ def run(
             portkey=portkey,
             nginx=nginx,
             chunk_gap_ms=chunk_gap_ms,
+            cases=cases,
         )
         pinning = (
             f"pinned with taskset: proxy under test on CPU {bench.proxy_cpu}, vendor and load "
@@ -1100,6 +1160,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-portkey", action="store_true", help="leave Portkey out even when installed")
     p.add_argument("--no-nginx", action="store_true", help="leave nginx out even when on PATH")
+    p.add_argument(
+        "--cases",
+        type=parse_cases,
+        default=frozenset(CASES),
+        metavar="NAME,...",
+        help="run only these cases (default: all; start-up and idle RSS always): "
+        + "; ".join(f"{k}: {v}" for k, v in CASES.items()),
+    )
     args = p.parse_args(argv)
     exe = None
     if args.litellm:
@@ -1130,6 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
         portkey=portkey,
         nginx=None if args.no_nginx else shutil.which("nginx"),
         chunk_gap_ms=args.chunk_gap_ms,
+        cases=args.cases,
     )
     print(table(report))
     print()

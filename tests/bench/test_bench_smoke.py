@@ -103,6 +103,26 @@ def test_the_table_and_json_show_each_target_and_no_retired_target(report: Repor
     assert json.loads(out.read_text())["rows"][1]["values"]["aigw"] is not None
 
 
+@pytest.mark.timeout(120)
+def test_cases_runs_only_the_cases_chosen() -> None:
+    """``--cases slow`` reruns one case alone: its rows and start-up and idle RSS, nothing else."""
+    only = run(SMOKE, use_wrk=False, pin=False, log=lambda _m: None, cases=runner.parse_cases("slow"))
+    cases = [r.case for r in only.rows]
+    slow = [c for c in cases if c.startswith("slow vendor")]
+    assert len(slow) == 6 and not any(c.startswith("slow stream") for c in cases), cases
+    assert set(cases) - set(slow) == {"idle RSS", "start-up until the first answer"}, cases
+    peak = next(r for r in only.rows if r.case.endswith("RSS peak"))
+    assert (peak.get(AIGW) or 0) > 0
+    assert only.targets["LiteLLM"].startswith("not run")
+    assert only.errors == {}
+
+
+def test_cases_refuses_an_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        runner.main(["--smoke", "--cases", "slow,nope"])
+    assert "unknown case(s) nope" in capsys.readouterr().err
+
+
 def test_a_peer_that_never_answers_costs_only_its_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full run takes many minutes: a peer failing to start must not throw the table away."""
     fake = tmp_path / "litellm"

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from test_routes_unit import config
 
+from proxy import usage as usage_mod
 from proxy.context import Outcome, Usage
 from proxy.errors import rate_limited
 from proxy.heads import error_head, json_head, relayed_head
@@ -94,6 +95,37 @@ def test_stream_without_usage_is_estimated_from_the_relayed_text() -> None:
     scan = StreamUsage(strip=True)
     scan.feed(b'data: {"choices": [{"delta": {"content": "abcdefgh"}}]}\r\n\r\n')
     assert scan.result({"prompt": "abcd"}) == Usage(1, 2, estimated=True)
+
+
+def test_streams_over_the_keep_budget_fold_their_events_into_the_same_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many streams in flight: events kept for an estimate are counted early and dropped,
+    and the estimate is the one the kept events would have given at the end."""
+    event = b'data: {"choices": [{"delta": {"content": "abcdefgh"}}], "usage": null}\n\n'
+    before = StreamUsage.held_total
+    roomy = StreamUsage(strip=True)
+    for _ in range(40):
+        roomy.feed(event)
+    assert len(roomy.kept) == 40 and StreamUsage.held_total == before + 40 * len(event)
+    monkeypatch.setattr(usage_mod, "KEEP_BUDGET", 0)
+    monkeypatch.setattr(usage_mod, "FOLD_MIN", 3 * len(event))
+    tight = StreamUsage(strip=True)
+    for _ in range(40):
+        tight.feed(event)
+    assert len(tight.kept) < 3  # held bytes stay bounded, however long the stream
+    assert tight.result({"prompt": "abcd"}) == roomy.result({"prompt": "abcd"}) == Usage(1, 80, estimated=True)
+    assert StreamUsage.held_total == before  # ended streams give their bytes back
+
+
+def test_a_stream_whose_vendor_reports_usage_drops_what_it_kept() -> None:
+    before = StreamUsage.held_total
+    scan = StreamUsage(strip=False)
+    scan.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n')
+    assert StreamUsage.held_total > before
+    scan.feed(b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}\n\n')
+    assert scan.kept == [] and StreamUsage.held_total == before
+    assert scan.result(None) == Usage(2, 3)
 
 
 def test_cost_uses_the_exact_model_then_the_most_specific_glob() -> None:
