@@ -472,6 +472,22 @@ class Gateway:
         finally:
             conn.close()
 
+    def clear_cache(self) -> None:
+        """``POST /cache/clear`` on the admin listener, with the store's admin token."""
+        sys.path.insert(0, str(ROOT))
+        from store.admin_token import read_token
+
+        token = read_token(self.db.parent)
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            conn.request("POST", "/cache/clear", headers={"Authorization": f"Bearer {token}"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"/cache/clear answered {resp.status}")
+        finally:
+            conn.close()
+
     def metric(self, name: str) -> float:
         """One unlabelled value from the admin ``/metrics`` (Prometheus text)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
