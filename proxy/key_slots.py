@@ -175,6 +175,9 @@ class KeySlots:
     def __init__(self, counter: SlotCounter | None = None, clock: Clock = time.monotonic) -> None:
         self._counter: SlotCounter = counter or LocalSlotCounter()
         self._counter.bind(self._freed)
+        #: The counts answer at once (this process's own, not a shared counter that answers
+        #: through a round trip): :meth:`take_now` may take a slot.
+        self._local = type(self._counter) is LocalSlotCounter
         self._clock = clock
         #: Slots this process holds, per key name.
         self._held: dict[str, int] = {}
@@ -198,6 +201,20 @@ class KeySlots:
 
     def _limit(self, key: KeyRef) -> int:
         return self._limits.get(key.name, key.max_concurrency)
+
+    def take_now(self, keys: Sequence[KeyRef]) -> Slot | None:
+        """A free slot of one of ``keys`` (in order) at once, without a coroutine: the usual
+        case, with the counts in this process and nobody queued. None when that is not so
+        (counts shared with other processes, waiters, every key full): :meth:`acquire`
+        then decides, queueing if it must."""
+        if not self._local or not keys or self._queue:
+            return None  # waiters are served first, and acquire gives them new room first
+        self._note_limits(keys)  # nobody waits: a limit that grew concerns no one else
+        for key in keys:
+            if self._counter.try_take(key.name, self._limit(key)) is not None:
+                self._held[key.name] = self._held.get(key.name, 0) + 1
+                return Slot(self, key, LOCAL)
+        return None
 
     async def _take(self, key: KeyRef) -> Slot | None:
         got = self._counter.try_take(key.name, self._limit(key))

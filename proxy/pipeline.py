@@ -438,13 +438,15 @@ async def stage_choose_key(state: GatewayState, request: Request, ctx: RequestCo
             ),
         )
         return False
-    began = time.perf_counter_ns()
-    try:
-        slot = await state.slots.acquire(keys, svc.queue_timeout_s)
-    except BaseException:  # cancelled, or shared slot counts out of reach (refused: 503)
-        state.breakers.release(adm)
-        raise
-    ctx.waited_ns += time.perf_counter_ns() - began  # a queue for a key's slot is the vendor's capacity
+    slot = state.slots.take_now(keys)
+    if slot is None:  # shared counts, or a queue: the full path
+        began = time.perf_counter_ns()
+        try:
+            slot = await state.slots.acquire(keys, svc.queue_timeout_s)
+        except BaseException:  # cancelled, or shared slot counts out of reach (refused: 503)
+            state.breakers.release(adm)
+            raise
+        ctx.waited_ns += time.perf_counter_ns() - began  # a queue for a key's slot is the vendor's capacity
     if slot is None:
         state.breakers.record(svc, adm, "concurrency")
         waited = f"no slot freed within its queue_timeout_s ({svc.queue_timeout_s:g} s)"
@@ -606,7 +608,7 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
         stage_authorize(state, request, ctx)
         await stage_read_body(state, request, ctx)
         await stage_traffic_control(state, request, ctx)
-        if await stage_cache_lookup(state, request, ctx):
+        if ctx.cache and await stage_cache_lookup(state, request, ctx):  # an API with a cache only
             return
         stage_choose_service(state, request, ctx)
         if stage_count_tokens(state, request, ctx):
@@ -616,7 +618,8 @@ async def run_pipeline(state: GatewayState, request: Request, ctx: RequestContex
             if await stage_choose_key(state, request, ctx):
                 await stage_relay(state, request, ctx)
         stage_answer_failure(state, request, ctx)
-        await stage_cache_store(state, request, ctx)
+        if ctx.cache_key is not None:  # marked for storing by the lookup
+            await stage_cache_store(state, request, ctx)
     except GatewayError as err:
         answer_error(request, ctx, err)
     except (asyncio.CancelledError, ConnectionResetError):

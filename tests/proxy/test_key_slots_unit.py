@@ -4,6 +4,7 @@ keys, timeouts, cancellation that never leaks a slot, limits changed by a reload
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -275,3 +276,63 @@ async def test_counting_is_delegated_to_the_counter() -> None:
 async def test_no_keys_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         await KeySlots().acquire([], 1)
+
+
+async def test_take_now_shares_the_counts_with_acquire() -> None:
+    slots = KeySlots()
+    now = slots.take_now([A, B])
+    assert now is not None and now.key.name == "a"
+    later = await take(slots, [A, B])
+    assert later.key.name == "b"  # a is held by the slot taken at once
+    assert slots.take_now([A, B]) is None  # both full: acquire decides (queue or refuse)
+    now.release()
+    again = slots.take_now([A, B])
+    assert again is not None and again.key.name == "a"
+    assert slots.in_flight("a") == slots.in_flight("b") == 1
+
+
+async def test_take_now_never_overtakes_a_waiter() -> None:
+    slots = KeySlots()
+    held = await take(slots, [Key("k", 1)])
+    queued = asyncio.create_task(slots.acquire([Key("k", 1)], WAIT))
+    await settle()
+    # A reload raised the limit: the room is the waiter's first, so the fast path declines
+    # and acquire (which hands the new room to the queue) serves the newcomer after it.
+    assert slots.take_now([Key("k", 2)]) is None
+    newcomer = await slots.acquire([Key("k", 3)], 0)
+    got = await queued
+    assert got is not None and newcomer is not None
+    assert slots.in_flight("k") == 3
+    held.release()
+
+
+class _Remote:
+    """Counts kept elsewhere: every take is a round trip, answered through an awaitable."""
+
+    poll_s = 0.0
+
+    def __init__(self) -> None:
+        self.counts = LocalSlotCounter()
+
+    def bind(self, on_free: Callable[[str], None]) -> None:
+        self.counts.bind(on_free)
+
+    def try_take(self, key: str, limit: int) -> Awaitable[int | None]:
+        async def answer() -> int | None:
+            return self.counts.try_take(key, limit)
+
+        return answer()
+
+    def give_back(self, key: str, lease: int) -> None:
+        self.counts.give_back(key, lease)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_take_now_declines_counts_shared_with_other_processes() -> None:
+    remote = _Remote()
+    slots = KeySlots(remote)
+    assert slots.take_now([A]) is None
+    assert (await take(slots, [A])).key.name == "a"  # acquire takes it through the round trip
+    assert remote.counts.in_flight("a") == 1
