@@ -204,10 +204,9 @@ class Request:
             raise request_timeout(timeout) from None
         finally:
             self._waiter = None
-        if self._chunks:
-            self.body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-            self._chunks = []
-        return self.body
+        whole = self.body_now()  # complete now (an error was raised by the waiter)
+        assert whole is not None
+        return whole
 
     def body_now(self) -> bytes | None:
         """The whole body if it is in already (the usual case: it came with the head), else
@@ -325,7 +324,7 @@ class Request:
         conn = self.conn
         if conn.lost:
             raise ConnectionResetError("client closed the connection")
-        conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self.version != "1.0" else data)
+        conn.write(self._chunk(data))
 
     def end_stream(self) -> None:
         conn = self.conn

@@ -212,8 +212,7 @@ class KeySlots:
         self._note_limits(keys)  # nobody waits: a limit that grew concerns no one else
         for key in keys:
             if self._counter.try_take(key.name, self._limit(key)) is not None:
-                self._held[key.name] = self._held.get(key.name, 0) + 1
-                return Slot(self, key, LOCAL)
+                return self._hold(key, LOCAL)
         return None
 
     async def _take(self, key: KeyRef) -> Slot | None:
@@ -222,8 +221,12 @@ class KeySlots:
             got = await self._answer(key.name, got)
         if got is None:
             return None
+        return self._hold(key, got)
+
+    def _hold(self, key: KeyRef, lease: Lease) -> Slot:
+        """A lease the counter gave, as this process's slot of ``key``."""
         self._held[key.name] = self._held.get(key.name, 0) + 1
-        return Slot(self, key, got)
+        return Slot(self, key, lease)
 
     async def _answer(self, name: str, pending: Awaitable[Lease | None]) -> Lease | None:
         """A shared counter's answer; one that comes after the asker was cancelled is given back."""

@@ -154,10 +154,10 @@ class StreamUsage:
         if n == 0 or n == complete.count(b'"usage": null') + complete.count(b'"usage":null'):
             if self.usage is None and self.kept_bytes < ESTIMATE_KEEP:
                 self.kept.append(complete)
-                n = len(complete)
-                self.kept_bytes += n
-                self.held += n
-                StreamUsage.held_total += n
+                size = len(complete)
+                self.kept_bytes += size
+                self.held += size
+                StreamUsage.held_total += size
                 if StreamUsage.held_total > KEEP_BUDGET and self.held >= FOLD_MIN:
                     self.chars += self._kept_chars()
                     self._release()
