@@ -2,7 +2,7 @@
 # (`python3 -m venv .venv && .venv/bin/pip install -e '.[test]'`), else from PY.
 PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: check format-check lint types imports unit test bench screenshots
+.PHONY: check format-check lint types imports unit test bench screenshots native
 
 check: format-check lint types imports unit
 
@@ -37,3 +37,7 @@ bench:
 # SVGs of every console screen into screenshots/.
 screenshots:
 	$(PY) -m tui.screenshots
+
+# Compile the request path again after editing it (mypyc; see README, Development).
+native:
+	$(PY) -m pip install -q --no-deps -e .

@@ -288,7 +288,7 @@ class _Window:
 
     def retry_after(self, now: float, limit: int) -> float:
         """Seconds until enough leaves the window to be under ``limit``."""
-        over: float = self.used - limit + 1
+        over: float = float(self.used - limit + 1)
         for t, n, _ in self.entries:
             over -= n
             if over <= 0:

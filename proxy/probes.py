@@ -24,7 +24,8 @@ from .circuit import CircuitBreakers, Reason
 from .errors import GatewayError
 from .relay import CONNECT_TIMEOUT_S
 from .routes import Service
-from .vendor_client import ACCEPT_ENCODING, FirstByteTimeout, ReadTimeout, UpstreamError, VendorPool, origin_of
+from .upstream_errors import FirstByteTimeout, ReadTimeout, UpstreamError
+from .vendor_client import ACCEPT_ENCODING, VendorPool, origin_of
 
 log = logging.getLogger("aigw")
 

@@ -27,19 +27,9 @@ from .protocols.sse import SSEError
 from .protocols.translation import ANTHROPIC, DEFAULT_ANTHROPIC_VERSION, RESPONSES, StreamPipe
 from .response_cache import StreamRecorder
 from .routes import CompiledKey, Service
+from .upstream_errors import ConnectFailed, ConnectTimeout, FirstByteTimeout, ReadTimeout, UpstreamError, VendorFault
 from .usage import StreamUsage, from_protocol, usage_of_answer
-from .vendor_client import (
-    ACCEPT_ENCODING,
-    ConnectFailed,
-    ConnectTimeout,
-    FirstByteTimeout,
-    ReadTimeout,
-    UpstreamError,
-    VendorConnection,
-    VendorFault,
-    VendorPool,
-    origin_of,
-)
+from .vendor_client import ACCEPT_ENCODING, VendorConnection, VendorPool, origin_of
 
 #: The client headers passed to the vendor: the protocols' own request headers, nothing
 #: else. Credentials, cookies, proxy and client-address headers (``Forwarded``,

@@ -29,6 +29,7 @@ memory really held; the per-API index holds the same key strings and is not coun
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import hmac
@@ -122,6 +123,18 @@ def cache_key(
     return None if text is None else hashlib.sha256(text).hexdigest()
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass as the map of its fields, read through attribute access.
+
+    orjson's own dataclass support reads slots from the object's memory layout, which a
+    class compiled to C (the gateway's request path is) does not have; reading the
+    fields by name gives the same map either way, so every node keys an answer alike.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    raise TypeError(f"cannot digest {type(obj).__name__}")
+
+
 def config_digest(definition: Any, secret: str) -> str:
     """A digest of everything an API's answers depend on, equal on every node that loaded it.
 
@@ -130,7 +143,7 @@ def config_digest(definition: Any, secret: str) -> str:
     cache's keys say nothing about the configuration, a weak model key credential
     included, even to whoever can read the shared store.
     """
-    text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
+    text = orjson.dumps(definition, default=_fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS)
     return hmac.new(secret.encode(), text, hashlib.sha256).hexdigest()[:32]
 
 

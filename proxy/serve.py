@@ -21,6 +21,7 @@ from store.nodes import shared_admin_token
 from store.spec import GatewaySpec
 from store.validation import check_listen, check_redis_url, check_workers
 
+from . import native
 from .data_plane import DataPlane
 from .nodes import NodeRegistration
 from .redis_url import masked
@@ -201,7 +202,7 @@ async def _serve(
             await node.start()
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, _freeze_heap)
         log.info(
-            "aigw gateway %s %d serving %s (public %s), admin %s, store %s, revision %d, limits %s",
+            "aigw gateway %s %d serving %s (public %s), admin %s, store %s, revision %d, limits %s; request path %s",
             "pid" if role is None else f"worker {role.index} pid",
             os.getpid(),
             listen,
@@ -210,6 +211,7 @@ async def _serve(
             store.location.describe(),
             snapshot.revision,
             masked(redis) if redis else "in memory" if role is None else "held by the supervisor",
+            native.HOW,
         )
         loop = asyncio.get_running_loop()
         if role is not None:

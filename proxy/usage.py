@@ -6,7 +6,7 @@ block of stream events (or a whole answer) here and sends on what comes back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -136,7 +136,7 @@ class StreamUsage:
     __slots__ = ("chars", "held", "kept", "kept_bytes", "strip", "usage")
 
     #: Bytes held in ``kept`` by every stream of this process not yet ended (:meth:`result`).
-    held_total = 0
+    held_total: ClassVar[int] = 0
 
     def __init__(self, strip: bool) -> None:
         self.strip = strip

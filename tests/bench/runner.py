@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy import native
+
 from . import loadgen, wrk
 from .loadgen import Target
 from .procs import (
@@ -1081,7 +1083,8 @@ def _machine() -> str:
     usable = len(os.sched_getaffinity(0))
     return (
         f"{model or platform.processor() or '?'}, {os.cpu_count()} CPU(s) ({usable} usable), "
-        f"{platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
+        f"{platform.system()} {platform.release()}, Python {sys.version.split()[0]}; "
+        f"aigw's request path {native.HOW}"  # the gateway it starts imports the same install
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -283,3 +284,23 @@ def test_sigterm_drains_in_flight_and_flushes(gw: Gw, vendor: MockVendor, record
     assert any(r_id in line for line in out["events"])
     rec = record_for(records_store, r_id, timeout=2)
     assert rec["status"] == 200
+
+
+def _can_compile() -> bool:
+    """What the install needs to compile the request path: a C compiler and mypyc."""
+    import importlib.util
+    import shlex
+    import shutil
+    import sysconfig
+
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")[:1]
+    return bool(cc and shutil.which(cc[0])) and importlib.util.find_spec("mypyc") is not None
+
+
+def test_the_log_says_the_request_path_runs_compiled(gw: Gw) -> None:
+    """Where the install could compile, the gateway runs the compiled modules, built from
+    exactly these sources; the start-up line says so, or why not (and how to rebuild)."""
+    line = next(x for x in (gw.db.parent / GATEWAY_LOG).read_text().splitlines() if " serving " in x)
+    assert "request path compiled with mypyc" in line or "request path pure Python (" in line
+    if _can_compile() and not os.environ.get("AIGW_PURE_PYTHON"):
+        assert "request path compiled with mypyc" in line, line

@@ -22,14 +22,8 @@ import pytest
 
 from proxy.errors import GatewayError
 from proxy.http_server import HttpServer, Request
-from proxy.vendor_client import (
-    ConnectFailed,
-    ConnectTimeout,
-    Disconnected,
-    ReadTimeout,
-    VendorPool,
-    origin_of,
-)
+from proxy.upstream_errors import ConnectFailed, ConnectTimeout, Disconnected, ReadTimeout
+from proxy.vendor_client import VendorPool, origin_of
 
 GET = b"GET /v1/x HTTP/1.1\r\nhost: v\r\n\r\n"
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

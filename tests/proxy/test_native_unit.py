@@ -1,0 +1,117 @@
+"""The request path runs compiled only when it was built from exactly the sources beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy import native
+
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _package(tmp: Path, sources: dict[str, str], group: str | None = "grp") -> Path:
+    """A package dir whose modules each have a (bogus) extension file and a build record."""
+    d = tmp / "pkg"
+    d.mkdir()
+    digests = {}
+    for name, text in sources.items():
+        (d / f"{name}.py").write_text(text)
+        (d / f"{name}{SUFFIX}").write_bytes(b"not a shared object")
+        digests[f"pkg/{name}.py"] = hashlib.sha256(text.encode()).hexdigest()
+    if group is not None:
+        (d / native.MANIFEST).write_text(json.dumps({"group": group, "modules": digests}))
+    return d
+
+
+@pytest.fixture
+def group_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A findable top-level ``grp__mypyc`` module, as the build installs beside the packages."""
+    lib = tmp_path / "libs"
+    lib.mkdir()
+    (lib / "grp__mypyc.py").write_text("")
+    monkeypatch.syspath_prepend(str(lib))
+    yield "grp"
+
+
+def test_a_build_matching_its_sources_is_used(tmp_path: Path, group_lib: str) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"}, group_lib)
+    choice = native.choose(d, {})
+    assert choice.compiled and choice.from_source == frozenset()
+    assert "compiled with mypyc (2 modules" in choice.how
+
+
+def test_no_extension_is_pure_python_with_nothing_to_redirect(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("")
+    choice = native.choose(tmp_path, {})
+    assert not choice.compiled and choice.from_source == frozenset()
+    assert "not compiled" in choice.how
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda d: (d / "b.py").write_text("Y = 3\n"), "b.py changed since it was compiled"),
+        (lambda d: (d / native.MANIFEST).unlink(), "without their build record"),
+        (lambda d: (d / native.MANIFEST).write_text("{not json"), "without their build record"),
+        (lambda d: (d / f"c{SUFFIX}").write_bytes(b""), "from another build"),
+        (lambda d: (d / f"a{SUFFIX}").unlink(), "from another build"),
+        (lambda d: (d / "a.py").unlink(), "a.py changed since it was compiled"),
+    ],
+    ids=["edited", "no-record", "bad-record", "extra-extension", "missing-extension", "source-gone"],
+)
+def test_any_mismatch_sends_every_module_to_its_source(tmp_path: Path, group_lib: str, spoil, says: str) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"}, group_lib)
+    spoil(d)
+    choice = native.choose(d, {})
+    assert not choice.compiled and says in choice.how and native.REBUILD in choice.how
+    # Every module that still has an extension: compiled modules call each other directly.
+    assert choice.from_source == native.extension_modules(d) and choice.from_source
+
+
+def test_a_missing_shared_library_sends_them_to_source(tmp_path: Path) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n"}, "nowhere_to_be_found")
+    choice = native.choose(d, {})
+    assert not choice.compiled and "nowhere_to_be_found__mypyc is missing" in choice.how
+
+
+def test_the_environment_can_ask_for_pure_python(tmp_path: Path, group_lib: str) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n"}, group_lib)
+    choice = native.choose(d, {"AIGW_PURE_PYTHON": "1"})
+    assert not choice.compiled and choice.from_source == {"a"} and "AIGW_PURE_PYTHON" in choice.how
+
+
+def test_sources_win_over_the_extensions_beside_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``apply`` installs makes the import system read ``a.py``, not the broken ``a.so``."""
+    d = _package(tmp_path, {"__init__": "", "a": "X = 41 + 1\n"}, group="gone")
+    (d / f"__init__{SUFFIX}").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    with pytest.raises(ImportError):  # what happens without it: the extension is picked
+        importlib.import_module("pkg.a")
+    sys.modules.pop("pkg.a", None)
+    choice = native.apply("pkg", d, {})
+    assert not choice.compiled
+    try:
+        assert importlib.import_module("pkg.a").X == 42
+        native.apply("pkg", d, {})  # once is enough: a second call adds no second finder
+        assert sum(isinstance(f, native.SourceFirst) and f.package == "pkg" for f in sys.meta_path) == 1
+    finally:
+        for name in ("pkg", "pkg.a"):
+            sys.modules.pop(name, None)
+
+
+def test_the_build_compiles_what_it_records() -> None:
+    """``setup.py``'s list names real modules, none of them the choosing module itself."""
+    text = (ROOT / "setup.py").read_text()
+    listed = [line.strip().strip('",') for line in text.splitlines() if line.strip().startswith('"proxy/')]
+    assert listed and all((ROOT / p).is_file() for p in listed)
+    assert "proxy/native.py" not in listed and "proxy/upstream_errors.py" not in listed
