@@ -99,6 +99,7 @@ def _current_in_place() -> bool:
     if spec is None or spec.loader is None:
         return False
     check = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = check  # its dataclasses look their module up there
     spec.loader.exec_module(check)
     sys.path.insert(0, str(ROOT))  # where the group's library sits in a checkout
     try:
