@@ -25,8 +25,9 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-#: The shared library's name: ``aigw_native__mypyc`` beside the packages.
-GROUP = "aigw_native"
+#: The shared library: ``proxy/_compiled__mypyc.*.so``, inside the package, where an
+#: editable install finds it (a top-level module would only be found from the checkout).
+GROUP = "proxy._compiled"
 #: What ``proxy/native.py`` reads: the group and each compiled module's source digest.
 MANIFEST = "proxy/native.json"
 
@@ -101,11 +102,7 @@ def _current_in_place() -> bool:
     check = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = check  # its dataclasses look their module up there
     spec.loader.exec_module(check)
-    sys.path.insert(0, str(ROOT))  # where the group's library sits in a checkout
-    try:
-        return bool(check.choose(ROOT / "proxy", {}).compiled)
-    finally:
-        sys.path.remove(str(ROOT))
+    return bool(check.choose(ROOT / "proxy", {}).compiled)
 
 
 def _extensions() -> list[Any]:

@@ -51,14 +51,15 @@ def extension_modules(directory: Path) -> frozenset[str]:
 
 
 def choose(directory: Path, environ: Mapping[str, str]) -> Choice:
-    built = extension_modules(directory)
+    present = extension_modules(directory)
+    built = frozenset(n for n in present if not n.endswith("__mypyc"))  # the group's library is not a module
     if not built:
         return Choice(False, "pure Python (the request path was not compiled at install)", built)
     if environ.get("AIGW_PURE_PYTHON"):
         return Choice(False, "pure Python (AIGW_PURE_PYTHON is set)", built)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        group = str(manifest["group"])
+        library = str(manifest["group"]).rpartition(".")[2] + "__mypyc"
         digests = {Path(p).stem: str(d) for p, d in dict(manifest["modules"]).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Choice(False, f"pure Python (compiled modules without their build record; {REBUILD})", built)
@@ -71,8 +72,8 @@ def choose(directory: Path, environ: Mapping[str, str]) -> Choice:
             now = ""
         if now != digest:
             return Choice(False, f"pure Python ({name}.py changed since it was compiled; {REBUILD})", built)
-    if importlib.util.find_spec(f"{group}__mypyc") is None:
-        return Choice(False, f"pure Python (the compiled modules' library {group}__mypyc is missing; {REBUILD})", built)
+    if library not in present:
+        return Choice(False, f"pure Python (the compiled modules' library {library} is missing; {REBUILD})", built)
     return Choice(True, f"compiled with mypyc ({len(built)} modules of the request path)", frozenset())
 
 

@@ -7,7 +7,6 @@ import importlib
 import importlib.machinery
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,9 @@ SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _package(tmp: Path, sources: dict[str, str], group: str | None = "grp") -> Path:
-    """A package dir whose modules each have a (bogus) extension file and a build record."""
+def _package(tmp: Path, sources: dict[str, str], group: str | None = "pkg.grp") -> Path:
+    """A package dir whose modules each have a (bogus) extension file, the group's library
+    and a build record, as the install leaves them."""
     d = tmp / "pkg"
     d.mkdir()
     digests = {}
@@ -28,22 +28,13 @@ def _package(tmp: Path, sources: dict[str, str], group: str | None = "grp") -> P
         (d / f"{name}{SUFFIX}").write_bytes(b"not a shared object")
         digests[f"pkg/{name}.py"] = hashlib.sha256(text.encode()).hexdigest()
     if group is not None:
+        (d / f"{group.rpartition('.')[2]}__mypyc{SUFFIX}").write_bytes(b"not a library")
         (d / native.MANIFEST).write_text(json.dumps({"group": group, "modules": digests}))
     return d
 
 
-@pytest.fixture
-def group_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A findable top-level ``grp__mypyc`` module, as the build installs beside the packages."""
-    lib = tmp_path / "libs"
-    lib.mkdir()
-    (lib / "grp__mypyc.py").write_text("")
-    monkeypatch.syspath_prepend(str(lib))
-    yield "grp"
-
-
-def test_a_build_matching_its_sources_is_used(tmp_path: Path, group_lib: str) -> None:
-    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"}, group_lib)
+def test_a_build_matching_its_sources_is_used(tmp_path: Path) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"})
     choice = native.choose(d, {})
     assert choice.compiled and choice.from_source == frozenset()
     assert "compiled with mypyc (2 modules" in choice.how
@@ -68,30 +59,31 @@ def test_no_extension_is_pure_python_with_nothing_to_redirect(tmp_path: Path) ->
     ],
     ids=["edited", "no-record", "bad-record", "extra-extension", "missing-extension", "source-gone"],
 )
-def test_any_mismatch_sends_every_module_to_its_source(tmp_path: Path, group_lib: str, spoil, says: str) -> None:
-    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"}, group_lib)
+def test_any_mismatch_sends_every_module_to_its_source(tmp_path: Path, spoil, says: str) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n", "b": "Y = 2\n"})
     spoil(d)
     choice = native.choose(d, {})
     assert not choice.compiled and says in choice.how and native.REBUILD in choice.how
     # Every module that still has an extension: compiled modules call each other directly.
-    assert choice.from_source == native.extension_modules(d) and choice.from_source
+    assert choice.from_source == native.extension_modules(d) - {"grp__mypyc"} and choice.from_source
 
 
 def test_a_missing_shared_library_sends_them_to_source(tmp_path: Path) -> None:
-    d = _package(tmp_path, {"a": "X = 1\n"}, "nowhere_to_be_found")
+    d = _package(tmp_path, {"a": "X = 1\n"})
+    (d / f"grp__mypyc{SUFFIX}").unlink()
     choice = native.choose(d, {})
-    assert not choice.compiled and "nowhere_to_be_found__mypyc is missing" in choice.how
+    assert not choice.compiled and "grp__mypyc is missing" in choice.how
 
 
-def test_the_environment_can_ask_for_pure_python(tmp_path: Path, group_lib: str) -> None:
-    d = _package(tmp_path, {"a": "X = 1\n"}, group_lib)
+def test_the_environment_can_ask_for_pure_python(tmp_path: Path) -> None:
+    d = _package(tmp_path, {"a": "X = 1\n"})
     choice = native.choose(d, {"AIGW_PURE_PYTHON": "1"})
     assert not choice.compiled and choice.from_source == {"a"} and "AIGW_PURE_PYTHON" in choice.how
 
 
 def test_sources_win_over_the_extensions_beside_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``apply`` installs makes the import system read ``a.py``, not the broken ``a.so``."""
-    d = _package(tmp_path, {"__init__": "", "a": "X = 41 + 1\n"}, group="gone")
+    d = _package(tmp_path, {"__init__": "", "a": "X = 41 + 1\n"})
     (d / f"__init__{SUFFIX}").unlink()
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
