@@ -48,6 +48,13 @@ COMPILED = [
     "proxy/metrics.py",
     "proxy/outbound.py",
     "proxy/pipeline.py",
+    "proxy/protocols/anthropic_to_openai.py",
+    "proxy/protocols/openai_to_anthropic.py",
+    "proxy/protocols/responses_bridge.py",
+    "proxy/protocols/sse.py",
+    "proxy/protocols/tool_args.py",
+    "proxy/protocols/translation.py",
+    "proxy/protocols/usage.py",
     "proxy/recorder.py",
     "proxy/relay.py",
     "proxy/routes.py",
@@ -102,6 +109,12 @@ def _current_in_place() -> bool:
     check = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = check  # its dataclasses look their module up there
     spec.loader.exec_module(check)
+    try:
+        record = json.loads((ROOT / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("group") != GROUP or set(record.get("modules", ())) != set(COMPILED):
+        return False  # built from another list of modules
     return bool(check.choose(ROOT / "proxy", {}).compiled)
 
 

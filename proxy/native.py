@@ -39,15 +39,21 @@ class Choice:
 
 
 def extension_modules(directory: Path) -> frozenset[str]:
-    """Names of the modules in ``directory`` that have a C extension file."""
+    """Dotted names, under ``directory``'s package, of the modules with a C extension file
+    (``http_server``, ``protocols.sse``)."""
     names: set[str] = set()
     suffixes = sorted(importlib.machinery.EXTENSION_SUFFIXES, key=len, reverse=True)
-    for path in directory.iterdir():
+    for path in directory.rglob("*"):
         # The longest suffix that fits: ``a.cpython-311-x86_64-linux-gnu.so`` is ``a``, not ``a.cpython-…``.
         suffix = next((s for s in suffixes if path.name.endswith(s)), None)
         if suffix is not None:
-            names.add(path.name[: -len(suffix)])
+            parts = path.relative_to(directory).parts
+            names.add(".".join([*parts[:-1], path.name[: -len(suffix)]]))
     return frozenset(names)
+
+
+def _source(directory: Path, name: str) -> Path:
+    return directory.joinpath(*name.split(".")).with_suffix(".py")
 
 
 def choose(directory: Path, environ: Mapping[str, str]) -> Choice:
@@ -60,25 +66,27 @@ def choose(directory: Path, environ: Mapping[str, str]) -> Choice:
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         library = str(manifest["group"]).rpartition(".")[2] + "__mypyc"
-        digests = {Path(p).stem: str(d) for p, d in dict(manifest["modules"]).items()}
+        # "proxy/protocols/sse.py" -> "protocols.sse": paths from the checkout's root.
+        digests = {".".join(Path(p).with_suffix("").parts[1:]): str(d) for p, d in dict(manifest["modules"]).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Choice(False, f"pure Python (compiled modules without their build record; {REBUILD})", built)
     if set(digests) != built:
         return Choice(False, f"pure Python (the compiled modules are from another build; {REBUILD})", built)
     for name, digest in sorted(digests.items()):
         try:
-            now = hashlib.sha256((directory / f"{name}.py").read_bytes()).hexdigest()
+            now = hashlib.sha256(_source(directory, name).read_bytes()).hexdigest()
         except OSError:
             now = ""
         if now != digest:
-            return Choice(False, f"pure Python ({name}.py changed since it was compiled; {REBUILD})", built)
+            shown = _source(directory, name).relative_to(directory)
+            return Choice(False, f"pure Python ({shown} changed since it was compiled; {REBUILD})", built)
     if library not in present:
         return Choice(False, f"pure Python (the compiled modules' library {library} is missing; {REBUILD})", built)
     return Choice(True, f"compiled with mypyc ({len(built)} modules of the request path)", frozenset())
 
 
 class SourceFirst(importlib.abc.MetaPathFinder):
-    """Loads ``package.name`` from ``name.py`` for the names given, whatever lies beside it."""
+    """Loads ``package.name`` from its source for the (dotted) names given, whatever lies beside it."""
 
     def __init__(self, package: str, directory: Path, names: frozenset[str]) -> None:
         self.package = package
@@ -88,10 +96,11 @@ class SourceFirst(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        package, _, name = fullname.rpartition(".")
-        if package != self.package or name not in self.names:
+        prefix = self.package + "."
+        name = fullname[len(prefix) :] if fullname.startswith(prefix) else ""
+        if name not in self.names:
             return None
-        return importlib.util.spec_from_file_location(fullname, self.directory / f"{name}.py")
+        return importlib.util.spec_from_file_location(fullname, _source(self.directory, name))
 
 
 def apply(package: str, directory: Path, environ: Mapping[str, str]) -> Choice:

@@ -107,3 +107,33 @@ def test_the_build_compiles_what_it_records() -> None:
     listed = [line.strip().strip('",') for line in text.splitlines() if line.strip().startswith('"proxy/')]
     assert listed and all((ROOT / p).is_file() for p in listed)
     assert "proxy/native.py" not in listed and "proxy/upstream_errors.py" not in listed
+
+
+def test_a_subpackage_module_is_checked_and_loaded_from_source_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``proxy/protocols/sse.py`` is ``protocols.sse``: its digest counts, and its source wins."""
+    d = _package(tmp_path, {"__init__": "", "a": "X = 1\n"})
+    (d / f"__init__{SUFFIX}").unlink()
+    sub = d / "sub"
+    sub.mkdir()
+    (sub / "__init__.py").write_text("")
+    (sub / "m.py").write_text("Y = 7\n")
+    (sub / f"m{SUFFIX}").write_bytes(b"not a shared object")
+    record = json.loads((d / native.MANIFEST).read_text())
+    record["modules"].pop("pkg/__init__.py")
+    record["modules"]["pkg/sub/m.py"] = hashlib.sha256(b"Y = 7\n").hexdigest()
+    (d / native.MANIFEST).write_text(json.dumps(record))
+    assert native.extension_modules(d) == {"a", "sub.m", "grp__mypyc"}
+    assert native.choose(d, {}).compiled
+    (sub / "m.py").write_text("Y = 8\n")
+    choice = native.choose(d, {})
+    assert not choice.compiled and "sub/m.py changed since it was compiled" in choice.how
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    native.apply("pkg", d, {})
+    try:
+        assert importlib.import_module("pkg.sub.m").Y == 8
+    finally:
+        for name in ("pkg", "pkg.sub", "pkg.sub.m", "pkg.a"):
+            sys.modules.pop(name, None)
