@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.machinery
+import importlib.metadata
 import json
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -137,3 +141,60 @@ def test_a_subpackage_module_is_checked_and_loaded_from_source_alike(
     finally:
         for name in ("pkg", "pkg.sub", "pkg.sub.m", "pkg.a"):
             sys.modules.pop(name, None)
+
+
+def _imports(path: Path) -> set[str]:
+    """The dotted names a module imports, as mypy follows them (``TYPE_CHECKING`` too)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                names.add(f"{base}.{node.module}" if node.module else base)
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def _source(module: str) -> Path | None:
+    for candidate in (
+        (ROOT / Path(*module.split("."))).with_suffix(".py"),
+        ROOT / Path(*module.split(".")) / "__init__.py",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_the_build_can_see_every_package_the_compiled_modules_reach() -> None:
+    """pip builds the extensions before it installs the dependencies, and mypyc's type
+    check fails on an import it cannot find (then the install is pure Python): every
+    third-party package the compiled modules import, directly or through our own modules,
+    is a build requirement."""
+    text = (ROOT / "setup.py").read_text()
+    todo = [ROOT / line.strip().strip('",') for line in text.splitlines() if line.strip().startswith('"proxy/')]
+    seen: set[Path] = set()
+    third_party: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            top = name.partition(".")[0]
+            if top in {"proxy", "store", "tui"}:
+                found = _source(name) or _source(name.rpartition(".")[0])
+                if found is not None:
+                    todo.append(found)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third_party.add(top)
+    distributions = importlib.metadata.packages_distributions()
+    needed = {distributions[top][0].lower() for top in third_party}
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        requires = tomllib.load(f)["build-system"]["requires"]
+    have = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requires}
+    assert third_party and needed <= have, f"add to [build-system] requires: {sorted(needed - have)}"
