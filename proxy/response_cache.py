@@ -44,6 +44,8 @@ from typing import Any, Final, Literal, Protocol
 
 import orjson
 
+from proxy import memory
+
 CacheKeyMode = Literal["full", "last_user_message"]
 CacheScope = Literal["consumer", "api"]
 Clock = Callable[[], float]
@@ -57,6 +59,9 @@ PART_OVERHEAD: Final = 48
 #: No single answer above this is stored, however large the budget.
 MAX_ENTRY_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MAX_MB: Final = 64
+#: Dropping at least this much at once (a clear, an API's answers) hands the freed heap
+#: back to the system; LRU evictions do not, as the room they free is taken again at once.
+GIVE_BACK_BYTES: Final = 4 * 1024 * 1024
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
@@ -410,8 +415,10 @@ class MemoryCache:
     async def drop_api(self, api: str) -> int:
         keys = self._by_api.get(api, set())
         n = len(keys)
+        held = self.bytes
         for key in list(keys):
             self._remove(key)
+        self._released(held - self.bytes)
         return n
 
     async def api_changed(self, api: str) -> int:
@@ -422,8 +429,15 @@ class MemoryCache:
         self._entries.clear()
         self._by_api.clear()
         self._expiry.clear()
-        self.bytes = 0
+        held, self.bytes = self.bytes, 0
+        self._released(held)
         return n
+
+    @staticmethod
+    def _released(size: int) -> None:
+        """After a large drop, return the freed heap: otherwise it stays in the process's RSS."""
+        if size >= GIVE_BACK_BYTES:
+            memory.give_back()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "memory", "shared": False, "max_bytes": self.max_bytes}

@@ -3,6 +3,7 @@ injected clock, the per-API index, the stream recorder, and a model-based proper
 
 from __future__ import annotations
 
+import os
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import memory
 from proxy.response_cache import (
     ENTRY_OVERHEAD,
     PART_OVERHEAD,
@@ -256,6 +258,31 @@ async def test_drop_api_drops_only_that_api_and_clear_drops_all() -> None:
     assert s.entries == 2 and s.bytes == 2 * entry_size(key(api="b", consumer="x"), "b", answer())
     await cache.clear()
     assert (await cache.stats()).entries == 0 and cache.bytes == 0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@pytest.mark.skipif(not memory.can_give_back(), reason="only glibc lets a process return freed heap")
+@pytest.mark.parametrize("how", ["clear", "drop_api"])
+async def test_a_large_drop_hands_the_freed_memory_back(how: str) -> None:
+    """Answers freed amid live objects stay in RSS until the heap is trimmed: a cleared
+    cache must not leave the process as large as a full one."""
+    cache = MemoryCache(96 << 20, clock=Clock())
+    live: list[bytes] = []  # what the gateway keeps meanwhile: it pins the heap's pages
+    before = _rss_mb()
+    for i in range(40_000):
+        await cache.put(f"k{i}", "a", CachedAnswer(tuple(JSON), os.urandom(1200), None, 1, 2, Clock()(), 60.0))
+        if i % 16 == 0:
+            live.append(os.urandom(700))
+    full = _rss_mb()
+    assert full - before > 40  # the cache really took the memory
+    assert await (cache.clear() if how == "clear" else cache.drop_api("a")) == 40_000
+    after = _rss_mb()
+    assert after - before < (full - before) / 2, (before, full, after)
+    assert len(live) == 2_500
 
 
 async def test_a_zero_budget_stores_nothing() -> None:
